@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+
+
+def clustered(n, dim, seed, *, clusters=32, spread=1.0, offset=0.0):
+    """Seeded clustered data with a shared offset direction, like real embeddings."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + spread * rng.standard_normal((n, dim))
+    x += offset * rng.standard_normal(dim)   # a common direction shared by every row
+    return x.astype(np.float32)
+
+
+def exact_topk(x, q, k, metric):
+    """Brute-force ids (nq, k) by the true metric, float64."""
+    x = x.astype(np.float64)
+    q = q.astype(np.float64)
+    if metric == "cosine":
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    if metric == "l2":
+        s = -((q * q).sum(1)[:, None] - 2 * q @ x.T + (x * x).sum(1)[None, :])
+    else:
+        s = q @ x.T
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+
+def recall(found, truth):
+    k = truth.shape[1]
+    return np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found, truth)])
+
+
+@pytest.fixture(scope="session")
+def data_64():
+    x = clustered(4100, 64, seed=1, offset=1.0)
+    return x[:4000], x[4000:]

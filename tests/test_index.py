@@ -1,0 +1,233 @@
+import numba
+import numpy as np
+import pytest
+
+import turboann as ta
+from turboann.kernels import reference as ref
+
+from conftest import exact_topk, recall
+
+# Recall 10@10 against brute force on the seeded clustered set (d = 64, n = 4000),
+# per variant, metric and bits: measured values sit 0.03-0.06 above these floors.
+FLOORS = {("mse", "cosine", 2): 0.50, ("mse", "cosine", 4): 0.80,
+          ("mse", "ip", 2): 0.60, ("mse", "ip", 4): 0.84,
+          ("mse", "l2", 2): 0.58, ("mse", "l2", 4): 0.83,
+          ("prod", "cosine", 2): 0.32, ("prod", "cosine", 4): 0.60,
+          ("prod", "ip", 2): 0.40, ("prod", "ip", 4): 0.69,
+          ("prod", "l2", 2): 0.35, ("prod", "l2", 4): 0.67}
+
+
+@pytest.mark.parametrize("variant,metric,bits", sorted(FLOORS))
+def test_recall_against_brute_force(data_64, variant, metric, bits):
+    x, q = data_64
+    index = ta.Index(64, bits=bits, metric=metric, variant=variant, seed=0)
+    index.add(x)
+    D, I = index.search(q, 10)
+    r = recall(I, exact_topk(x, q, 10, metric))
+    assert r >= FLOORS[variant, metric, bits], r
+    assert D.dtype == np.float32 and I.dtype == np.int64 and D.shape == (100, 10)
+    if metric == "l2":
+        assert (np.diff(D, axis=1) >= 0).all()
+    else:
+        assert (np.diff(D, axis=1) <= 0).all()
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("variant,center", [("mse", False), ("mse", True), ("prod", True)])
+def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center):
+    """The index's D equals a decode-and-dot NumPy computation of the same estimator."""
+    x, q = data_64
+    x, q = x[:700], q[:7]
+    index = ta.Index(64, bits=3, metric=metric, variant=variant, center=center)
+    index.add(x)
+    D, I = index.search(q, 20)
+    quant = index.quantizer
+    qq = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
+    qc = qq - index.mean if (center and metric == "l2") else qq
+    qv = quant.segment_values(qc.astype(np.float32))
+    p = quant.plan
+    scores = ref.score_codes(index._store.codes, index._store.factors, qv, quant.centroid_table,
+                             quant.segment_bits, p.seg_bytes[:-1])
+    if metric == "l2":
+        scores = (qc.astype(np.float64) ** 2).sum(1)[:, None] - scores
+        order = np.argsort(scores, axis=1, kind="stable")[:, :20]
+    else:
+        if center:
+            scores = scores + (qq @ index.mean.astype(np.float64))[:, None]
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :20]
+    want = np.take_along_axis(scores, order, 1)
+    np.testing.assert_allclose(D, np.maximum(want, 0) if metric == "l2" else want, rtol=1e-4, atol=1e-4)
+    # ids agree except where two scores are equal up to rounding
+    same = (I == order) | np.isclose(np.take_along_axis(scores, I, 1), want, rtol=1e-5, atol=1e-5)
+    assert same.all()
+
+
+def test_correction_makes_inner_products_unbiased(data_64):
+    x, q = data_64
+    plain = ta.Index(64, bits=2, metric="ip", correction="none", center=False)
+    corrected = ta.Index(64, bits=2, metric="ip", correction="ip", center=False)
+    true = q.astype(np.float64) @ x.T.astype(np.float64)
+    slopes = {}
+    for name, index in (("plain", plain), ("corrected", corrected)):
+        index.add(x)
+        D, I = index.search(q, 4000)
+        t = np.take_along_axis(true, I, 1)
+        slopes[name] = (D * t).sum() / (t * t).sum()
+    assert slopes["plain"] < 0.93            # MSE codes shrink inner products by ~(1 - D_mse)
+    assert abs(slopes["corrected"] - 1.0) < 0.02
+
+
+def test_center_auto_only_with_enough_vectors(data_64):
+    x, q = data_64
+    a = ta.Index(64, bits=4, center="auto")
+    a.add(x[:10])
+    a.add(x[10:])
+    assert a.mean is None                     # first add too small: stays data-oblivious
+    b = ta.Index(64, bits=4, center="auto")
+    b.add(x)
+    assert b.mean is not None
+    given = ta.Index(64, bits=4, center=np.zeros(64))
+    given.add(x)
+    assert np.array_equal(given.mean, np.zeros(64, np.float32))
+
+
+def test_ids_default_explicit_and_removal(data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=4, metric="l2")
+    index.add(x[:100])
+    index.add(x[100:200], ids=np.arange(1000, 1100))
+    index.add(x[200:300])                       # continues after the largest id
+    assert len(index) == 300
+    assert index.ids[200] == 1100
+    D, I = index.search(x[150:151], 1)
+    assert I[0, 0] == 1050
+    assert index.remove([1050, 3, 1101]) == 3
+    assert len(index) == 297
+    D, I = index.search(x[150:151], 300)
+    assert 1050 not in I and 3 not in I and 1101 not in I
+    assert (I[0, 297:] == -1).all() and np.isinf(D[0, 297:]).all()
+    assert sorted(I[0, :297].tolist()) == sorted(index.ids.tolist())
+    # removed ids never come back, re-adding the same id is a new vector
+    index.add(x[150:151], ids=[1050])
+    D, I = index.search(x[150:151], 1)
+    assert I[0, 0] == 1050
+    assert index.remove([5], missing="ignore") == 1
+    assert index.remove([5], missing="ignore") == 0
+    with pytest.raises(ValueError, match="ids must be in the index, got unknown id 5"):
+        index.remove([6, 5])
+    assert 6 in index.ids                        # the failed call removed nothing
+
+
+def test_remove_everything_then_search():
+    x = np.random.default_rng(0).standard_normal((50, 16)).astype(np.float32)
+    index = ta.Index(16, bits=2, metric="ip")
+    index.add(x)
+    assert index.remove(np.arange(50)) == 50
+    D, I = index.search(x[:2], 3)
+    assert (I == -1).all() and np.isneginf(D).all()
+
+
+def test_k_larger_than_index_pads():
+    x = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    index = ta.Index(16, bits=2, metric="l2")
+    index.add(x)
+    D, I = index.search(x[0], 8)                 # 1-D query is one row
+    assert I.shape == (1, 8) and (I[0, 5:] == -1).all() and np.isposinf(D[0, 5:]).all()
+    assert I[0, 0] == 0
+    empty = ta.Index(16)
+    D, I = empty.search(x, 2)
+    assert (I == -1).all()
+
+
+def test_input_dtypes_are_converted_once(data_64):
+    x, q = data_64
+    results = []
+    for dtype in (np.float16, np.float32, np.float64):
+        index = ta.Index(64, bits=4, metric="ip", center=False)
+        index.add(x.astype(dtype).astype(np.float32).astype(dtype))
+        results.append(index.search(q.astype(dtype), 5)[1])
+    assert np.array_equal(results[1], results[2])
+    ints = ta.Index(4, bits=4, metric="l2")
+    ints.add(np.arange(40).reshape(10, 4))
+    assert ints.search(np.arange(4), 1)[1][0, 0] == 0
+
+
+def test_nbytes_and_code_bytes():
+    index = ta.Index(384, bits=2, metric="cosine", center=False)
+    assert index.code_bytes == 96 + 4
+    index.add(np.random.default_rng(0).standard_normal((10, 384)))
+    assert index.nbytes == 10 * (96 + 4 + 8)
+    assert ta.Index(384, bits=2, metric="l2").code_bytes == 96 + 8
+    assert ta.Index(384, bits=2, variant="prod").code_bytes == 96 + 8
+
+
+def test_threads_argument_gives_same_results(data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=3)
+    index.add(x)
+    before = numba.get_num_threads()
+    D1, I1 = index.search(q, 10, threads=1)
+    assert numba.get_num_threads() == before
+    D2, I2 = index.search(q[:1], 10)            # one query: the database is split across threads
+    np.testing.assert_array_equal(I1[:1], I2)
+    ta.set_num_threads(1)
+    try:
+        D3, I3 = index.search(q, 10)
+    finally:
+        ta.set_num_threads(before)
+    np.testing.assert_array_equal(I1, I3)
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        index.search(q, 1, threads=0)
+
+
+def test_bad_input_errors(data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=4, metric="cosine")
+    index.add(x[:100])
+    with pytest.raises(ValueError, match=r"x must have 64 columns \(the index dim\), got shape \(2, 63\)"):
+        index.add(np.zeros((2, 63)))
+    with pytest.raises(ValueError, match="x must be a 2-D array of shape \\(n, 64\\), got ndim 3"):
+        index.add(np.zeros((2, 2, 64)))
+    with pytest.raises(TypeError, match="x must hold real numbers .* got dtype <U1"):
+        index.add(np.full((2, 64), "a"))
+    with pytest.raises(TypeError, match="x must hold real numbers .* got dtype complex128"):
+        index.add(np.zeros((2, 64), complex))
+    bad = x[:5].copy()
+    bad[3, 7] = np.nan
+    with pytest.raises(ValueError, match="x must be finite: row 3 holds NaN or inf"):
+        index.add(bad)
+    bad[3, 7] = np.inf
+    with pytest.raises(ValueError, match="q must be finite: row 3"):
+        index.search(bad, 1)
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        index.search(q, 0)
+    with pytest.raises(TypeError, match="k must be an integer, got float"):
+        index.search(q, 2.0)
+    with pytest.raises(ValueError, match="ids must be unique, got duplicate id 7"):
+        index.add(x[:3], ids=[7, 8, 7])
+    with pytest.raises(ValueError, match="ids must not be in the index already, got id 5"):
+        index.add(x[:2], ids=[500, 5])
+    with pytest.raises(ValueError, match=r"ids must have one id per vector \(2\), got 3"):
+        index.add(x[:2], ids=[1000, 1001, 1002])
+    with pytest.raises(TypeError, match="ids must be integers"):
+        index.add(x[:2], ids=[1.5, 2.5])
+    zero = x[:3].copy()
+    zero[1] = 0
+    with pytest.raises(ValueError, match="x row 1 is a zero vector, which has no direction under metric 'cosine'"):
+        index.add(zero)
+    with pytest.raises(ValueError, match="q row 1 is a zero vector"):
+        index.search(zero, 1)
+    assert len(index) == 100                     # nothing was added by the failed calls
+    with pytest.raises(ValueError, match="metric must be one of 'ip', 'cosine', 'l2', got 'dot'"):
+        ta.Index(64, metric="dot")
+    with pytest.raises(ValueError, match="variant must be one of 'mse', 'prod', got 'pq'"):
+        ta.Index(64, variant="pq")
+    with pytest.raises(ValueError, match="center must be 'auto', True, False or a \\(64,\\) array"):
+        ta.Index(64, center=np.zeros(3))
+    with pytest.raises(ValueError, match="dim must be >= 2, got 0"):
+        ta.Index(0)
+    # a zero vector is fine under ip and l2
+    for metric in ("ip", "l2"):
+        other = ta.Index(64, bits=2, metric=metric)
+        other.add(np.zeros((3, 64)))
+        assert len(other) == 3

@@ -1,0 +1,193 @@
+"""One-file index format: written atomically, checked before it is trusted.
+
+Layout (little endian):
+    magic      8 bytes   b"TURBOANN"
+    version    uint32
+    hlen       uint32    length of the header
+    header     hlen bytes of UTF-8 JSON: kind, settings, arrays [{name, dtype, shape, offset, nbytes, crc32}]
+    hcrc       uint32    CRC-32 of version, hlen and header
+    payload    the arrays, each at its 64-byte aligned offset from the file start
+
+`load` checks magic, version, the header checksum, every array's bounds,
+dtype, shape and checksum before it builds anything, and raises
+`IndexFileError` (a ValueError) naming what is wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+MAGIC = b"TURBOANN"
+VERSION = 1
+_ALIGN = 64
+_PREFIX = struct.Struct("<8sII")
+_DTYPES = {"uint8", "float32", "int64"}
+_MAX_HEADER = 1 << 24
+
+
+class IndexFileError(ValueError):
+    """The file is not a turboann index, or is truncated, corrupt or of another version."""
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+def _crc(data) -> int:
+    return zlib.crc32(memoryview(data).cast("B")) & 0xFFFFFFFF
+
+
+def _atomic_write(path: str, chunks) -> None:
+    """Write chunks (bytes-like) to a temp file beside path, fsync, rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".turboann", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write `arrays` (name -> C-contiguous array) with `settings` under `kind`."""
+    path = os.fspath(path)
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    entries = []
+    for name, a in arrays.items():
+        if a.dtype.name not in _DTYPES:
+            raise TypeError(f"array {name!r} has dtype {a.dtype}, not one of {sorted(_DTYPES)}")
+        entries.append({"name": name, "dtype": a.dtype.name, "shape": list(a.shape),
+                        "nbytes": int(a.nbytes), "crc32": _crc(a) if a.nbytes else 0})
+    offset = 0
+    for e in entries:
+        e["offset"] = offset
+        offset = _aligned(offset + e["nbytes"])
+    header = json.dumps({"kind": kind, "settings": settings, "arrays": entries}, sort_keys=True).encode()
+    prefix = _PREFIX.pack(MAGIC, VERSION, len(header))
+    hcrc = struct.pack("<I", _crc(prefix[8:] + header))
+    start = _PREFIX.size + len(header) + 4
+
+    def chunks():
+        yield prefix
+        yield header
+        yield hcrc
+        pos = start
+        for e, a in zip(entries, arrays.values()):
+            at = _aligned(start) + e["offset"]
+            yield b"\0" * (at - pos)
+            yield memoryview(a).cast("B") if a.nbytes else b""
+            pos = at + e["nbytes"]
+
+    _atomic_write(path, chunks())
+
+
+def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """Read and verify a file written by `write_file`: (kind, settings, arrays)."""
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        f = open(path, "rb")
+    except OSError as e:
+        raise IndexFileError(f"cannot open index file {path!r}: {e.strerror}") from None
+    with f:
+        head = f.read(_PREFIX.size)
+        if len(head) < _PREFIX.size or head[:8] != MAGIC:
+            raise IndexFileError(f"{path!r} is not a turboann index file (bad magic)")
+        _, version, hlen = _PREFIX.unpack(head)
+        if version != VERSION:
+            raise IndexFileError(f"{path!r} has format version {version}; this turboann reads version {VERSION}")
+        if hlen > _MAX_HEADER or _PREFIX.size + hlen + 4 > size:
+            raise IndexFileError(f"{path!r} is truncated or corrupt (header length {hlen}, file size {size})")
+        header = f.read(hlen)
+        (hcrc,) = struct.unpack("<I", f.read(4))
+        if _crc(head[8:] + header) != hcrc:
+            raise IndexFileError(f"{path!r} is corrupt: header checksum mismatch")
+        try:
+            meta = json.loads(header)
+            kind, settings, entries = meta["kind"], meta["settings"], meta["arrays"]
+        except (ValueError, KeyError, TypeError):
+            raise IndexFileError(f"{path!r} is corrupt: unreadable header") from None
+        data_start = _aligned(_PREFIX.size + hlen + 4)
+        arrays = {}
+        for e in entries:
+            arrays[e["name"]] = _read_array(f, path, size, data_start, e)
+    return kind, settings, arrays
+
+
+def _read_array(f, path: str, size: int, data_start: int, e: dict) -> np.ndarray:
+    try:
+        name, dtype, shape = str(e["name"]), str(e["dtype"]), tuple(int(s) for s in e["shape"])
+        offset, nbytes, crc = data_start + int(e["offset"]), int(e["nbytes"]), int(e["crc32"])
+    except (KeyError, TypeError, ValueError):
+        raise IndexFileError(f"{path!r} is corrupt: bad array entry") from None
+    if dtype not in _DTYPES or any(s < 0 for s in shape):
+        raise IndexFileError(f"{path!r} is corrupt: array {name!r} has dtype {dtype} shape {shape}")
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
+        raise IndexFileError(f"{path!r} is corrupt: array {name!r} size does not match its shape")
+    if offset < data_start or offset + nbytes > size:
+        raise IndexFileError(f"{path!r} is truncated: array {name!r} needs bytes up to {offset + nbytes}, "
+                             f"file has {size}")
+    f.seek(offset)
+    buf = bytearray(nbytes)
+    if f.readinto(buf) != nbytes:
+        raise IndexFileError(f"{path!r} is truncated while reading array {name!r}")
+    if nbytes and _crc(buf) != crc:
+        raise IndexFileError(f"{path!r} is corrupt: checksum mismatch in array {name!r}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+def save(index, path) -> None:
+    """Save an Index (or subclass) to `path` atomically."""
+    arrays = {"codes": index._store.codes, "factors": index._store.factors, "ids": index._store.ids,
+              "next_id": np.array([index._store.next_id], np.int64)}
+    if index._mean is not None:
+        arrays["mean"] = index._mean
+    write_file(path, type(index).__name__, index._settings(), arrays)
+
+
+def load(path):
+    """Load an index saved by `save`; returns an object of the class that was saved."""
+    from .index import Index
+    kind, settings, arrays = read_file(path)
+    classes = {"Index": Index}
+    if kind not in classes:
+        raise IndexFileError(f"{os.fspath(path)!r} holds an unknown index kind {kind!r}")
+    try:
+        index = classes[kind](**{k: v for k, v in settings.items()})
+    except (TypeError, ValueError) as e:
+        raise IndexFileError(f"{os.fspath(path)!r} has invalid settings: {e}") from None
+    need = ("codes", "factors", "ids", "next_id")
+    missing = [name for name in need if name not in arrays]
+    store = index._store
+    codes, factors, ids = arrays.get("codes"), arrays.get("factors"), arrays.get("ids")
+    if (missing or codes.ndim != 2 or codes.shape[1] != store.code_bytes or factors.ndim != 2
+            or factors.shape != (codes.shape[0], store.n_factors) or ids.shape != (codes.shape[0],)
+            or codes.dtype != np.uint8 or factors.dtype != np.float32 or ids.dtype != np.int64):
+        raise IndexFileError(f"{os.fspath(path)!r} is corrupt: arrays do not match the settings")
+    if "mean" in arrays:
+        if arrays["mean"].shape != (index.dim,) or arrays["mean"].dtype != np.float32:
+            raise IndexFileError(f"{os.fspath(path)!r} is corrupt: bad mean vector")
+        index._set_mean(arrays["mean"])
+    if len(np.unique(ids)) != len(ids):
+        raise IndexFileError(f"{os.fspath(path)!r} is corrupt: duplicate ids")
+    store.load_arrays(codes, factors, ids, int(arrays["next_id"][0]))
+    return index

@@ -1,0 +1,1 @@
+"""Numba scan kernels and their NumPy reference twins."""

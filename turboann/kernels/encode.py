@@ -1,0 +1,149 @@
+"""Encoding kernels: bucket rotated coordinates and pack them into bytes.
+
+Codes are a bitstream per segment, least significant bit first: coordinate
+`i` of a `bits`-wide segment starting at byte `offset` occupies bits
+`[i * bits, (i + 1) * bits)` counted from `offset * 8`. A coordinate may
+straddle two bytes when `bits` does not divide 8. Every kernel here has a
+NumPy twin in `kernels.reference`.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+# Up to this many boundaries, bucketing compares against every boundary: a
+# loop LLVM vectorises, several times faster than a (mispredicting) binary search.
+_LINEAR_MAX_BOUNDARIES = 31
+_ROWS_PER_TASK = 256
+
+
+@njit(cache=True, nogil=True)
+def _bucket_row(u, boundaries, centroids, steps, codes, u_hat):
+    """codes[i] = number of boundaries <= u[i] (searchsorted right); u_hat[i] = centroids[codes[i]]."""
+    d = u.shape[0]
+    nb = boundaries.shape[0]
+    if nb <= _LINEAR_MAX_BOUNDARIES:
+        for i in range(d):
+            codes[i] = 0
+            u_hat[i] = centroids[0]
+        for j in range(nb):
+            bj = boundaries[j]
+            sj = steps[j]
+            for i in range(d):
+                m = u[i] >= bj
+                codes[i] += m
+                u_hat[i] += sj * m
+    else:
+        for i in range(d):
+            c = 0
+            step = (nb + 1) >> 1
+            while step > 0:
+                c += step * np.int64(u[i] >= boundaries[c + step - 1])
+                step >>= 1
+            codes[i] = c
+            u_hat[i] = centroids[c]
+
+
+@njit(cache=True, nogil=True)
+def _pack_row(c, bits, row, offset):
+    """Pack c (d,) codes into row[offset:]: 8 coordinates make exactly `bits` bytes."""
+    d = c.shape[0]
+    end = offset + (d * bits + 7) // 8
+    for g in range((d + 7) // 8):
+        acc = np.uint64(0)
+        for t in range(8):
+            i = 8 * g + t
+            if i < d:
+                acc |= np.uint64(c[i]) << np.uint64(t * bits)
+        for b in range(bits):
+            pos = offset + g * bits + b
+            if pos < end:
+                row[pos] = np.uint8((acc >> np.uint64(8 * b)) & np.uint64(0xFF))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def encode_directions(y, scale, shift, boundaries, centroids, bits, codes, offset, norms, dots, residual):
+    """Normalise each rotated row, bucket its coordinates and pack the codes.
+
+    y          (n, d) float32  rotated vectors; each row is first mapped to
+               y[r] * scale[r] - shift (rotation commutes with both, so the
+               index centres and normalises here instead of in a separate pass)
+    scale      (n,) float64, shift (d,) float32
+    boundaries (2**bits - 1,) float32, centroids (2**bits,) float32
+    codes      (n, nbytes) uint8; this segment's bytes, from `offset`, are overwritten
+    norms      (n,) float32 out: ||y||
+    dots       (n,) float32 out: <u, u_hat> with u = y / ||y|| and u_hat its
+               reconstruction from the centroids (0 for a zero row)
+    residual   (n, d) float32 out, or shape (0, 0) to skip: u - u_hat
+    """
+    n, d = y.shape
+    keep_residual = residual.shape[0] == n
+    # Centroid increments make u_hat a sum of comparisons, like the code itself.
+    steps = (centroids[1:] - centroids[:-1]).astype(np.float32)
+    for task in prange((n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        u = np.empty(d, np.float32)
+        u_hat = np.empty(d, np.float32)
+        c = np.empty(d, np.int64)
+        for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            sc = np.float32(scale[r])
+            s = 0.0
+            for i in range(d):
+                u[i] = y[r, i] * sc - shift[i]
+                s += np.float64(u[i]) * u[i]
+            norm = np.sqrt(s)
+            inv = np.float32(1.0 / norm if norm > 0.0 else 0.0)
+            norms[r] = norm
+            for i in range(d):
+                u[i] *= inv
+            _bucket_row(u, boundaries, centroids, steps, c, u_hat)
+            dot = np.float32(0.0)
+            for i in range(d):
+                dot += u[i] * u_hat[i]
+            dots[r] = dot if norm > 0.0 else 0.0
+            if keep_residual:
+                for i in range(d):
+                    residual[r, i] = u[i] - u_hat[i]
+            _pack_row(c, bits, codes[r], offset)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pack_signs(z, codes, offset):
+    """Pack sign bits (1 where z >= 0) of z (n, d) float32 into codes[:, offset:] (overwritten)."""
+    n, d = z.shape
+    for r in prange(n):
+        for g in range((d + 7) // 8):
+            byte = 0
+            for t in range(min(8, d - 8 * g)):
+                byte |= np.int64(z[r, 8 * g + t] >= 0.0) << t
+            codes[r, offset + g] = np.uint8(byte)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def unpack_codes(codes, offset, bits, d, out):
+    """Inverse of the packing: out (n, d) int32 receives each coordinate's code."""
+    n = codes.shape[0]
+    mask = (1 << bits) - 1
+    for r in prange(n):
+        row = codes[r]
+        for i in range(d):
+            p = i * bits
+            byte = offset + (p >> 3)
+            shift = p & 7
+            c = np.int32(row[byte]) >> shift
+            if shift + bits > 8:
+                c |= np.int32(row[byte + 1]) << (8 - shift)
+            out[r, i] = c & mask
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def row_norms(x):
+    """Euclidean norm of each row of x (n, d) float32, accumulated in float64: (n,) float64."""
+    n, d = x.shape
+    out = np.empty(n, np.float64)
+    for r in prange(n):
+        s = 0.0
+        for i in range(d):
+            s += np.float64(x[r, i]) * x[r, i]
+        out[r] = np.sqrt(s)
+    return out

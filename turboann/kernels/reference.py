@@ -1,0 +1,77 @@
+"""Plain NumPy twins of the Numba kernels: slow, obvious, and the truth in tests."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def pack_codes(c: np.ndarray, bits: int, offset: int = 0, out: np.ndarray | None = None) -> np.ndarray:
+    """Pack codes c (n, d) ints < 2**bits as an LSB-first bitstream starting at byte `offset`.
+
+    Writes into `out` (n, >= offset + ceil(d * bits / 8)) uint8, or a fresh
+    array of exactly that width.
+    """
+    n, d = c.shape
+    seg = (d * bits + 7) // 8
+    out = np.zeros((n, offset + seg), np.uint8) if out is None else out
+    bit_index = np.arange(d)[:, None] * bits + np.arange(bits)[None, :]   # (d, bits)
+    bit_values = (c[:, :, None].astype(np.int64) >> np.arange(bits)) & 1  # (n, d, bits)
+    flat = np.zeros((n, seg * 8), np.uint8)
+    flat[:, bit_index.ravel()] = bit_values.reshape(n, -1)
+    out[:, offset:offset + seg] |= np.packbits(flat, axis=1, bitorder="little")
+    return out
+
+
+def unpack_codes(codes: np.ndarray, offset: int, bits: int, d: int) -> np.ndarray:
+    """Inverse of `pack_codes`: (n, d) int32."""
+    bitsarr = np.unpackbits(codes[:, offset:], axis=1, bitorder="little")[:, :d * bits]
+    bitsarr = bitsarr.reshape(len(codes), d, bits).astype(np.int32)
+    return (bitsarr << np.arange(bits, dtype=np.int32)).sum(axis=2).astype(np.int32)
+
+
+def encode_directions(y: np.ndarray, scale: np.ndarray, shift: np.ndarray, boundaries: np.ndarray,
+                      centroids: np.ndarray, bits: int):
+    """Twin of `kernels.encode.encode_directions`: (codes of the segment alone, norms, dots, residual)."""
+    v = y * scale.astype(np.float32)[:, None] - shift
+    norms = np.sqrt((v.astype(np.float64) ** 2).sum(axis=1))
+    inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
+    u = v * inv[:, None]
+    c = np.searchsorted(boundaries, u, side="right")
+    uh = centroids[c]
+    dots = np.where(norms > 0, (u.astype(np.float64) * uh).sum(axis=1), 0.0)
+    codes = pack_codes(c, bits)
+    return codes, norms.astype(np.float32), dots.astype(np.float32), (u - uh).astype(np.float32)
+
+
+def pack_signs(z: np.ndarray, offset: int = 0) -> np.ndarray:
+    """Twin of `kernels.encode.pack_signs`, into a fresh (n, offset + ceil(d / 8)) array."""
+    return pack_codes((z >= 0).astype(np.int64), 1, offset)
+
+
+def score_codes(codes: np.ndarray, factors: np.ndarray, qv: np.ndarray, cents: np.ndarray,
+                seg_bits: Sequence[int], seg_offsets: Sequence[int]) -> np.ndarray:
+    """Twin of `kernels.scan.score_codes`: decode every segment, then dot products.
+
+    qv (nq, nseg, d); cents (nseg, >= 2**bits); returns (nq, n) float64.
+    """
+    nseg = len(seg_bits)
+    d = qv.shape[2]
+    scores = np.zeros((qv.shape[0], codes.shape[0]))
+    for s, (bits, off) in enumerate(zip(seg_bits, seg_offsets)):
+        decoded = cents[s][unpack_codes(codes, off, bits, d)].astype(np.float64)   # (n, d)
+        scores += (qv[:, s, :].astype(np.float64) @ decoded.T) * factors[:, s][None, :]
+    if factors.shape[1] > nseg:
+        scores += factors[:, nseg][None, :]
+    return scores
+
+
+def topk(scores: np.ndarray, k: int):
+    """Best k per row (highest first, ties to the lower column), -inf/-1 padded."""
+    nq, n = scores.shape
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    out_s = np.full((nq, k), -np.inf, np.float64)
+    out_i = np.full((nq, k), -1, np.int64)
+    out_s[:, :order.shape[1]] = np.take_along_axis(scores, order, 1)
+    out_i[:, :order.shape[1]] = order
+    return out_s, out_i

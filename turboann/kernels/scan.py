@@ -1,0 +1,186 @@
+"""Lookup-table scan of row-major packed codes, with top-k selection.
+
+A code row is a concatenation of segments (see `kernels.encode`). For one
+query, each segment `s` has per-coordinate query values `qv[s]` (d,) and a
+centroid table `cents[s]`; a vector's partial score for the segment is
+sum_i qv[s, i] * cents[s, code_i]. Its final score is
+
+    score = sum_s factors[v, s] * partial_s  (+ factors[v, nseg] when biased)
+
+Rather than one lookup per coordinate, the query is turned into one
+256-entry table per code byte holding the summed contribution of every
+coordinate that lies wholly inside that byte; that serves every bit width
+with one lookup per byte. Coordinates that straddle two bytes (bits 3, 5, 6,
+7) get a small table of their own. The `ScanPlan` arrays describe which
+coordinate sits where; they depend only on the layout, not on the query.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from numba import njit, prange
+
+from .topk import heap_push, sorted_topk
+
+
+class ScanPlan(NamedTuple):
+    """Where each coordinate of each segment sits in a code row (all int64).
+
+    seg_bytes  (nseg + 1,)  byte range [seg_bytes[s], seg_bytes[s+1]) of segment s
+    seg_bits   (nseg,)      bits per coordinate
+    whole_*    (m,)         coordinates wholly inside one byte: byte, coord, shift, segment
+    split_*    (p,)         coordinates straddling bytes b and b+1: b, coord, shift, segment
+    """
+    seg_bytes: np.ndarray
+    seg_bits: np.ndarray
+    whole_byte: np.ndarray
+    whole_coord: np.ndarray
+    whole_shift: np.ndarray
+    whole_seg: np.ndarray
+    split_byte: np.ndarray
+    split_coord: np.ndarray
+    split_shift: np.ndarray
+    split_seg: np.ndarray
+
+
+def segment_bytes(dim: int, bits: int) -> int:
+    """Bytes one segment of `dim` coordinates at `bits` each occupies."""
+    return (dim * bits + 7) // 8
+
+
+def make_plan(dim: int, segment_bits: Sequence[int]) -> ScanPlan:
+    """Describe the layout of segments of `dim` coordinates at the given widths."""
+    seg_bytes = [0]
+    whole, split = [], []
+    for s, bits in enumerate(segment_bits):
+        offset = seg_bytes[-1]
+        for i in range(dim):
+            p = i * bits
+            byte, shift = offset + (p >> 3), p & 7
+            (split if shift + bits > 8 else whole).append((byte, i, shift, s))
+        seg_bytes.append(offset + segment_bytes(dim, bits))
+
+    def cols(rows):
+        a = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        return [np.ascontiguousarray(a[:, j]) for j in range(4)]
+
+    return ScanPlan(np.array(seg_bytes, np.int64), np.array(segment_bits, np.int64),
+                    *cols(whole), *cols(split))
+
+
+@njit(cache=True, nogil=True)
+def build_tables(qv, cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+                 split_coord, split_seg, nbytes, byte_table, split_table):
+    """Fill the per-query lookup tables.
+
+    qv (nseg, d) float32; cents (nseg, 256) float32 (unused tail ignored);
+    byte_table (nbytes, 256) float32 out; split_table (p, 256) float32 out.
+    """
+    byte_table[:, :] = 0.0
+    for e in range(whole_byte.shape[0]):
+        s = whole_seg[e]
+        mask = (1 << seg_bits[s]) - 1
+        val = qv[s, whole_coord[e]]
+        sh = whole_shift[e]
+        row = byte_table[whole_byte[e]]
+        for v in range(256):
+            row[v] += val * cents[s, (v >> sh) & mask]
+    for e in range(split_coord.shape[0]):
+        s = split_seg[e]
+        val = qv[s, split_coord[e]]
+        for c in range(1 << seg_bits[s]):
+            split_table[e, c] = val * cents[s, c]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _score_row(row, fac, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+               byte_table, split_table, partial):
+    nseg = seg_bytes.shape[0] - 1
+    for s in range(nseg):
+        acc = np.float32(0.0)
+        for j in range(seg_bytes[s], seg_bytes[s + 1]):
+            acc += byte_table[j, row[j]]
+        partial[s] = acc
+    for e in range(split_byte.shape[0]):
+        b = split_byte[e]
+        sh = split_shift[e]
+        s = split_seg[e]
+        c = ((np.int32(row[b]) >> sh) | (np.int32(row[b + 1]) << (8 - sh))) & ((1 << seg_bits[s]) - 1)
+        partial[s] += split_table[e, c]
+    score = np.float32(0.0)
+    for s in range(nseg):
+        score += fac[s] * partial[s]
+    if fac.shape[0] > nseg:
+        score += fac[nseg]
+    return score
+
+
+@njit(cache=True, nogil=True)
+def _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+                byte_table, split_table, hs, hi_slots):
+    partial = np.zeros(seg_bytes.shape[0] - 1, np.float32)
+    for v in range(lo, hi):
+        score = _score_row(codes[v], factors[v], seg_bytes, seg_bits, split_byte, split_shift,
+                           split_seg, byte_table, split_table, partial)
+        if score > hs[0]:
+            heap_push(hs, hi_slots, score, v)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
+                 whole_byte, whole_coord, whole_shift, whole_seg,
+                 split_byte, split_coord, split_shift, split_seg, k, n_chunks):
+    """Top-k by estimated score for a batch of queries.
+
+    codes (n, nbytes) uint8; factors (n, nseg or nseg + 1) float32;
+    qv (nq, nseg, d) float32 per-query segment values; cents (nseg, 256) float32.
+    The database is cut into n_chunks ranges so that small batches still use
+    every thread; each (query, chunk) task builds its own tables.
+    Returns scores (nq, k) float32 best first and slots (nq, k) int64, -1 padded.
+    """
+    n, nbytes = codes.shape
+    nq = qv.shape[0]
+    nsplit = split_byte.shape[0]
+    part_s = np.full((nq, n_chunks, k), -np.inf, np.float32)
+    part_i = np.full((nq, n_chunks, k), -1, np.int64)
+    step = (n + n_chunks - 1) // n_chunks
+    for t in prange(nq * n_chunks):
+        q = t // n_chunks
+        ch = t - q * n_chunks
+        lo = ch * step
+        hi = min(n, lo + step)
+        if lo >= hi:
+            continue
+        byte_table = np.empty((nbytes, 256), np.float32)
+        split_table = np.zeros((max(nsplit, 1), 256), np.float32)
+        build_tables(qv[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+                     split_coord, split_seg, nbytes, byte_table, split_table)
+        _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+                    byte_table, split_table, part_s[q, ch], part_i[q, ch])
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, out_s[q], out_i[q])
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def score_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
+                whole_byte, whole_coord, whole_shift, whole_seg,
+                split_byte, split_coord, split_shift, split_seg):
+    """Every vector's score for every query, (nq, n) float32 (for tests and rescoring)."""
+    n, nbytes = codes.shape
+    nq = qv.shape[0]
+    nseg = seg_bytes.shape[0] - 1
+    out = np.empty((nq, n), np.float32)
+    for q in prange(nq):
+        byte_table = np.empty((nbytes, 256), np.float32)
+        split_table = np.zeros((max(split_byte.shape[0], 1), 256), np.float32)
+        build_tables(qv[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+                     split_coord, split_seg, nbytes, byte_table, split_table)
+        partial = np.zeros(nseg, np.float32)
+        for v in range(n):
+            out[q, v] = _score_row(codes[v], factors[v], seg_bytes, seg_bits, split_byte,
+                                   split_shift, split_seg, byte_table, split_table, partial)
+    return out

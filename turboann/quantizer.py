@@ -1,0 +1,183 @@
+"""TurboQuant quantizers: data-oblivious codes, no training, no storage.
+
+`TurboQuantMSE` rotates each vector randomly and buckets every coordinate of
+the unit direction with the Lloyd-Max codebook of the exact coordinate law
+(see `codebook`). `TurboQuantProd` spends one of its bits on a 1-bit QJL
+sketch of the residual so that inner products are unbiased (Zandieh et al.,
+2025, Algorithm 2).
+
+Both describe their codes as segments (`segment_bits`, `centroid_table`,
+`segment_values`) so that the scan kernels score them without decoding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate, codebook
+from .kernels import encode as _enc
+from .kernels.scan import ScanPlan, make_plan, segment_bytes
+from .rotation import Rotation
+
+_QJL_TAG = 0x51_4A_4C  # seed stream of the QJL Gaussian matrix, apart from the rotation's
+
+
+@dataclass(frozen=True)
+class EncodedVectors:
+    """Codes and per-vector factors of n vectors.
+
+    codes  (n, code_bytes) uint8  packed segments (see `kernels.encode`)
+    norms  (n,) float32           ||x||
+    dots   (n,) float32           <u, u_hat>: unit direction u (rotated) against its
+                                  MSE reconstruction; 0 for a zero vector
+    gammas (n,) float32           ||u - u_hat|| for TurboQuantProd, zeros for MSE
+    """
+    codes: np.ndarray
+    norms: np.ndarray
+    dots: np.ndarray
+    gammas: np.ndarray
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+
+class TurboQuantMSE:
+    """Rotate, then quantize each coordinate with its Lloyd-Max codebook.
+
+    dim >= 2, bits 1..8; `rotation` is "auto", "dense" or "hadamard".
+    Two quantizers with equal (dim, bits, seed, rotation) give identical codes.
+    """
+
+    variant = "mse"
+
+    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto"):
+        self.dim = _validate.integer("dim", dim, low=2)
+        self.bits = _validate.integer("bits", bits, low=self._min_bits(), high=8)
+        self.seed = _validate.integer("seed", seed, low=0)
+        self.rotation = Rotation(self.dim, rotation, self.seed)
+        mse_bits = self._mse_bits()
+        self._centroids = codebook.centroids(self.dim, mse_bits).astype(np.float32)
+        self._boundaries = codebook.boundaries(self.dim, mse_bits).astype(np.float32)
+        self.segment_bits = self._segments()
+        self.code_bytes = sum(segment_bytes(self.dim, b) for b in self.segment_bits)
+        self.plan: ScanPlan = make_plan(self.dim, self.segment_bits)
+        self.centroid_table = self._centroid_table()
+
+    # -- layout --------------------------------------------------------------
+    @staticmethod
+    def _min_bits() -> int:
+        return 1
+
+    def _mse_bits(self) -> int:
+        return self.bits
+
+    def _segments(self) -> tuple[int, ...]:
+        return (self.bits,)
+
+    def _centroid_table(self) -> np.ndarray:
+        table = np.zeros((len(self.segment_bits), 256), np.float32)
+        table[0, :self._centroids.size] = self._centroids
+        return table
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(dim={self.dim}, bits={self.bits}, seed={self.seed}, "
+                f"rotation={self.rotation.kind!r})")
+
+    # -- codes ---------------------------------------------------------------
+    def encode(self, x) -> EncodedVectors:
+        """Encode x (n, dim), any real dtype, into packed codes and factors."""
+        x = _validate.vectors("x", x, self.dim)
+        return self._encode_rotated(self.rotation.apply(x))
+
+    def _encode_rotated(self, y: np.ndarray, scale=None, shift=None) -> EncodedVectors:
+        """Encode rotated rows y (n, dim) float32, first mapped to y * scale[:, None] - shift.
+
+        scale (n,) float64 and shift (dim,) float32 (the rotated centre) default to 1 and 0.
+        """
+        n = y.shape[0]
+        codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
+        norms = np.empty(n, np.float32)
+        dots = np.empty(n, np.float32)
+        scale, shift = self._scale_shift(n, scale, shift)
+        _enc.encode_directions(y, scale, shift, self._boundaries, self._centroids, self._mse_bits(),
+                               codes, 0, norms, dots, np.empty((0, 0), np.float32))
+        return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
+
+    def _scale_shift(self, n, scale, shift):
+        return (np.ones(n) if scale is None else scale,
+                np.zeros(self.dim, np.float32) if shift is None else shift)
+
+    def decode(self, enc: EncodedVectors) -> np.ndarray:
+        """Reconstruct (n, dim) float32 vectors, norms restored."""
+        u_hat = self._decode_directions(enc)
+        return (self.rotation.apply_transpose(u_hat) * enc.norms[:, None]).astype(np.float32)
+
+    def _decode_directions(self, enc: EncodedVectors) -> np.ndarray:
+        c = np.empty((len(enc), self.dim), np.int32)
+        _enc.unpack_codes(enc.codes, 0, self._mse_bits(), self.dim, c)
+        return self._centroids[c]
+
+    # -- queries -------------------------------------------------------------
+    def segment_values(self, q: np.ndarray) -> np.ndarray:
+        """Per-segment query values for the scan: (nq, nseg, dim) float32.
+
+        q is (nq, dim) float32, already validated. Segment 0 holds the rotated
+        query, scored against the MSE centroids.
+        """
+        return np.ascontiguousarray(self.rotation.apply(q)[:, None, :])
+
+
+class TurboQuantProd(TurboQuantMSE):
+    """(bits - 1)-bit MSE code plus a 1-bit QJL sketch of the residual; bits >= 2.
+
+    decode() is unbiased for inner products: E_seed <y, decode(encode(x))> = <y, x>.
+    """
+
+    variant = "prod"
+
+    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto"):
+        super().__init__(dim, bits, seed, rotation)
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, _QJL_TAG])))
+        self._qjl = rng.standard_normal((self.dim, self.dim)).astype(np.float32)   # S, (m=dim, dim)
+        self._qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / self.dim)
+
+    @staticmethod
+    def _min_bits() -> int:
+        return 2
+
+    def _mse_bits(self) -> int:
+        return self.bits - 1
+
+    def _segments(self) -> tuple[int, ...]:
+        return (self.bits - 1, 1)
+
+    def _centroid_table(self) -> np.ndarray:
+        table = super()._centroid_table()
+        scale = np.sqrt(np.pi / 2.0) / self.dim
+        table[1, :2] = (-scale, scale)
+        return table
+
+    def _encode_rotated(self, y: np.ndarray, scale=None, shift=None) -> EncodedVectors:
+        n = y.shape[0]
+        codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
+        norms = np.empty(n, np.float32)
+        dots = np.empty(n, np.float32)
+        residual = np.empty_like(y)
+        scale, shift = self._scale_shift(n, scale, shift)
+        _enc.encode_directions(y, scale, shift, self._boundaries, self._centroids, self._mse_bits(),
+                               codes, 0, norms, dots, residual)
+        gammas = _enc.row_norms(residual).astype(np.float32)
+        _enc.pack_signs(residual @ self._qjl.T, codes, int(self.plan.seg_bytes[1]))
+        return EncodedVectors(codes, norms, dots, gammas)
+
+    def _decode_directions(self, enc: EncodedVectors) -> np.ndarray:
+        u_mse = super()._decode_directions(enc)
+        s = np.empty((len(enc), self.dim), np.int32)
+        _enc.unpack_codes(enc.codes, int(self.plan.seg_bytes[1]), 1, self.dim, s)
+        signs = (2 * s - 1).astype(np.float32)
+        return u_mse + (self._qjl_scale * enc.gammas)[:, None] * (signs @ self._qjl)
+
+    def segment_values(self, q: np.ndarray) -> np.ndarray:
+        qr = self.rotation.apply(q)
+        return np.ascontiguousarray(np.stack([qr, qr @ self._qjl.T], axis=1))
