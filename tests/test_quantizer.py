@@ -84,3 +84,18 @@ def test_bad_arguments():
         q.encode(np.zeros((3, 9)))
     with pytest.raises(TypeError, match="x must hold real numbers"):
         q.encode(np.array([["a"] * 10]))
+
+
+@pytest.mark.parametrize("dim", [300, 384])
+def test_fused_hadamard_encoder_equals_rotate_then_encode(dim):
+    rng = np.random.default_rng(dim)
+    x = rng.standard_normal((203, dim)).astype(np.float32)
+    q = ta.TurboQuantMSE(dim, 3, rotation="hadamard")
+    scale = rng.uniform(0.5, 2.0, 203)
+    shift = (0.05 * rng.standard_normal(dim)).astype(np.float32)
+    fused = q._encode_fused(x, scale, shift)
+    plain = q._encode_rotated(q.rotation.apply(x), scale, shift)
+    # the rotation's float rounding may differ by an ulp: codes agree except at boundaries
+    assert (fused.codes == plain.codes).mean() > 0.999
+    np.testing.assert_allclose(fused.norms, plain.norms, rtol=1e-5)
+    np.testing.assert_allclose(fused.dots, plain.dots, rtol=1e-4)

@@ -147,7 +147,7 @@ class Index:
                 self._set_mean(((scale / n).astype(np.float32) @ x).astype(np.float32))
         # Normalising and centring happen inside the encoder, after the rotation:
         # R(x s - mu) = (R x) s - R mu, which saves two passes over the data.
-        enc = self._quant._encode_rotated(self._quant.rotation.apply(x), scale, self._rotated_mean)
+        enc = self._quant._encode(x, scale, self._rotated_mean)
         if self.metric == "cosine" and self._mean is None:
             enc.norms[:] = 1.0
         self._store.append(enc.codes, self._scan_factors(enc), ids)

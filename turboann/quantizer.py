@@ -87,8 +87,26 @@ class TurboQuantMSE:
     # -- codes ---------------------------------------------------------------
     def encode(self, x) -> EncodedVectors:
         """Encode x (n, dim), any real dtype, into packed codes and factors."""
-        x = _validate.vectors("x", x, self.dim)
-        return self._encode_rotated(self.rotation.apply(x))
+        return self._encode(_validate.vectors("x", x, self.dim))
+
+    def _encode(self, x: np.ndarray, scale=None, shift=None) -> EncodedVectors:
+        """Rotate and encode validated rows: R x[r] * scale[r] - shift (see `_encode_rotated`)."""
+        if self.rotation.kind == "hadamard" and self.variant == "mse":
+            return self._encode_fused(x, scale, shift)
+        return self._encode_rotated(self.rotation.apply(x), scale, shift)
+
+    def _encode_fused(self, x: np.ndarray, scale, shift) -> EncodedVectors:
+        # Rotation and encoding in one pass; same codes as _encode_rotated(rotation.apply(x)).
+        n = x.shape[0]
+        codes = np.empty((n, self.code_bytes), np.uint8)
+        norms = np.empty(n, np.float32)
+        dots = np.empty(n, np.float32)
+        scale, shift = self._scale_shift(n, scale, shift)
+        r = self.rotation._rounds
+        _enc.encode_hadamard(x, r.signs, r.perms, r.overlap_signs, scale, shift, self._boundaries,
+                             self._centroids, self._mse_bits(), codes, 0, norms, dots,
+                             np.empty((0, 0), np.float32))
+        return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
 
     def _encode_rotated(self, y: np.ndarray, scale=None, shift=None) -> EncodedVectors:
         """Encode rotated rows y (n, dim) float32, first mapped to y * scale[:, None] - shift.

@@ -1,0 +1,417 @@
+"""Seeded random rotations: what makes every coordinate follow the codebook's law.
+
+Two kinds, both orthogonal and both reproducible from (dim, seed):
+
+- "dense": Haar-random orthogonal matrix (QR of a Gaussian matrix, signs
+  fixed so the law is exactly uniform); y = R x is one BLAS matmul, O(d^2).
+- "hadamard": rounds of random signs, a random permutation and normalised
+  Walsh-Hadamard transforms; O(d log d) per vector, no matrix stored.
+
+The Hadamard transform needs a power-of-two length, and we may not pad the
+output (the code length is the product). With p the largest power of two
+<= d, each round transforms coordinates [0, p) and then [d - p, d); the two
+blocks overlap (d < 2p), so every coordinate is mixed with at least p - 1
+others in every round, at any d. Splitting d into disjoint power-of-two
+blocks instead leaves tiny blocks at d = 8 x odd and a recall cliff there.
+Between the two transforms the overlap gets its own random signs: without
+them, when d - p is a multiple of a large power of two (d = 384, 768, 1536)
+the second Sylvester transform partly undoes the first, and spread inputs
+collapse back onto few coordinates.
+
+`resolve_kind` picks "hadamard" only where its measured distortion is within
+2% of dense (bench/rotation_distortion.py), "dense" elsewhere.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from . import _validate
+
+KINDS = ("dense", "hadamard")
+
+# Seed-stream tags: different random objects drawn from one user seed are independent.
+_DENSE_TAG = 0x44_45_4E_53      # "DENS"
+_HADAMARD_TAG = 0x48_41_44_41   # "HADA"
+
+HADAMARD_ROUNDS = 3
+
+
+# Smallest dim where "auto" picks "hadamard". Measured (bench/rotation_distortion.py
+# and a scan of ~100 dims in [256, 4096], 3 rounds, hard inputs, bits 2 and 4):
+# unit-vector MSE within 1% of the Haar expectation everywhere from here on.
+# Below it, d = 2..32 powers of two and d < 8 reach 1.2-2.3x (too few distinct
+# rotations), 129..255 stay within ~1.6%, and dense is about as fast anyway
+# (d^2 flops from a cache-resident matrix).
+_HADAMARD_MIN_DIM = 256
+
+
+def resolve_kind(dim: int) -> str:
+    """The rotation kind "auto" means at `dim`: "hadamard" from 256 on, "dense" below."""
+    dim = _validate.integer("dim", dim, low=2)
+    return "hadamard" if dim >= _HADAMARD_MIN_DIM else "dense"
+
+
+class Rotation:
+    """A fixed random orthogonal map R of R^dim, drawn from `seed`.
+
+    apply(x)           (n, dim) float32 -> (n, dim) float32, rows y = R x
+    apply_transpose(y) the inverse, rows x = R^T y
+    matrix()           R as a (dim, dim) float32 array
+    """
+
+    def __init__(self, dim: int, kind: str = "auto", seed: int = 0):
+        self.dim = _validate.integer("dim", dim, low=2)
+        self.seed = _validate.integer("seed", seed, low=0)
+        kind = _validate.choice("kind", kind, ("auto",) + KINDS)
+        self.kind = resolve_kind(self.dim) if kind == "auto" else kind
+        if self.kind == "dense":
+            self._matrix = dense_matrix(self.dim, self.seed)
+        else:
+            self._rounds = hadamard_rounds(self.dim, self.seed, HADAMARD_ROUNDS)
+            self._inverse_rounds = self._rounds.inverse()
+
+    def __repr__(self) -> str:
+        return f"Rotation(dim={self.dim}, kind={self.kind!r}, seed={self.seed})"
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Rotate rows: x (n, dim) float32 -> y (n, dim) float32 with y[i] = R @ x[i]."""
+        x = self._check_rows("x", x)
+        if self.kind == "dense":
+            return x @ self._matrix.T
+        out = np.empty_like(x)
+        r = self._rounds
+        hadamard_rotate(_read_only(x), r.signs, r.perms, r.overlap_signs, False, out)
+        return out
+
+    def apply_transpose(self, y: np.ndarray) -> np.ndarray:
+        """Undo `apply`: y (n, dim) float32 -> x (n, dim) float32 with x[i] = R.T @ y[i]."""
+        y = self._check_rows("y", y)
+        if self.kind == "dense":
+            return y @ self._matrix
+        out = np.empty_like(y)
+        r = self._inverse_rounds
+        hadamard_rotate(_read_only(y), r.signs, r.perms, r.overlap_signs, True, out)
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """R as a fresh (dim, dim) float32 array."""
+        if self.kind == "dense":
+            return self._matrix.copy()
+        # Row i of R is R^T e_i.
+        return self.apply_transpose(np.eye(self.dim, dtype=np.float32))
+
+    def _check_rows(self, name: str, x) -> np.ndarray:
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+            got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
+            raise TypeError(f"{name} must be a float32 numpy array, got {got}")
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape (n, {self.dim}), got {x.shape}")
+        return np.ascontiguousarray(x)
+
+
+def _read_only(x: np.ndarray) -> np.ndarray:
+    # Numba compiles read-only and writable arrays separately (~10 s each, cold);
+    # always passing a read-only view keeps it to one specialisation.
+    view = x.view()
+    view.setflags(write=False)
+    return view
+
+
+def _generator(seed: int, tag: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, tag])))
+
+
+def dense_matrix(dim: int, seed: int) -> np.ndarray:
+    """Haar-random orthogonal (dim, dim) float32 matrix.
+
+    QR alone is not Haar: R's diagonal signs bias Q; multiplying Q's columns
+    by sign(diag(R)) removes the bias (Mezzadri, 2007).
+    """
+    gaussian = _generator(seed, _DENSE_TAG).standard_normal((dim, dim))
+    q, r = np.linalg.qr(gaussian)
+    q *= np.where(np.diag(r) < 0.0, -1.0, 1.0)
+    return np.ascontiguousarray(q, dtype=np.float32)
+
+
+class HadamardRounds(NamedTuple):
+    """The random parts of a Hadamard rotation with `rounds` rounds at dim d.
+
+    Forward round k: w[i] = signs[k, i] * v[perms[k, i]]; transform w[0:p];
+    multiply the overlap w[d-p:p] by overlap_signs[k]; transform w[d-p:d].
+    signs (rounds, d) float32 ±1, perms (rounds, d) int64,
+    overlap_signs (rounds, 2p - d) float32 ±1 ((rounds, 0) when d == p).
+    """
+    signs: np.ndarray
+    perms: np.ndarray
+    overlap_signs: np.ndarray
+
+    def inverse(self) -> "HadamardRounds":
+        """The same rounds as the transpose kernel wants them: gathers through inverse perms."""
+        inverse_perms = np.argsort(self.perms, axis=1).astype(np.int64)
+        return HadamardRounds(np.take_along_axis(self.signs, inverse_perms, axis=1),
+                              inverse_perms, self.overlap_signs)
+
+
+def hadamard_rounds(dim: int, seed: int, rounds: int) -> HadamardRounds:
+    """Draw the signs and permutations of `rounds` rounds at `dim` from `seed`."""
+    rng = _generator(seed, _HADAMARD_TAG)
+    p = largest_power_of_two(dim)
+    overlap = 2 * p - dim if p < dim else 0
+    signs = np.empty((rounds, dim), np.float32)
+    perms = np.empty((rounds, dim), np.int64)
+    overlap_signs = np.empty((rounds, overlap), np.float32)
+    for k in range(rounds):
+        signs[k] = 2.0 * rng.integers(0, 2, dim) - 1.0
+        perms[k] = rng.permutation(dim)
+        overlap_signs[k] = 2.0 * rng.integers(0, 2, overlap) - 1.0
+    return HadamardRounds(signs, perms, overlap_signs)
+
+
+def largest_power_of_two(dim: int) -> int:
+    return 1 << (dim.bit_length() - 1)
+
+
+# -- kernel ------------------------------------------------------------------
+#
+# Rows are processed LANES at a time in a coordinate-major buffer,
+# v[i * LANES + l] = coordinate i of row l, so every butterfly works on one
+# full AVX2 register of float32 whatever its stride; transforming one row at
+# a time leaves the first log2(8) stages scalar.
+
+LANES = 8
+
+
+@njit(cache=True, nogil=True)
+def _radix8_pass(v, lo, hi):
+    """First three butterfly stages of the transform of v[lo:hi], in registers."""
+    s = LANES
+    for i in range(lo, hi, 8 * s):
+        g = v[i:i + 8 * s]
+        for t in range(s):
+            x0, x1, x2, x3 = g[t], g[s + t], g[2 * s + t], g[3 * s + t]
+            x4, x5, x6, x7 = g[4 * s + t], g[5 * s + t], g[6 * s + t], g[7 * s + t]
+            a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
+            a4, a5, a6, a7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
+            b0, b1, b2, b3 = a0 + a2, a1 + a3, a0 - a2, a1 - a3
+            b4, b5, b6, b7 = a4 + a6, a5 + a7, a4 - a6, a5 - a7
+            g[t], g[4 * s + t] = b0 + b4, b0 - b4
+            g[s + t], g[5 * s + t] = b1 + b5, b1 - b5
+            g[2 * s + t], g[6 * s + t] = b2 + b6, b2 - b6
+            g[3 * s + t], g[7 * s + t] = b3 + b7, b3 - b7
+
+
+@njit(cache=True, nogil=True)
+def _radix2_pass(v, lo, hi, h):
+    """One butterfly stage at distance h (floats) over v[lo:hi]."""
+    for i in range(lo, hi, 2 * h):
+        # Views indexed from 0 let LLVM drop negative-index wraparound and vectorise.
+        va = v[i:i + h]
+        vb = v[i + h:i + 2 * h]
+        for t in range(h):
+            a = va[t]
+            b = vb[t]
+            va[t] = a + b
+            vb[t] = a - b
+
+
+@njit(cache=True, nogil=True)
+def _radix4_pass(v, lo, hi, h):
+    """Two butterfly stages at distances h and 2h over v[lo:hi]: half the loads and stores."""
+    for i in range(lo, hi, 4 * h):
+        v0 = v[i:i + h]
+        v1 = v[i + h:i + 2 * h]
+        v2 = v[i + 2 * h:i + 3 * h]
+        v3 = v[i + 3 * h:i + 4 * h]
+        for t in range(h):
+            a = v0[t]
+            b = v1[t]
+            c = v2[t]
+            e = v3[t]
+            s01, d01, s23, d23 = a + b, a - b, c + e, c - e
+            v0[t] = s01 + s23
+            v1[t] = d01 + d23
+            v2[t] = s01 - s23
+            v3[t] = d01 - d23
+
+
+@njit(cache=True, nogil=True)
+def _fwht_lanes(v, lo, hi):
+    """Unnormalised Walsh-Hadamard transform of coordinates [lo, hi) / LANES of every lane."""
+    size = hi - lo
+    h = LANES
+    if size >= 8 * LANES:
+        _radix8_pass(v, lo, hi)
+        h = 8 * LANES
+    stages = 0
+    while (h << stages) < size:
+        stages += 1
+    if stages % 2 == 1:
+        _radix2_pass(v, lo, hi, h)
+        h *= 2
+    while h < size:
+        _radix4_pass(v, lo, hi, h)
+        h *= 4
+
+
+@njit(cache=True, nogil=True)
+def _round_transforms(v, d, p, overlap_weights, transpose):
+    """Both block transforms of one round on the lane buffer v (d * LANES,).
+
+    The round's gather carries one factor 1/sqrt(p) for every coordinate;
+    the overlap [d-p, p), transformed twice, gets its second one here,
+    between the two transforms, with its signs: overlap_weights (2p - d,)
+    = ±1/sqrt(p). transpose=True runs the blocks in reverse.
+    """
+    if p == d:
+        _fwht_lanes(v, 0, d * LANES)
+        return
+    if transpose:
+        _fwht_lanes(v, (d - p) * LANES, d * LANES)
+    else:
+        _fwht_lanes(v, 0, p * LANES)
+    for j in range(2 * p - d):
+        w = overlap_weights[j]
+        lanes = v[(d - p + j) * LANES:(d - p + j + 1) * LANES]
+        for lane in range(LANES):
+            lanes[lane] *= w
+    if transpose:
+        _fwht_lanes(v, 0, p * LANES)
+    else:
+        _fwht_lanes(v, (d - p) * LANES, d * LANES)
+
+
+@njit(cache=True, nogil=True)
+def _gather_lanes(src, index, weight, dst):
+    """dst coordinate i = weight[i] * src coordinate index[i], for every lane."""
+    for i in range(index.shape[0]):
+        j = index[i] * LANES
+        w = weight[i]
+        s = src[j:j + LANES]
+        t = dst[i * LANES:(i + 1) * LANES]
+        for lane in range(LANES):
+            t[lane] = w * s[lane]
+
+
+@njit(cache=True, nogil=True)
+def scaled_rounds(weights, overlap_signs, d):
+    """(p, weights / sqrt(p), overlap_signs / sqrt(p)): the rounds as the lane kernels take them.
+
+    p is the largest power of two <= d; weights (rounds, d) and
+    overlap_signs (rounds, 2p - d) are the ±1 arrays of `HadamardRounds`.
+    """
+    p = 1
+    while 2 * p <= d:
+        p *= 2
+    inv_sqrt_p = np.float32(1.0 / np.sqrt(p))
+    return p, (weights * inv_sqrt_p).astype(np.float32), (overlap_signs * inv_sqrt_p).astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, cur, nxt):
+    """Rotate rows x[r0:r0 + m] (m <= LANES) into the lane layout; returns the buffer holding them.
+
+    cur, nxt (d * LANES,) float32 scratch; the result is one of them, with
+    coordinate i of row r0 + l at [i * LANES + l] (lanes >= m are zero).
+    scaled, index, overlap_scaled, p as from `scaled_rounds` and `HadamardRounds`.
+    """
+    d = x.shape[1]
+    for lane in range(m):
+        row = x[r0 + lane]
+        for i in range(d):
+            cur[i * LANES + lane] = scaled[0, i] * row[index[0, i]]
+    for lane in range(m, LANES):
+        for i in range(d):
+            cur[i * LANES + lane] = 0.0
+    _round_transforms(cur, d, p, overlap_scaled[0], False)
+    for k in range(1, scaled.shape[0]):
+        _gather_lanes(cur, index[k], scaled[k], nxt)
+        _round_transforms(nxt, d, p, overlap_scaled[k], False)
+        cur, nxt = nxt, cur
+    return cur
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
+    """Randomised Hadamard rotation of every row of x into out.
+
+    x, out  (n, d) float32, distinct arrays; x may be read-only
+    weights (rounds, d) float32 of ±1; index (rounds, d) int64 permutations;
+    overlap_signs (rounds, 2p - d) float32 of ±1 (see `HadamardRounds`)
+    transpose False: rounds k = 0..rounds-1 each gather w[i] = weights[k, i] *
+              v[index[k, i]], then transform coordinates [0, p) with the
+              normalised Hadamard matrix (p = largest power of two <= d),
+              flip the signs of the overlap [d-p, p), transform [d-p, d).
+              True: the inverse; pass `HadamardRounds.inverse()`; rounds
+              run backwards, transforms first, gather last.
+    Rows are independent: the result of a row does not depend on n, its
+    position or the thread count.
+    """
+    n, d = x.shape
+    p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
+    for block in prange((n + LANES - 1) // LANES):
+        cur = np.zeros(d * LANES, np.float32)
+        nxt = np.empty(d * LANES, np.float32)
+        r0 = block * LANES
+        m = min(LANES, n - r0)
+        if not transpose:
+            cur = rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, cur, nxt)
+            for lane in range(m):
+                row_out = out[r0 + lane]
+                for i in range(d):
+                    row_out[i] = cur[i * LANES + lane]
+        else:
+            for lane in range(m):
+                row = x[r0 + lane]
+                for i in range(d):
+                    cur[i * LANES + lane] = row[i]
+            for k in range(scaled.shape[0] - 1, 0, -1):
+                _round_transforms(cur, d, p, overlap_scaled[k], True)
+                _gather_lanes(cur, index[k], scaled[k], nxt)
+                cur, nxt = nxt, cur
+            _round_transforms(cur, d, p, overlap_scaled[0], True)
+            for lane in range(m):
+                row_out = out[r0 + lane]
+                for i in range(d):
+                    row_out[i] = scaled[0, i] * cur[index[0, i] * LANES + lane]
+
+
+def _hadamard_rotate_reference(x: np.ndarray, rounds: HadamardRounds,
+                               transpose: bool = False) -> np.ndarray:
+    """NumPy twin of `hadamard_rotate`, from the forward rounds.
+
+    x (n, d) float32 -> (n, d) float64; every step is the plain normalised
+    operation, so this is also the definition of the rotation.
+    """
+    d = x.shape[1]
+    p = largest_power_of_two(d)
+    signs, perms, overlap_signs = rounds
+    first, second = ((d - p, d), (0, p)) if transpose else ((0, p), (d - p, d))
+    v = x.astype(np.float64)
+    for k in (reversed(range(len(signs))) if transpose else range(len(signs))):
+        if not transpose:
+            v = signs[k] * v[:, perms[k]]
+        v[:, first[0]:first[1]] = _normalised_hadamard(v[:, first[0]:first[1]])
+        if p < d:
+            v[:, d - p:p] *= overlap_signs[k]
+            v[:, second[0]:second[1]] = _normalised_hadamard(v[:, second[0]:second[1]])
+        if transpose:
+            undone = np.empty_like(v)
+            undone[:, perms[k]] = signs[k] * v
+            v = undone
+    return v
+
+
+def _normalised_hadamard(v: np.ndarray) -> np.ndarray:
+    """Orthonormal Walsh-Hadamard transform of each row of v (n, p), p a power of two."""
+    n, p = v.shape
+    h = 1
+    while h < p:
+        pairs = v.reshape(n, p // (2 * h), 2, h)
+        v = np.stack([pairs[:, :, 0] + pairs[:, :, 1], pairs[:, :, 0] - pairs[:, :, 1]], axis=2)
+        v = v.reshape(n, p)
+        h *= 2
+    return v / math.sqrt(p)
