@@ -1,0 +1,122 @@
+"""Helpers shared by the bench scripts: machine facts, timing, tables, JSON."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# shared/ sits beside the repository (on developer machines and in CI alike).
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_revision() -> str | None:
+    """Short commit of the repository, with "+dirty" when the work tree has changes."""
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory, OS, library versions and the current load average."""
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    except (ValueError, OSError):
+        mem_gib = None
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "simd": [f for f in ("avx2", "avx512f", "avx512_vnni", "fma") if f" {f}" in flags],
+        "memory_gib": None if mem_gib is None else round(mem_gib, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {name: _version(name) for name in
+                     ("turboann", "numpy", "numba", "h5py", "faiss-cpu", "turbovec")},
+        "turboann_git": git_revision(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def timed(fn, repeat: int, budget_seconds: float = float("inf")) -> list[float]:
+    """Wall seconds of `repeat` calls of fn(); stops early (after at least one call)
+    once the calls so far took `budget_seconds` in total."""
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if sum(times) >= budget_seconds:
+            break
+    return times
+
+
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, int, str]]) -> str:
+    """Fixed-width text table. columns: (key, header, width, format spec)."""
+    head = " ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (_, h, w, _) in enumerate(columns))
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        cells = []
+        for i, (key, _, width, spec) in enumerate(columns):
+            text = fmt(row.get(key), spec)
+            cells.append(f"{text:>{width}}" if i else f"{text:<{width}}")
+        lines.append(" ".join(cells))
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Write obj as indented JSON, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
