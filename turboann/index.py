@@ -45,9 +45,9 @@ def _thread_count(threads):
         numba.set_num_threads(old)
 
 
-def _make_quantizer(dim, bits, seed, variant, rotation):
+def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds):
     cls = TurboQuantProd if variant == "prod" else TurboQuantMSE
-    return cls(dim, bits, seed=seed, rotation=rotation)
+    return cls(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds)
 
 
 class Index:
@@ -58,16 +58,18 @@ class Index:
     MIN_CENTER_SAMPLE vectors (real embeddings share a common direction that
     otherwise eats bits), True always does, False never does (fully
     data-oblivious codes), or give the mean itself as a (dim,) array.
+    rotation_rounds: Hadamard rounds, None for the measured default at dim.
     correction "ip" rescales each vector by ||x|| / <u, u_hat> so inner-product
     estimates are unbiased and comparable across vectors; "none" uses ||x||.
     """
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
-                 variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip"):
+                 variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
+                 rotation_rounds: int | None = None):
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
-        self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation)
+        self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation, rotation_rounds)
         self.dim, self.bits, self.seed = self._quant.dim, self._quant.bits, self._quant.seed
         self.center, mean = self._check_center(center)
         self._set_mean(mean)
@@ -253,4 +255,5 @@ class Index:
     def _settings(self) -> dict:
         return {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
                 "variant": self.variant, "rotation": self._quant.rotation.kind,
+                "rotation_rounds": self._quant.rotation.rounds,
                 "correction": self.correction, "center": self.center}

@@ -171,6 +171,8 @@ def load(path):
     classes = {"Index": Index}
     if kind not in classes:
         raise IndexFileError(f"{os.fspath(path)!r} holds an unknown index kind {kind!r}")
+    if settings.get("rotation") == "hadamard" and "rotation_rounds" not in settings:
+        settings["rotation_rounds"] = 3   # files from before the round count depended on dim
     try:
         index = classes[kind](**{k: v for k, v in settings.items()})
     except (TypeError, ValueError) as e:

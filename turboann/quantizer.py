@@ -45,17 +45,19 @@ class EncodedVectors:
 class TurboQuantMSE:
     """Rotate, then quantize each coordinate with its Lloyd-Max codebook.
 
-    dim >= 2, bits 1..8; `rotation` is "auto", "dense" or "hadamard".
+    dim >= 2, bits 1..8; `rotation` is "auto", "dense" or "hadamard";
+    rotation_rounds: Hadamard rounds, None for `rotation.hadamard_round_count`.
     Two quantizers with equal (dim, bits, seed, rotation) give identical codes.
     """
 
     variant = "mse"
 
-    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto"):
+    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto", *,
+                 rotation_rounds: int | None = None):
         self.dim = _validate.integer("dim", dim, low=2)
         self.bits = _validate.integer("bits", bits, low=self._min_bits(), high=8)
         self.seed = _validate.integer("seed", seed, low=0)
-        self.rotation = Rotation(self.dim, rotation, self.seed)
+        self.rotation = Rotation(self.dim, rotation, self.seed, rotation_rounds)
         mse_bits = self._mse_bits()
         self._centroids = codebook.centroids(self.dim, mse_bits).astype(np.float32)
         self._boundaries = codebook.boundaries(self.dim, mse_bits).astype(np.float32)
@@ -154,8 +156,9 @@ class TurboQuantProd(TurboQuantMSE):
 
     variant = "prod"
 
-    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto"):
-        super().__init__(dim, bits, seed, rotation)
+    def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto", *,
+                 rotation_rounds: int | None = None):
+        super().__init__(dim, bits, seed, rotation, rotation_rounds=rotation_rounds)
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, _QJL_TAG])))
         self._qjl = rng.standard_normal((self.dim, self.dim)).astype(np.float32)   # S, (m=dim, dim)
         self._qjl_scale = np.float32(np.sqrt(np.pi / 2.0) / self.dim)

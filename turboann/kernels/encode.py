@@ -22,18 +22,23 @@ _ROWS_PER_TASK = 256
 
 @njit(cache=True, nogil=True)
 def _bucket_row(u, boundaries, centroids, steps, codes, u_hat):
-    """codes[i] = number of boundaries <= u[i] (searchsorted right); u_hat[i] = centroids[codes[i]]."""
+    """codes[i] = number of boundaries <= u[i] (searchsorted right); u_hat[i] = centroids[codes[i]].
+
+    codes (d,) float32: counting in float keeps every array of the loop
+    32-bit wide, so LLVM vectorises it 8 lanes at a time (int64 counters
+    measured 2.6x slower at 4 bits).
+    """
     d = u.shape[0]
     nb = boundaries.shape[0]
     if nb <= _LINEAR_MAX_BOUNDARIES:
         for i in range(d):
-            codes[i] = 0
+            codes[i] = 0.0
             u_hat[i] = centroids[0]
         for j in range(nb):
             bj = boundaries[j]
             sj = steps[j]
             for i in range(d):
-                m = u[i] >= bj
+                m = np.float32(u[i] >= bj)
                 codes[i] += m
                 u_hat[i] += sj * m
     else:
@@ -47,6 +52,24 @@ def _bucket_row(u, boundaries, centroids, steps, codes, u_hat):
             u_hat[i] = centroids[c]
 
 
+# Reassociation lets LLVM vectorise these reductions; the result differs from
+# a sequential sum only by rounding.
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _sum_squares(u):
+    s = 0.0
+    for i in range(u.shape[0]):
+        s += np.float64(u[i]) * u[i]
+    return s
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def _dot(u, v):
+    s = np.float32(0.0)
+    for i in range(u.shape[0]):
+        s += u[i] * v[i]
+    return s
+
+
 @njit(cache=True, nogil=True)
 def _pack_row(c, bits, row, offset):
     """Pack c (d,) codes into row[offset:]: 8 coordinates make exactly `bits` bytes."""
@@ -57,7 +80,7 @@ def _pack_row(c, bits, row, offset):
         for t in range(8):
             i = 8 * g + t
             if i < d:
-                acc |= np.uint64(c[i]) << np.uint64(t * bits)
+                acc |= np.uint64(np.int32(c[i])) << np.uint64(t * bits)
         for b in range(bits):
             pos = offset + g * bits + b
             if pos < end:
@@ -70,19 +93,15 @@ def _encode_row(u, r, scale, shift, boundaries, centroids, steps, bits, codes, o
     """Encode row r whose rotated values sit in u (d,) float32 (overwritten)."""
     d = u.shape[0]
     sc = np.float32(scale[r])
-    s = 0.0
     for i in range(d):
         u[i] = u[i] * sc - shift[i]
-        s += np.float64(u[i]) * u[i]
-    norm = np.sqrt(s)
+    norm = np.sqrt(_sum_squares(u))
     inv = np.float32(1.0 / norm if norm > 0.0 else 0.0)
     norms[r] = norm
     for i in range(d):
         u[i] *= inv
     _bucket_row(u, boundaries, centroids, steps, c, u_hat)
-    dot = np.float32(0.0)
-    for i in range(d):
-        dot += u[i] * u_hat[i]
+    dot = _dot(u, u_hat)
     dots[r] = dot if norm > 0.0 else 0.0
     if residual.shape[0] > r:
         for i in range(d):
@@ -111,7 +130,7 @@ def encode_directions(y, scale, shift, boundaries, centroids, bits, codes, offse
     for task in prange((n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
-        c = np.empty(d, np.int64)
+        c = np.empty(d, np.float32)
         for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
             u[:] = y[r]
             _encode_row(u, r, scale, shift, boundaries, centroids, steps, bits, codes, offset, norms,
@@ -173,17 +192,21 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, shift, boundaries, 
     n, d = x.shape
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
     steps = (centroids[1:] - centroids[:-1]).astype(np.float32)
-    for block in prange((n + LANES - 1) // LANES):
-        cur = np.zeros(d * LANES, np.float32)
-        nxt = np.empty(d * LANES, np.float32)
+    n_blocks = (n + LANES - 1) // LANES
+    per_task = _ROWS_PER_TASK // LANES
+    for task in prange((n_blocks + per_task - 1) // per_task):
+        # Scratch once per task, not per block of LANES rows.
+        buf_a = np.empty(d * LANES, np.float32)
+        buf_b = np.empty(d * LANES, np.float32)
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
-        c = np.empty(d, np.int64)
-        r0 = block * LANES
-        m = min(LANES, n - r0)
-        cur = rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, cur, nxt)
-        for lane in range(m):
-            for i in range(d):
-                u[i] = cur[i * LANES + lane]
-            _encode_row(u, r0 + lane, scale, shift, boundaries, centroids, steps, bits, codes, offset,
-                        norms, dots, residual, c, u_hat)
+        c = np.empty(d, np.float32)
+        for block in range(task * per_task, min(n_blocks, (task + 1) * per_task)):
+            r0 = block * LANES
+            m = min(LANES, n - r0)
+            cur = rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, buf_a, buf_b)
+            for lane in range(m):
+                for i in range(d):
+                    u[i] = cur[i * LANES + lane]
+                _encode_row(u, r0 + lane, scale, shift, boundaries, centroids, steps, bits, codes,
+                            offset, norms, dots, residual, c, u_hat)
