@@ -172,10 +172,7 @@ def row_norms(x):
     n, d = x.shape
     out = np.empty(n, np.float64)
     for r in prange(n):
-        s = 0.0
-        for i in range(d):
-            s += np.float64(x[r, i]) * x[r, i]
-        out[r] = np.sqrt(s)
+        out[r] = np.sqrt(_sum_squares(x[r]))
     return out
 
 
