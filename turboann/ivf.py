@@ -84,15 +84,17 @@ class IVFIndex(Index):
         return super().nbytes + (0 if self._centroids is None else self._centroids.nbytes)
 
     # -- training -------------------------------------------------------------
-    def train(self, sample, *, niter: int = 20, verbose: bool = False) -> None:
+    def train(self, sample, *, niter: int = 20, verbose: bool = False, threads: int | None = None) -> None:
         """Fit the nlist coarse centroids by k-means on sample (n >= nlist, dim), any real dtype.
 
         At most max_train_per_list * nlist rows are used, sampled with the
         index seed. verbose=True prints Faiss's per-iteration progress.
-        Training must come before the first add.
+        threads: Faiss's OpenMP threads for this call (default: its current
+        setting). Training must come before the first add.
         """
         x, norms = _validate.vectors_and_norms("sample", sample, self.dim, allow_empty=False)
         niter = _validate.integer("niter", niter, low=1)
+        threads = None if threads is None else _validate.integer("threads", threads, low=1)
         if x.shape[0] < self.nlist:
             raise ValueError(f"sample must hold at least nlist = {self.nlist} rows, got {x.shape[0]}")
         if len(self):
@@ -106,7 +108,13 @@ class IVFIndex(Index):
         faiss = _import_faiss()
         kmeans = faiss.Kmeans(self.dim, self.nlist, niter=niter, seed=self.seed, verbose=bool(verbose),
                               max_points_per_centroid=self.max_train_per_list, min_points_per_centroid=1)
-        kmeans.train(np.ascontiguousarray(x))
+        old_threads = faiss.omp_get_max_threads()
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        try:
+            kmeans.train(np.ascontiguousarray(x))
+        finally:
+            faiss.omp_set_num_threads(old_threads)
         self._set_centroids(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
 
     def _set_centroids(self, centroids: np.ndarray) -> None:
