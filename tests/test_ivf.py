@@ -121,7 +121,7 @@ def test_many_small_adds_equal_one_add(data_32):
     one = ta.IVFIndex(32, nlist=NLIST, bits=3, metric="l2")
     one.train(x, threads=1)
     many = ta.IVFIndex(32, nlist=NLIST, bits=3, metric="l2")
-    many._set_centroids(one.centroids)
+    many.set_centroids(one.centroids)
     one.add(x)
     for lo in range(0, 3000, 97):
         many.add(x[lo:lo + 97], ids=np.arange(lo, min(lo + 97, 3000)))
@@ -267,6 +267,12 @@ def test_errors(data_32):
         index.search(q, 5, nprobe=2.0)
     with pytest.raises(ValueError, match="train must come before add: the index already holds 500"):
         index.train(x, threads=1)
+    with pytest.raises(ValueError, match="set_centroids must come before add: the index already holds 500"):
+        index.set_centroids(index.centroids)
+    with pytest.raises(ValueError, match="centroids must have nlist = 4 rows, got 8"):
+        ta.IVFIndex(32, nlist=4).set_centroids(index.centroids)
+    with pytest.raises(ValueError, match="centroids must have 32 columns"):
+        ta.IVFIndex(32, nlist=8).set_centroids(index.centroids[:, :3])
     with pytest.raises(ValueError, match="ids must not be in the index already, got id 3"):
         index.add(x[:2], ids=[3, 1000])
     with pytest.raises(ValueError, match="q must be finite"):

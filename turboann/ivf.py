@@ -117,6 +117,18 @@ class IVFIndex(Index):
             faiss.omp_set_num_threads(old_threads)
         self._set_centroids(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
 
+    def set_centroids(self, centroids) -> None:
+        """Use given coarse centroids (nlist, dim), any real dtype, instead of train().
+
+        For cosine they should come from unit vectors, as train() does. Must come before the first add.
+        """
+        c, _ = _validate.vectors_and_norms("centroids", centroids, self.dim)
+        if c.shape[0] != self.nlist:
+            raise ValueError(f"centroids must have nlist = {self.nlist} rows, got {c.shape[0]}")
+        if len(self):
+            raise ValueError(f"set_centroids must come before add: the index already holds {len(self)} vectors")
+        self._set_centroids(c.copy())
+
     def _set_centroids(self, centroids: np.ndarray) -> None:
         self._centroids = centroids
         self._cnorm2 = (centroids.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
@@ -144,10 +156,11 @@ class IVFIndex(Index):
             return
         scale = self._row_scale(norms, "x")
         unit = self.metric == "cosine"
-        rows = (x * scale[:, None]).astype(np.float32) if unit else x
+        rows = x * scale[:, None].astype(np.float32) if unit else x
         lists = self._assign(rows)
         if self.mode == "residual":
-            enc = self._quant._encode(rows - self._centroids[lists])
+            residuals = self._centroids[lists]
+            enc = self._quant._encode(np.subtract(rows, residuals, out=residuals))
         else:
             enc = self._quant._encode(x, scale)
             if unit:
