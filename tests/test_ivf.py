@@ -66,6 +66,24 @@ def test_recall_rises_with_nprobe_to_flat_recall(data_32, built, metric, mode):
         assert r[NLIST] >= r_flat - 0.005, (r, r_flat)
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_prod_variant(data_32, metric):
+    """TurboQuantProd codes in lists: raw equals the flat index; residual codes are no worse."""
+    x, q = data_32
+    truth = exact_topk(x, q, 10, metric)
+    flat = ta.Index(32, bits=3, metric=metric, variant="prod", center=False)
+    flat.add(x)
+    D_flat, I_flat = flat.search(q, 10)
+    raw = ta.IVFIndex(32, nlist=8, bits=3, metric=metric, variant="prod", mode="raw")
+    raw.train(x, threads=1)
+    raw.add(x)
+    np.testing.assert_array_equal(raw.search(q, 10, nprobe=8)[0], D_flat)
+    residual = ta.IVFIndex(32, nlist=8, bits=3, metric=metric, variant="prod")
+    residual.set_centroids(raw.centroids)
+    residual.add(x)
+    assert recall(residual.search(q, 10, nprobe=8)[1], truth) >= recall(I_flat, truth) - 0.01
+
+
 def test_residual_is_the_default_mode():
     assert ta.IVFIndex(8, nlist=2).mode == "residual"
 

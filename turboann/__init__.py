@@ -7,7 +7,7 @@ coordinate law) with Numba scan kernels. Public API:
     IVFIndex         coarse k-means lists over the same codes: train / add / search(nprobe)
     TurboQuantMSE    quantizer minimising reconstruction error
     TurboQuantProd   quantizer with unbiased inner products (QJL residual sketch)
-    load             read an index file written by Index.save
+    load             read an index file written by Index.save or IVFIndex.save
     set_num_threads  threads for later searches
 """
 from .index import Index, set_num_threads
