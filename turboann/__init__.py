@@ -4,15 +4,17 @@ TurboQuant codes (random rotation + Lloyd-Max scalar quantizer of the exact
 coordinate law) with Numba scan kernels. Public API:
 
     Index            flat index: add / search / remove / save
+    IVFIndex         coarse k-means lists over the same codes: train / add / search(nprobe)
     TurboQuantMSE    quantizer minimising reconstruction error
     TurboQuantProd   quantizer with unbiased inner products (QJL residual sketch)
-    load             read an index file written by Index.save
+    load             read an index file written by Index.save or IVFIndex.save
     set_num_threads  threads for later searches
 """
 from .index import Index, set_num_threads
+from .ivf import IVFIndex
 from .io import IndexFileError, load
 from .quantizer import EncodedVectors, TurboQuantMSE, TurboQuantProd
 
-__all__ = ["Index", "TurboQuantMSE", "TurboQuantProd", "EncodedVectors", "load", "set_num_threads",
+__all__ = ["Index", "IVFIndex", "TurboQuantMSE", "TurboQuantProd", "EncodedVectors", "load", "set_num_threads",
            "IndexFileError"]
 __version__ = "0.1.0"

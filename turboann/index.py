@@ -17,6 +17,7 @@ from .kernels import encode as _enc
 from .kernels.scan import search_codes
 from .quantizer import EncodedVectors, TurboQuantMSE, TurboQuantProd
 from .store import CodeStore
+from .vectors import KeptVectors
 
 VARIANTS = ("mse", "prod")
 CORRECTIONS = ("ip", "none")
@@ -61,11 +62,14 @@ class Index:
     rotation_rounds: Hadamard rounds, None for the measured default at dim.
     correction "ip" rescales each vector by ||x|| / <u, u_hat> so inner-product
     estimates are unbiased and comparable across vectors; "none" uses ||x||.
+    keep_vectors=True also keeps every vector in float32 (4 * dim bytes each,
+    saved with the index) so that `search(..., rerank=R)` can score a
+    shortlist of R candidates exactly.
     """
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
                  variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
-                 rotation_rounds: int | None = None):
+                 rotation_rounds: int | None = None, keep_vectors: bool = False):
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
@@ -75,6 +79,9 @@ class Index:
         self._set_mean(mean)
         nseg = len(self._quant.segment_bits)
         self._store = CodeStore(self._quant.code_bytes, nseg + (1 if self.metric == "l2" else 0))
+        if not isinstance(keep_vectors, (bool, np.bool_)):
+            raise TypeError(f"keep_vectors must be True or False, got {type(keep_vectors).__name__}")
+        self._vectors = KeptVectors(self.dim) if keep_vectors else None
 
     def _check_center(self, center):
         """(mode, mean): mode "auto", True or False; mean a (dim,) float32 array or None."""
@@ -107,9 +114,14 @@ class Index:
         return self._quant.code_bytes + 4 * self._store.n_factors
 
     @property
+    def keep_vectors(self) -> bool:
+        return self._vectors is not None
+
+    @property
     def nbytes(self) -> int:
-        """Bytes held: codes + factors + ids (+ the mean vector when centred)."""
-        return self._store.nbytes + (0 if self._mean is None else self._mean.nbytes)
+        """Bytes held: codes + factors + ids (+ the mean vector when centred, + kept vectors)."""
+        return (self._store.nbytes + (0 if self._mean is None else self._mean.nbytes)
+                + (0 if self._vectors is None else self._vectors.nbytes))
 
     @property
     def ids(self) -> np.ndarray:
@@ -133,14 +145,7 @@ class Index:
         """
         x, norms = _validate.vectors_and_norms("x", x, self.dim)
         n = x.shape[0]
-        if ids is None:
-            ids = np.arange(self._store.next_id, self._store.next_id + n, dtype=np.int64)
-        else:
-            ids = _validate.ids("ids", ids, n)
-            present = self._store.contains(ids)
-            if present.any():
-                raise ValueError(f"ids must not be in the index already, got id {int(ids[present][0])} "
-                                 f"which is present")
+        ids = self._new_ids(ids, n)
         if n == 0:
             return
         scale = self._row_scale(norms, "x")
@@ -153,6 +158,23 @@ class Index:
         if self.metric == "cosine" and self._mean is None:
             enc.norms[:] = 1.0
         self._store.append(enc.codes, self._scan_factors(enc), ids)
+        self._keep(x, scale, ids)
+
+    def _new_ids(self, ids, n: int) -> np.ndarray:
+        """Checked ids for n new vectors; None gives the next n default ids."""
+        if ids is None:
+            return np.arange(self._store.next_id, self._store.next_id + n, dtype=np.int64)
+        ids = _validate.ids("ids", ids, n)
+        present = self._store.contains(ids)
+        if present.any():
+            raise ValueError(f"ids must not be in the index already, got id {int(ids[present][0])} "
+                             f"which is present")
+        return ids
+
+    def _keep(self, x: np.ndarray, scale: np.ndarray, ids: np.ndarray) -> None:
+        """Keep the rows as the exact scores see them (unit rows for cosine)."""
+        if self._vectors is not None:
+            self._vectors.append(x if self.metric != "cosine" else x * scale[:, None].astype(np.float32), ids)
 
     def _set_mean(self, mean: np.ndarray | None) -> None:
         self._mean = mean
@@ -183,24 +205,50 @@ class Index:
         return np.stack(weights, axis=1).astype(np.float32)
 
     # -- searching -----------------------------------------------------------
-    def search(self, q, k: int, *, threads: int | None = None):
+    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):
         """k nearest neighbours of each query row.
 
         q (nq, dim) any real dtype; returns D (nq, k) float32 and I (nq, k) int64.
         D is the estimated similarity (descending) for "ip"/"cosine" and the
         estimated squared distance (ascending) for "l2". Missing results are
         id -1 with D -inf (similarity) or +inf (distance).
+        rerank=R (>= k, needs keep_vectors=True): take the R best by the codes,
+        then return the k best of those by the exact metric, with exact D.
         """
+        q, q_exact, k, shortlist = self._queries(q, k, rerank)
+        with _thread_count(threads) as nthreads:
+            scores, slots = self._search_prepared(q, shortlist, nthreads)
+            return self._results(q, q_exact, scores, slots, k, rerank)
+
+    def _queries(self, q, k, rerank):
+        """Checked (q for the codes, q for exact scores, k, shortlist size) of a search call."""
         q, norms = _validate.vectors_and_norms("q", q, self.dim)
         k = _validate.integer("k", k, low=1)
+        shortlist = self._shortlist(k, rerank)
         if self.metric == "cosine":
             q = (q * self._row_scale(norms, "q")[:, None]).astype(np.float32)
-        elif self._mean is not None and self.metric == "l2":
+        q_exact = q
+        if self._mean is not None and self.metric == "l2":
             q = q - self._mean
-        nq = q.shape[0]
-        with _thread_count(threads) as nthreads:
-            scores, slots = self._search_prepared(q, k, nthreads)
-        return self._finish(q, scores, slots)
+        return q, q_exact, k, shortlist
+
+    def _results(self, q, q_exact, scores, slots, k, rerank):
+        """D, I from the kernel's (scores, slots), re-ranked exactly when asked."""
+        D, I = self._finish(q, scores, slots)
+        if rerank is None:
+            return D, I
+        scores, I = self._vectors.rerank(q_exact, I, k, self.metric == "l2")
+        return (-scores if self.metric == "l2" else scores).astype(np.float32), I
+
+    def _shortlist(self, k: int, rerank) -> int:
+        """How many candidates the codes must deliver: k, or the checked rerank size."""
+        if rerank is None:
+            return k
+        rerank = _validate.integer("rerank", rerank, low=k)
+        if self._vectors is None:
+            raise ValueError(f"rerank needs the vectors: build the index with keep_vectors=True, "
+                             f"got rerank={rerank} on an index without them")
+        return rerank
 
     def _search_prepared(self, q: np.ndarray, k: int, nthreads: int):
         n, nq = len(self._store), q.shape[0]
@@ -244,6 +292,8 @@ class Index:
             absent = self._store.slots(ids) < 0
             if absent.any():
                 raise ValueError(f"ids must be in the index, got unknown id {int(ids[absent][0])}")
+        if self._vectors is not None:
+            self._vectors.remove(ids)
         return self._store.remove(ids)
 
     # -- persistence ---------------------------------------------------------
@@ -256,4 +306,5 @@ class Index:
         return {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,
                 "variant": self.variant, "rotation": self._quant.rotation.kind,
                 "rotation_rounds": self._quant.rotation.rounds,
-                "correction": self.correction, "center": self.center}
+                "correction": self.correction, "center": self.center,
+                **({"keep_vectors": True} if self._vectors is not None else {})}

@@ -11,6 +11,11 @@ Layout (little endian):
 `load` checks magic, version, the header checksum, every array's bounds,
 dtype, shape and checksum before it builds anything, and raises
 `IndexFileError` (a ValueError) naming what is wrong.
+
+Versions: 1 holds a flat `Index`; 2 adds the kind "IVFIndex" (arrays
+centroids, list_sizes) and kept vectors (array vectors, row i for ids[i]).
+A file is written with the lowest version that can hold it, so flat indexes
+without kept vectors stay readable by version-1 readers.
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import zlib
 import numpy as np
 
 MAGIC = b"TURBOANN"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _ALIGN = 64
 _PREFIX = struct.Struct("<8sII")
 _DTYPES = {"uint8", "float32", "int64"}
@@ -67,8 +73,8 @@ def _atomic_write(path: str, chunks) -> None:
         pass
 
 
-def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write `arrays` (name -> C-contiguous array) with `settings` under `kind`."""
+def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], version: int = VERSION) -> None:
+    """Write `arrays` (name -> C-contiguous array) with `settings` under `kind`, as format `version`."""
     path = os.fspath(path)
     arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
     entries = []
@@ -82,7 +88,7 @@ def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray]) -
         e["offset"] = offset
         offset = _aligned(offset + e["nbytes"])
     header = json.dumps({"kind": kind, "settings": settings, "arrays": entries}, sort_keys=True).encode()
-    prefix = _PREFIX.pack(MAGIC, VERSION, len(header))
+    prefix = _PREFIX.pack(MAGIC, version, len(header))
     hcrc = struct.pack("<I", _crc(prefix[8:] + header))
     start = _PREFIX.size + len(header) + 4
 
@@ -113,8 +119,9 @@ def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
         if len(head) < _PREFIX.size or head[:8] != MAGIC:
             raise IndexFileError(f"{path!r} is not a turboann index file (bad magic)")
         _, version, hlen = _PREFIX.unpack(head)
-        if version != VERSION:
-            raise IndexFileError(f"{path!r} has format version {version}; this turboann reads version {VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise IndexFileError(f"{path!r} has format version {version}; this turboann reads versions "
+                                 f"{', '.join(map(str, READABLE_VERSIONS))}")
         if hlen > _MAX_HEADER or _PREFIX.size + hlen + 4 > size:
             raise IndexFileError(f"{path!r} is truncated or corrupt (header length {hlen}, file size {size})")
         header = f.read(hlen)
@@ -156,19 +163,33 @@ def _read_array(f, path: str, size: int, data_start: int, e: dict) -> np.ndarray
 
 
 def save(index, path) -> None:
-    """Save an Index (or subclass) to `path` atomically."""
-    arrays = {"codes": index._store.codes, "factors": index._store.factors, "ids": index._store.ids,
-              "next_id": np.array([index._store.next_id], np.int64)}
+    """Save an Index or IVFIndex to `path` atomically."""
+    from .ivf import IVFIndex
+    version = 1
+    if isinstance(index, IVFIndex):
+        codes, factors, ids, sizes = index._store.export()
+        arrays = {"codes": codes, "factors": factors, "ids": ids, "list_sizes": sizes}
+        if index._centroids is not None:
+            arrays["centroids"] = index._centroids
+        version = 2
+    else:
+        ids = index._store.ids
+        arrays = {"codes": index._store.codes, "factors": index._store.factors, "ids": ids}
+    arrays["next_id"] = np.array([index._store.next_id], np.int64)
     if index._mean is not None:
         arrays["mean"] = index._mean
-    write_file(path, type(index).__name__, index._settings(), arrays)
+    if index._vectors is not None:
+        arrays["vectors"] = index._vectors.vectors[index._vectors.rows(ids)]
+        version = 2
+    write_file(path, type(index).__name__, index._settings(), arrays, version)
 
 
 def load(path):
     """Load an index saved by `save`; returns an object of the class that was saved."""
     from .index import Index
+    from .ivf import IVFIndex
     kind, settings, arrays = read_file(path)
-    classes = {"Index": Index}
+    classes = {"Index": Index, "IVFIndex": IVFIndex}
     if kind not in classes:
         raise IndexFileError(f"{os.fspath(path)!r} holds an unknown index kind {kind!r}")
     if settings.get("rotation") == "hadamard" and "rotation_rounds" not in settings:
@@ -191,5 +212,32 @@ def load(path):
         index._set_mean(arrays["mean"])
     if len(np.unique(ids)) != len(ids):
         raise IndexFileError(f"{os.fspath(path)!r} is corrupt: duplicate ids")
-    store.load_arrays(codes, factors, ids, int(arrays["next_id"][0]))
+    next_id = int(arrays["next_id"][0])
+    if kind == "IVFIndex":
+        _load_lists(index, arrays, codes, factors, ids, next_id, os.fspath(path))
+    else:
+        store.load_arrays(codes, factors, ids, next_id)
+    if index._vectors is not None:
+        vectors = arrays.get("vectors")
+        if vectors is None or vectors.shape != (len(ids), index.dim) or vectors.dtype != np.float32:
+            raise IndexFileError(f"{os.fspath(path)!r} is corrupt: the kept vectors are missing or "
+                                 f"do not match the ids")
+        index._vectors.load(vectors.copy(), ids.copy())
     return index
+
+
+def _load_lists(index, arrays, codes, factors, ids, next_id: int, path: str) -> None:
+    """Check and install an IVFIndex's centroids and inverted lists."""
+    sizes, centroids = arrays.get("list_sizes"), arrays.get("centroids")
+    if (sizes is None or sizes.shape != (index.nlist,) or sizes.dtype != np.int64 or (sizes < 0).any()
+            or int(sizes.sum()) != len(ids)):
+        raise IndexFileError(f"{path!r} is corrupt: list sizes do not match the {len(ids)} vectors")
+    if centroids is None:
+        if len(ids):
+            raise IndexFileError(f"{path!r} is corrupt: vectors without coarse centroids")
+    elif (centroids.shape != (index.nlist, index.dim) or centroids.dtype != np.float32
+          or not np.isfinite(centroids).all()):
+        raise IndexFileError(f"{path!r} is corrupt: bad coarse centroids")
+    else:
+        index._set_centroids(centroids)
+    index._store.load(codes, factors, ids, sizes, next_id)

@@ -75,3 +75,34 @@ def topk(scores: np.ndarray, k: int):
     out_s[:, :order.shape[1]] = np.take_along_axis(scores, order, 1)
     out_i[:, :order.shape[1]] = order
     return out_s, out_i
+
+
+def rerank_rows(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray, l2: bool, k: int):
+    """Twin of `kernels.rerank.rerank_rows`: exact scores of the shortlisted rows, best k."""
+    x = vectors.astype(np.float64)[np.maximum(rows, 0)]            # (nq, r, d)
+    qq = q.astype(np.float64)[:, None, :]
+    scores = -((qq - x) ** 2).sum(axis=2) if l2 else (qq * x).sum(axis=2)
+    scores[rows < 0] = -np.inf
+    out_s, out_c = topk(scores, k)
+    out_c[~np.isfinite(out_s)] = -1
+    return out_s, out_c
+
+
+def select_lists(qc: np.ndarray, cnorm2: np.ndarray, probe_l2: bool, nprobe: int) -> np.ndarray:
+    """Twin of `kernels.ivf_scan.select_lists` for every query: (nq, nprobe) lists, nearest first."""
+    key = 2.0 * qc.astype(np.float32) - cnorm2 if probe_l2 else qc
+    return np.argsort(-key, axis=1, kind="stable")[:, :nprobe]
+
+
+def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2: bool, list_bias_mult: float,
+                 nprobe: int, qv, cents, seg_bits: Sequence[int], seg_offsets: Sequence[int], k: int):
+    """Twin of `kernels.ivf_scan.search_lists`: decode every code, keep the probed lists, best k."""
+    every = score_codes(codes, factors, qv, cents, seg_bits, seg_offsets)
+    scores = np.full(every.shape, -np.inf)
+    for i, probed in enumerate(select_lists(qc, cnorm2, probe_l2, nprobe)):
+        for l in probed:
+            rows = slice(list_start[l], list_start[l] + list_size[l])
+            scores[i, rows] = every[i, rows] + list_bias_mult * qc[i, l]
+    out_s, out_i = topk(scores, k)
+    out_i[~np.isfinite(out_s)] = -1
+    return out_s, out_i

@@ -1,0 +1,213 @@
+"""IVFIndex: a coarse k-means layer over inverted lists of TurboQuant codes.
+
+Only the coarse centroids are trained (Faiss k-means); the codes stay the
+flat index's data-oblivious ones. Each vector joins the list of its nearest
+centroid c and is encoded either as the residual x - c (mode "residual") or
+as itself (mode "raw"). Search ranks the centroids, scans the nprobe nearest
+lists with one lookup table per query (see `kernels.ivf_scan` for why one
+table serves every list) and merges one top k.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validate
+from .index import Index, _thread_count
+from .invlists import InvertedLists
+from .kernels.ivf_scan import search_lists
+
+MODES = ("residual", "raw")
+# Measured on wordnet-minilm-384 (bench/ivf.py): residual codes reach a given
+# recall at a smaller nprobe than raw codes, at the same scan cost.
+DEFAULT_MODE = "residual"
+DEFAULT_NPROBE = 16
+_ASSIGN_ROWS = 8192      # rows per block of the assignment product, bounding its memory
+_FAISS_HINT = "pip install 'turboann[faiss]'"
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError(f"IVFIndex.train needs faiss for k-means: {_FAISS_HINT}") from None
+    return faiss
+
+
+class IVFIndex(Index):
+    """Inverted-file index of TurboQuant codes.
+
+    dim >= 2; nlist coarse lists; bits, metric, seed, variant, rotation,
+    correction and keep_vectors as in `Index` (no global centring: the
+    centroids take its place). mode "residual" encodes x - c, "raw" encodes x.
+    train() fits the centroids on at most max_train_per_list * nlist rows,
+    sampled with `seed`.
+    """
+
+    def __init__(self, dim: int, nlist: int = 1024, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
+                 mode: str = DEFAULT_MODE, variant: str = "mse", rotation: str = "auto",
+                 correction: str = "ip", keep_vectors: bool = False, max_train_per_list: int = 256,
+                 rotation_rounds: int | None = None):
+        super().__init__(dim, bits, metric, seed=seed, variant=variant, rotation=rotation, center=False,
+                         correction=correction, keep_vectors=keep_vectors, rotation_rounds=rotation_rounds)
+        self.nlist = _validate.integer("nlist", nlist, low=1)
+        self.mode = _validate.choice("mode", mode, MODES)
+        self.max_train_per_list = _validate.integer("max_train_per_list", max_train_per_list, low=1)
+        self._store = InvertedLists(self.nlist, self._quant.code_bytes, self._store.n_factors)
+        self._centroids: np.ndarray | None = None
+        self._cnorm2: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"IVFIndex(dim={self.dim}, nlist={self.nlist}, bits={self.bits}, metric={self.metric!r}, "
+                f"mode={self.mode!r}, trained={self.is_trained}, n={len(self)})")
+
+    @property
+    def is_trained(self) -> bool:
+        return self._centroids is not None
+
+    @property
+    def centroids(self) -> np.ndarray | None:
+        """The coarse centroids (nlist, dim) float32 (a copy), or None before training."""
+        return None if self._centroids is None else self._centroids.copy()
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids held, list by list (a copy)."""
+        return self._store.ids[self._store.positions()]
+
+    @property
+    def list_sizes(self) -> np.ndarray:
+        """Vectors in each list, (nlist,) int64 (a copy)."""
+        return self._store.size.copy()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: codes + factors + ids + centroids (+ kept vectors)."""
+        return super().nbytes + (0 if self._centroids is None else self._centroids.nbytes)
+
+    # -- training -------------------------------------------------------------
+    def train(self, sample, *, niter: int = 20, verbose: bool = False, threads: int | None = None) -> None:
+        """Fit the nlist coarse centroids by k-means on sample (n >= nlist, dim), any real dtype.
+
+        At most max_train_per_list * nlist rows are used, sampled with the
+        index seed. verbose=True prints Faiss's per-iteration progress.
+        threads: Faiss's OpenMP threads for this call (default: its current
+        setting). Training must come before the first add.
+        """
+        x, norms = _validate.vectors_and_norms("sample", sample, self.dim, allow_empty=False)
+        niter = _validate.integer("niter", niter, low=1)
+        threads = None if threads is None else _validate.integer("threads", threads, low=1)
+        if x.shape[0] < self.nlist:
+            raise ValueError(f"sample must hold at least nlist = {self.nlist} rows, got {x.shape[0]}")
+        if len(self):
+            raise ValueError(f"train must come before add: the index already holds {len(self)} vectors")
+        if self.metric == "cosine":
+            x = (x * self._row_scale(norms, "sample")[:, None]).astype(np.float32)
+        limit = self.max_train_per_list * self.nlist
+        if x.shape[0] > limit:
+            rng = np.random.default_rng(self.seed)
+            x = x[np.sort(rng.choice(x.shape[0], limit, replace=False))]
+        faiss = _import_faiss()
+        kmeans = faiss.Kmeans(self.dim, self.nlist, niter=niter, seed=self.seed, verbose=bool(verbose),
+                              max_points_per_centroid=self.max_train_per_list, min_points_per_centroid=1)
+        old_threads = faiss.omp_get_max_threads()
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        try:
+            kmeans.train(np.ascontiguousarray(x))
+        finally:
+            faiss.omp_set_num_threads(old_threads)
+        self._set_centroids(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
+
+    def set_centroids(self, centroids) -> None:
+        """Use given coarse centroids (nlist, dim), any real dtype, instead of train().
+
+        For cosine they should come from unit vectors, as train() does. Must come before the first add.
+        """
+        c, _ = _validate.vectors_and_norms("centroids", centroids, self.dim)
+        if c.shape[0] != self.nlist:
+            raise ValueError(f"centroids must have nlist = {self.nlist} rows, got {c.shape[0]}")
+        if len(self):
+            raise ValueError(f"set_centroids must come before add: the index already holds {len(self)} vectors")
+        self._set_centroids(c.copy())
+
+    def _set_centroids(self, centroids: np.ndarray) -> None:
+        self._centroids = centroids
+        self._cnorm2 = (centroids.astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+
+    def _require_trained(self, action: str) -> None:
+        if self._centroids is None:
+            raise ValueError(f"IVFIndex must be trained before {action}: call train(sample) first")
+
+    def _assign(self, x: np.ndarray) -> np.ndarray:
+        """Nearest centroid (L2, which keeps residuals smallest) of each row, (n,) int64."""
+        out = np.empty(x.shape[0], np.int64)
+        for lo in range(0, x.shape[0], _ASSIGN_ROWS):
+            block = x[lo:lo + _ASSIGN_ROWS]
+            out[lo:lo + _ASSIGN_ROWS] = np.argmax(2.0 * (block @ self._centroids.T) - self._cnorm2, axis=1)
+        return out
+
+    # -- adding ---------------------------------------------------------------
+    def add(self, x, ids=None) -> None:
+        """Add vectors x (n, dim), any real dtype, to their nearest lists. ids as in `Index.add`."""
+        x, norms = _validate.vectors_and_norms("x", x, self.dim)
+        self._require_trained("add")
+        n = x.shape[0]
+        ids = self._new_ids(ids, n)
+        if n == 0:
+            return
+        scale = self._row_scale(norms, "x")
+        unit = self.metric == "cosine"
+        rows = x * scale[:, None].astype(np.float32) if unit else x
+        lists = self._assign(rows)
+        if self.mode == "residual":
+            residuals = self._centroids[lists]
+            enc = self._quant._encode(np.subtract(rows, residuals, out=residuals))
+        else:
+            enc = self._quant._encode(x, scale)
+            if unit:
+                enc.norms[:] = 1.0
+        factors = self._scan_factors(enc)
+        if self.metric == "l2" and self.mode == "residual":
+            # The bias is the exact -||x||^2 (not -||r||^2): see kernels.ivf_scan.
+            factors[:, -1] = -(norms * norms)
+        self._store.append(lists, enc.codes, factors, ids)
+        self._keep(x, scale, ids)
+
+    # -- searching ------------------------------------------------------------
+    def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
+               rerank: int | None = None):
+        """k nearest neighbours of each query row among the nprobe nearest lists.
+
+        nprobe 1..nlist, default min(16, nlist). D, I, threads and rerank as in
+        `Index.search` (rerank takes its shortlist from the same lists).
+        """
+        nprobe = (min(DEFAULT_NPROBE, self.nlist) if nprobe is None
+                  else _validate.integer("nprobe", nprobe, low=1, high=self.nlist))
+        q, q_exact, k, shortlist = self._queries(q, k, rerank)
+        self._require_trained("search")
+        with _thread_count(threads):
+            scores, positions = self._search_lists(q, shortlist, nprobe)
+            return self._results(q, q_exact, scores, positions, k, rerank)
+
+    def _search_lists(self, q: np.ndarray, k: int, nprobe: int):
+        qc = np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
+        p = self._quant.plan
+        lists = self._store
+        return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
+                            self.metric != "ip", self._list_bias_mult(), nprobe,
+                            self._quant.segment_values(q), self._quant.centroid_table,
+                            p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift, p.whole_seg,
+                            p.split_byte, p.split_coord, p.split_shift, p.split_seg, k)
+
+    def _list_bias_mult(self) -> float:
+        """Multiple of <q, c_l> the kernel adds to a vector's score in list l."""
+        if self.mode == "raw":
+            return 0.0
+        return 2.0 if self.metric == "l2" else 1.0
+
+    # -- persistence ----------------------------------------------------------
+    def _settings(self) -> dict:
+        settings = super()._settings()
+        del settings["center"]
+        return {**settings, "nlist": self.nlist, "mode": self.mode,
+                "max_train_per_list": self.max_train_per_list}
