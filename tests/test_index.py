@@ -42,18 +42,24 @@ def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center):
     index.add(x)
     D, I = index.search(q, 20)
     quant = index.quantizer
-    qq = q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q
-    qc = qq - index.mean if (center and metric == "l2") else qq
-    qv = quant.segment_values(qc.astype(np.float32))
+    qq = (q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q).astype(np.float32)
+    if center and metric == "l2":   # l2 translates data and queries by the mean
+        qq = qq - index.mean
+    qv = quant.segment_values(qq)
+    qoff = np.zeros(qv.shape[:2])
+    if center and metric != "l2":   # every reconstruction holds the centre direction: <R q, R m>
+        qoff[:, 0] = quant.rotation.apply(qq) @ quant.rotation.apply(index.mean[None, :])[0]
+        cents = quant.centroid_table.copy()   # the codebook narrowed to the centred spread
+        cents[0] *= np.sqrt(1.0 - index.mean.astype(np.float64) @ index.mean)
+    else:
+        cents = quant.centroid_table
     p = quant.plan
-    scores = ref.score_codes(index._store.codes, index._store.factors, qv, quant.centroid_table,
-                             quant.segment_bits, p.seg_bytes[:-1])
+    scores = ref.score_codes(index._store.codes, index._store.factors, qv, cents,
+                             quant.segment_bits, p.seg_bytes[:-1], qoff)
     if metric == "l2":
-        scores = (qc.astype(np.float64) ** 2).sum(1)[:, None] - scores
+        scores = (qq.astype(np.float64) ** 2).sum(1)[:, None] - scores
         order = np.argsort(scores, axis=1, kind="stable")[:, :20]
     else:
-        if center:
-            scores = scores + (qq @ index.mean.astype(np.float64))[:, None]
         order = np.argsort(-scores, axis=1, kind="stable")[:, :20]
     want = np.take_along_axis(scores, order, 1)
     np.testing.assert_allclose(D, np.maximum(want, 0) if metric == "l2" else want, rtol=1e-4, atol=1e-4)

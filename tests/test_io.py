@@ -45,6 +45,28 @@ def test_round_trip_each_metric(tmp_path, data_64, metric):
     np.testing.assert_array_equal(I, index.search(q, 5)[1])
 
 
+def test_round_trip_keeps_the_centre(tmp_path, data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=2, metric="cosine", center=True)
+    index.add(x[:500])
+    index.save(tmp_path / "c.tann")
+    loaded = ta.load(tmp_path / "c.tann")
+    np.testing.assert_array_equal(loaded.mean, index.mean)
+    np.testing.assert_array_equal(loaded.search(q, 5)[0], index.search(q, 5)[0])
+
+
+def test_file_centred_by_the_earlier_rule_is_rejected(tmp_path, data_64):
+    index = ta.Index(64, bits=2, metric="cosine", center=True)
+    index.add(data_64[0][:300])
+    index.save(tmp_path / "c.tann")
+    kind, settings, arrays = io.read_file(tmp_path / "c.tann")
+    arrays = dict(arrays)
+    arrays["mean"] = arrays.pop("mean_direction")   # how files before the direction centre held it
+    io.write_file(tmp_path / "old.tann", kind, settings, arrays)
+    with pytest.raises(io.IndexFileError, match="centred by an earlier turboann rule"):
+        ta.load(tmp_path / "old.tann")
+
+
 def test_save_is_atomic_and_leaves_no_temp_files(saved, tmp_path):
     index, path, q = saved
     index.save(path)      # overwrite in place

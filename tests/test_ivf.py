@@ -112,7 +112,7 @@ def test_kernel_equals_numpy_reference(data_32, built, mode, metric):
     quant, lists, p = index.quantizer, index._store, index.quantizer.plan
     qc = (q @ index._centroids.T).astype(np.float32)
     args = (lists.codes, lists.factors, lists.start, lists.size, qc, index._cnorm2, metric != "ip",
-            index._list_bias_mult(), 5, quant.segment_values(q), quant.centroid_table)
+            index._list_bias_mult(), 5, *index._segment_values(q), quant.centroid_table)
     S, P = ivf_scan.search_lists(*args, p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift,
                                  p.whole_seg, p.split_byte, p.split_coord, p.split_shift, p.split_seg, 15)
     S_ref, P_ref = ref.search_lists(*args, quant.segment_bits, p.seg_bytes[:-1], 15)

@@ -21,10 +21,11 @@ def test_encode_directions_matches_reference(bits, dim):
     norms, dots = np.empty(50, np.float32), np.empty(50, np.float32)
     resid = np.empty_like(y)
     scale = rng.uniform(0.5, 2.0, 50)
-    shift = (0.1 * rng.standard_normal(dim)).astype(np.float32)
-    scale[3], y[3] = 1.0, shift   # a row that becomes zero gets zero dots and does not crash
-    enc.encode_directions(y, scale, shift, b, c, bits, codes, 1, norms, dots, resid)
-    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, shift, b, c, bits)
+    translate = (0.3 * rng.standard_normal(dim)).astype(np.float32)
+    centre = (0.1 * rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32)
+    scale[3], y[3] = 1.0, translate   # a row that becomes zero gets zero dots and does not crash
+    enc.encode_directions(y, scale, translate, centre, b, c, bits, codes, 1, norms, dots, resid)
+    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, translate, centre, b, c, bits)
     seg = segment_bytes(dim, bits)
     np.testing.assert_array_equal(codes[:, 1:1 + seg], rcodes)
     np.testing.assert_array_equal(codes[:, 0], 0)
@@ -36,9 +37,9 @@ def test_encode_directions_matches_reference(bits, dim):
     out = np.empty((50, dim), np.int32)
     enc.unpack_codes(codes, 1, bits, dim, out)
     np.testing.assert_array_equal(out, ref.unpack_codes(codes, 1, bits, dim))
-    v = y * scale.astype(np.float32)[:, None] - shift
+    v = y * scale.astype(np.float32)[:, None] - translate
     np.testing.assert_array_equal(out[rnorms > 0], np.searchsorted(
-        b, v / np.where(rnorms > 0, rnorms, 1)[:, None], side="right")[rnorms > 0])
+        b, v / np.where(rnorms > 0, rnorms, 1)[:, None] - centre, side="right")[rnorms > 0])
 
 
 def test_pack_signs_matches_reference():
@@ -74,8 +75,9 @@ def test_scores_match_reference(seg_bits, biased):
     dim = 45
     plan, codes, cents, factors = _random_layout(rng, 300, dim, seg_bits, biased)
     qv = rng.standard_normal((4, len(seg_bits), dim)).astype(np.float32)
-    got = score_codes(codes, factors, qv, cents, *_plan_args(plan))
-    want = ref.score_codes(codes, factors, qv, cents, seg_bits, plan.seg_bytes[:-1])
+    qoff = rng.standard_normal((4, len(seg_bits))).astype(np.float32)
+    got = score_codes(codes, factors, qv, qoff, cents, *_plan_args(plan))
+    want = ref.score_codes(codes, factors, qv, cents, seg_bits, plan.seg_bytes[:-1], qoff)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -86,13 +88,14 @@ def test_search_topk_matches_reference(n_chunks, seg_bits):
     dim, n, k = 33, 500, 10
     plan, codes, cents, factors = _random_layout(rng, n, dim, seg_bits, 1)
     qv = rng.standard_normal((6, len(seg_bits), dim)).astype(np.float32)
-    scores = score_codes(codes, factors, qv, cents, *_plan_args(plan))
-    got_s, got_i = search_codes(codes, factors, qv, cents, *_plan_args(plan), k, n_chunks)
+    qoff = rng.standard_normal((6, len(seg_bits))).astype(np.float32)
+    scores = score_codes(codes, factors, qv, qoff, cents, *_plan_args(plan))
+    got_s, got_i = search_codes(codes, factors, qv, qoff, cents, *_plan_args(plan), k, n_chunks)
     want_s, want_i = ref.topk(scores, k)   # same float32 scores: only the selection is tested
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_array_equal(got_s, want_s.astype(np.float32))
     # k larger than n pads with -inf / -1
-    s, i = search_codes(codes[:5], factors[:5], qv, cents, *_plan_args(plan), 8, n_chunks)
+    s, i = search_codes(codes[:5], factors[:5], qv, qoff, cents, *_plan_args(plan), 8, n_chunks)
     assert (i[:, 5:] == -1).all() and np.isneginf(s[:, 5:]).all()
     assert sorted(i[0, :5]) == [0, 1, 2, 3, 4]
 

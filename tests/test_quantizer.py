@@ -92,9 +92,10 @@ def test_fused_hadamard_encoder_equals_rotate_then_encode(dim):
     x = rng.standard_normal((203, dim)).astype(np.float32)
     q = ta.TurboQuantMSE(dim, 3, rotation="hadamard")
     scale = rng.uniform(0.5, 2.0, 203)
-    shift = (0.05 * rng.standard_normal(dim)).astype(np.float32)
-    fused = q._encode_fused(x, scale, shift)
-    plain = q._encode_rotated(q.rotation.apply(x), scale, shift)
+    translate = (0.05 * rng.standard_normal(dim)).astype(np.float32)
+    centre = (0.3 * rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32)
+    fused = q._encode_fused(x, scale, translate, centre, 1.2)
+    plain = q._encode_rotated(q.rotation.apply(x), scale, translate, centre, 1.2)
     # the rotation's float rounding may differ by an ulp: codes agree except at boundaries
     assert (fused.codes == plain.codes).mean() > 0.999
     np.testing.assert_allclose(fused.norms, plain.norms, rtol=1e-5)

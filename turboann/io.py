@@ -177,7 +177,9 @@ def save(index, path) -> None:
         arrays = {"codes": index._store.codes, "factors": index._store.factors, "ids": ids}
     arrays["next_id"] = np.array([index._store.next_id], np.int64)
     if index._mean is not None:
-        arrays["mean"] = index._mean
+        # "mean" translates (l2); a mean direction is saved under its own name so
+        # files from before directions were centred this way cannot be misread.
+        arrays["mean" if index.metric == "l2" else "mean_direction"] = index._mean
     if index._vectors is not None:
         arrays["vectors"] = index._vectors.vectors[index._vectors.rows(ids)]
         version = 2
@@ -206,10 +208,14 @@ def load(path):
             or factors.shape != (codes.shape[0], store.n_factors) or ids.shape != (codes.shape[0],)
             or codes.dtype != np.uint8 or factors.dtype != np.float32 or ids.dtype != np.int64):
         raise IndexFileError(f"{os.fspath(path)!r} is corrupt: arrays do not match the settings")
-    if "mean" in arrays:
-        if arrays["mean"].shape != (index.dim,) or arrays["mean"].dtype != np.float32:
+    centre_name = "mean" if index.metric == "l2" else "mean_direction"
+    if index.metric != "l2" and "mean" in arrays:
+        raise IndexFileError(f"{os.fspath(path)!r} was centred by an earlier turboann rule that this "
+                             f"version does not read; rebuild the index")
+    if centre_name in arrays:
+        if arrays[centre_name].shape != (index.dim,) or arrays[centre_name].dtype != np.float32:
             raise IndexFileError(f"{os.fspath(path)!r} is corrupt: bad mean vector")
-        index._set_mean(arrays["mean"])
+        index._set_mean(arrays[centre_name])
     if len(np.unique(ids)) != len(ids):
         raise IndexFileError(f"{os.fspath(path)!r} is corrupt: duplicate ids")
     next_id = int(arrays["next_id"][0])

@@ -195,7 +195,7 @@ class IVFIndex(Index):
         lists = self._store
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,
-                            self._quant.segment_values(q), self._quant.centroid_table,
+                            *self._segment_values(q), self._centroid_table,
                             p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift, p.whole_seg,
                             p.split_byte, p.split_coord, p.split_shift, p.split_seg, k)
 

@@ -91,42 +91,62 @@ class TurboQuantMSE:
         """Encode x (n, dim), any real dtype, into packed codes and factors."""
         return self._encode(_validate.vectors("x", x, self.dim))
 
-    def _encode(self, x: np.ndarray, scale=None, shift=None) -> EncodedVectors:
-        """Rotate and encode validated rows: R x[r] * scale[r] - shift (see `_encode_rotated`)."""
+    def _encode(self, x: np.ndarray, scale=None, translate=None, centre=None, gain: float = 1.0) -> EncodedVectors:
+        """Rotate and encode validated rows (see `_encode_rotated`)."""
         if self.rotation.kind == "hadamard" and self.variant == "mse":
-            return self._encode_fused(x, scale, shift)
-        return self._encode_rotated(self.rotation.apply(x), scale, shift)
+            return self._encode_fused(x, scale, translate, centre, gain)
+        return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain)
 
-    def _encode_fused(self, x: np.ndarray, scale, shift) -> EncodedVectors:
+    def _codebook(self, gain: float):
+        """(boundaries, centroids) float32 of the MSE code for data `gain` times narrower than the law."""
+        if gain == 1.0:
+            return self._boundaries, self._centroids
+        return ((self._boundaries / np.float32(gain)).astype(np.float32),
+                (self._centroids / np.float32(gain)).astype(np.float32))
+
+    def centroid_table_for(self, gain: float = 1.0) -> np.ndarray:
+        """`centroid_table` with the MSE segment's centroids divided by `gain` (see `_encode_rotated`)."""
+        table = self.centroid_table.copy()
+        table[0] /= np.float32(gain)
+        return table
+
+    def _encode_fused(self, x: np.ndarray, scale, translate, centre, gain) -> EncodedVectors:
         # Rotation and encoding in one pass; same codes as _encode_rotated(rotation.apply(x)).
         n = x.shape[0]
         codes = np.empty((n, self.code_bytes), np.uint8)
         norms = np.empty(n, np.float32)
         dots = np.empty(n, np.float32)
-        scale, shift = self._scale_shift(n, scale, shift)
+        scale, translate, centre = self._offsets(n, scale, translate, centre)
         r = self.rotation._rounds
-        _enc.encode_hadamard(x, r.signs, r.perms, r.overlap_signs, scale, shift, self._boundaries,
-                             self._centroids, self._mse_bits(), codes, 0, norms, dots,
+        _enc.encode_hadamard(x, r.signs, r.perms, r.overlap_signs, scale, translate, centre,
+                             *self._codebook(gain),
+                             self._mse_bits(), codes, 0, norms, dots,
                              np.empty((0, 0), np.float32))
         return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
 
-    def _encode_rotated(self, y: np.ndarray, scale=None, shift=None) -> EncodedVectors:
-        """Encode rotated rows y (n, dim) float32, first mapped to y * scale[:, None] - shift.
+    def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
+                        gain: float = 1.0) -> EncodedVectors:
+        """Encode rotated rows y (n, dim) float32 (see `kernels.encode.encode_directions`).
 
-        scale (n,) float64 and shift (dim,) float32 (the rotated centre) default to 1 and 0.
+        Row r becomes v = y[r] * scale[r] - translate, its unit direction u is
+        quantized as u - centre. scale (n,) float64 and translate, centre
+        (dim,) float32 (rotated) default to 1, 0 and 0. u - centre is
+        shorter than a unit vector, so its codebook is the law's divided by
+        gain (the index passes 1 / sqrt(1 - ||centre||^2)).
         """
         n = y.shape[0]
         codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
         norms = np.empty(n, np.float32)
         dots = np.empty(n, np.float32)
-        scale, shift = self._scale_shift(n, scale, shift)
-        _enc.encode_directions(y, scale, shift, self._boundaries, self._centroids, self._mse_bits(),
+        scale, translate, centre = self._offsets(n, scale, translate, centre)
+        _enc.encode_directions(y, scale, translate, centre, *self._codebook(gain), self._mse_bits(),
                                codes, 0, norms, dots, np.empty((0, 0), np.float32))
         return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
 
-    def _scale_shift(self, n, scale, shift):
+    def _offsets(self, n, scale, translate, centre):
+        zero = np.zeros(self.dim, np.float32)
         return (np.ones(n) if scale is None else scale,
-                np.zeros(self.dim, np.float32) if shift is None else shift)
+                zero if translate is None else translate, zero if centre is None else centre)
 
     def decode(self, enc: EncodedVectors) -> np.ndarray:
         """Reconstruct (n, dim) float32 vectors, norms restored."""
@@ -179,14 +199,15 @@ class TurboQuantProd(TurboQuantMSE):
         table[1, :2] = (-scale, scale)
         return table
 
-    def _encode_rotated(self, y: np.ndarray, scale=None, shift=None) -> EncodedVectors:
+    def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
+                        gain: float = 1.0) -> EncodedVectors:
         n = y.shape[0]
         codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
         norms = np.empty(n, np.float32)
         dots = np.empty(n, np.float32)
         residual = np.empty_like(y)
-        scale, shift = self._scale_shift(n, scale, shift)
-        _enc.encode_directions(y, scale, shift, self._boundaries, self._centroids, self._mse_bits(),
+        scale, translate, centre = self._offsets(n, scale, translate, centre)
+        _enc.encode_directions(y, scale, translate, centre, *self._codebook(gain), self._mse_bits(),
                                codes, 0, norms, dots, residual)
         gammas = _enc.row_norms(residual).astype(np.float32)
         _enc.pack_signs(residual @ self._qjl.T, codes, int(self.plan.seg_bytes[1]))

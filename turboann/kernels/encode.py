@@ -88,19 +88,22 @@ def _pack_row(c, bits, row, offset):
 
 
 @njit(cache=True, nogil=True)
-def _encode_row(u, r, scale, shift, boundaries, centroids, steps, bits, codes, offset, norms, dots,
-                residual, c, u_hat):
-    """Encode row r whose rotated values sit in u (d,) float32 (overwritten)."""
+def _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bits, codes, offset,
+                norms, dots, residual, c, u_hat, w):
+    """Encode row r whose rotated values sit in u (d,) float32 (overwritten); w (d,) scratch."""
     d = u.shape[0]
     sc = np.float32(scale[r])
     for i in range(d):
-        u[i] = u[i] * sc - shift[i]
+        u[i] = u[i] * sc - translate[i]
     norm = np.sqrt(_sum_squares(u))
     inv = np.float32(1.0 / norm if norm > 0.0 else 0.0)
     norms[r] = norm
     for i in range(d):
         u[i] *= inv
-    _bucket_row(u, boundaries, centroids, steps, c, u_hat)
+        w[i] = u[i] - centre[i]
+    _bucket_row(w, boundaries, centroids, steps, c, u_hat)
+    for i in range(d):
+        u_hat[i] += centre[i]
     dot = _dot(u, u_hat)
     dots[r] = dot if norm > 0.0 else 0.0
     if residual.shape[0] > r:
@@ -110,18 +113,21 @@ def _encode_row(u, r, scale, shift, boundaries, centroids, steps, bits, codes, o
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def encode_directions(y, scale, shift, boundaries, centroids, bits, codes, offset, norms, dots, residual):
+def encode_directions(y, scale, translate, centre, boundaries, centroids, bits, codes, offset, norms, dots,
+                      residual):
     """Normalise each rotated row, bucket its coordinates and pack the codes.
 
-    y          (n, d) float32  rotated vectors; each row is first mapped to
-               y[r] * scale[r] - shift (rotation commutes with both, so the
-               index centres and normalises here instead of in a separate pass)
-    scale      (n,) float64, shift (d,) float32
+    y          (n, d) float32  rotated vectors; row r is first mapped to
+               v = y[r] * scale[r] - translate (rotation commutes with both, so
+               the index normalises and translates here instead of in separate
+               passes), then u = v / ||v|| is quantized as codes of u - centre
+    scale      (n,) float64; translate, centre (d,) float32, rotated (the
+               index's data mean for l2 and mean direction for ip and cosine)
     boundaries (2**bits - 1,) float32, centroids (2**bits,) float32
     codes      (n, nbytes) uint8; this segment's bytes, from `offset`, are overwritten
-    norms      (n,) float32 out: ||y||
-    dots       (n,) float32 out: <u, u_hat> with u = y / ||y|| and u_hat its
-               reconstruction from the centroids (0 for a zero row)
+    norms      (n,) float32 out: ||v||
+    dots       (n,) float32 out: <u, u_hat> with u_hat = centroids[codes] + centre
+               the reconstruction (0 for a zero row)
     residual   (n, d) float32 out, or shape (0, 0) to skip: u - u_hat
     """
     n, d = y.shape
@@ -131,10 +137,11 @@ def encode_directions(y, scale, shift, boundaries, centroids, bits, codes, offse
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
         c = np.empty(d, np.float32)
+        w = np.empty(d, np.float32)
         for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
             u[:] = y[r]
-            _encode_row(u, r, scale, shift, boundaries, centroids, steps, bits, codes, offset, norms,
-                        dots, residual, c, u_hat)
+            _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bits, codes, offset,
+                        norms, dots, residual, c, u_hat, w)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -177,7 +184,7 @@ def row_norms(x):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def encode_hadamard(x, weights, index, overlap_signs, scale, shift, boundaries, centroids, bits,
+def encode_hadamard(x, weights, index, overlap_signs, scale, translate, centre, boundaries, centroids, bits,
                     codes, offset, norms, dots, residual):
     """`encode_directions` fused with the Hadamard rotation of x (n, d) float32.
 
@@ -198,6 +205,7 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, shift, boundaries, 
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
         c = np.empty(d, np.float32)
+        w = np.empty(d, np.float32)
         for block in range(task * per_task, min(n_blocks, (task + 1) * per_task)):
             r0 = block * LANES
             m = min(LANES, n - r0)
@@ -205,5 +213,5 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, shift, boundaries, 
             for lane in range(m):
                 for i in range(d):
                     u[i] = cur[i * LANES + lane]
-                _encode_row(u, r0 + lane, scale, shift, boundaries, centroids, steps, bits, codes,
-                            offset, norms, dots, residual, c, u_hat)
+                _encode_row(u, r0 + lane, scale, translate, centre, boundaries, centroids, steps, bits,
+                            codes, offset, norms, dots, residual, c, u_hat, w)

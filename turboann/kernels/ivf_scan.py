@@ -40,7 +40,7 @@ def select_lists(qc, cnorm2, probe_l2, nprobe, out):
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                 qv, cents, seg_bytes, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+                 qv, qoff, cents, seg_bytes, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
                  split_byte, split_coord, split_shift, split_seg, k):
     """Top-k over the nprobe nearest lists of each query.
 
@@ -48,7 +48,7 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
     arena; list l is rows [list_start[l], list_start[l] + list_size[l]).
     qc (nq, nlist) float32 = q . C^T; cnorm2 (nlist,) float32 = ||c_l||^2.
     A vector's score is the flat kernel's plus list_bias_mult * qc[q, l].
-    qv (nq, nseg, d) float32 and the plan arrays are as in `scan.search_codes`.
+    qv (nq, nseg, d), qoff (nq, nseg) float32 and the plan arrays are as in `scan.search_codes`.
     Returns scores (nq, k) float32 best first and arena positions (nq, k) int64, -1 padded.
     """
     nbytes = codes.shape[1]
@@ -62,7 +62,7 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
         select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(nsplit, 1), 256), np.float32)
-        build_tables(qv[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
                      split_coord, split_seg, nbytes, byte_table, split_table)
         partial = np.zeros(nseg, np.float32)
         hs = np.full(k, -np.inf, np.float32)

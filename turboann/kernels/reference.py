@@ -30,15 +30,16 @@ def unpack_codes(codes: np.ndarray, offset: int, bits: int, d: int) -> np.ndarra
     return (bitsarr << np.arange(bits, dtype=np.int32)).sum(axis=2).astype(np.int32)
 
 
-def encode_directions(y: np.ndarray, scale: np.ndarray, shift: np.ndarray, boundaries: np.ndarray,
+def encode_directions(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
+                      boundaries: np.ndarray,
                       centroids: np.ndarray, bits: int):
     """Twin of `kernels.encode.encode_directions`: (codes of the segment alone, norms, dots, residual)."""
-    v = y * scale.astype(np.float32)[:, None] - shift
+    v = y * scale.astype(np.float32)[:, None] - translate
     norms = np.sqrt((v.astype(np.float64) ** 2).sum(axis=1))
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
     u = v * inv[:, None]
-    c = np.searchsorted(boundaries, u, side="right")
-    uh = centroids[c]
+    c = np.searchsorted(boundaries, u - centre, side="right")
+    uh = centroids[c] + centre
     dots = np.where(norms > 0, (u.astype(np.float64) * uh).sum(axis=1), 0.0)
     codes = pack_codes(c, bits)
     return codes, norms.astype(np.float32), dots.astype(np.float32), (u - uh).astype(np.float32)
@@ -50,17 +51,21 @@ def pack_signs(z: np.ndarray, offset: int = 0) -> np.ndarray:
 
 
 def score_codes(codes: np.ndarray, factors: np.ndarray, qv: np.ndarray, cents: np.ndarray,
-                seg_bits: Sequence[int], seg_offsets: Sequence[int]) -> np.ndarray:
+                seg_bits: Sequence[int], seg_offsets: Sequence[int], qoff=None) -> np.ndarray:
     """Twin of `kernels.scan.score_codes`: decode every segment, then dot products.
 
-    qv (nq, nseg, d); cents (nseg, >= 2**bits); returns (nq, n) float64.
+    qv (nq, nseg, d); cents (nseg, >= 2**bits); qoff (nq, nseg) segment
+    offsets or None for zeros; returns (nq, n) float64.
     """
     nseg = len(seg_bits)
     d = qv.shape[2]
     scores = np.zeros((qv.shape[0], codes.shape[0]))
     for s, (bits, off) in enumerate(zip(seg_bits, seg_offsets)):
         decoded = cents[s][unpack_codes(codes, off, bits, d)].astype(np.float64)   # (n, d)
-        scores += (qv[:, s, :].astype(np.float64) @ decoded.T) * factors[:, s][None, :]
+        partial = qv[:, s, :].astype(np.float64) @ decoded.T
+        if qoff is not None:
+            partial += qoff[:, s].astype(np.float64)[:, None]
+        scores += partial * factors[:, s][None, :]
     if factors.shape[1] > nseg:
         scores += factors[:, nseg][None, :]
     return scores
@@ -95,9 +100,10 @@ def select_lists(qc: np.ndarray, cnorm2: np.ndarray, probe_l2: bool, nprobe: int
 
 
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2: bool, list_bias_mult: float,
-                 nprobe: int, qv, cents, seg_bits: Sequence[int], seg_offsets: Sequence[int], k: int):
+                 nprobe: int, qv, qoff, cents, seg_bits: Sequence[int], seg_offsets: Sequence[int],
+                 k: int):
     """Twin of `kernels.ivf_scan.search_lists`: decode every code, keep the probed lists, best k."""
-    every = score_codes(codes, factors, qv, cents, seg_bits, seg_offsets)
+    every = score_codes(codes, factors, qv, cents, seg_bits, seg_offsets, qoff)
     scores = np.full(every.shape, -np.inf)
     for i, probed in enumerate(select_lists(qc, cnorm2, probe_l2, nprobe)):
         for l in probed:

@@ -1,9 +1,10 @@
 """Lookup-table scan of row-major packed codes, with top-k selection.
 
 A code row is a concatenation of segments (see `kernels.encode`). For one
-query, each segment `s` has per-coordinate query values `qv[s]` (d,) and a
-centroid table `cents[s]`; a vector's partial score for the segment is
-sum_i qv[s, i] * cents[s, code_i]. Its final score is
+query, each segment `s` has per-coordinate query values `qv[s]` (d,), an
+offset `off[s]` and a centroid table `cents[s]`; a vector's partial score for
+the segment is off[s] + sum_i qv[s, i] * cents[s, code_i] (the offset is the
+query's inner product with a centre shared by every code). Its final score is
 
     score = sum_s factors[v, s] * partial_s  (+ factors[v, nseg] when biased)
 
@@ -70,11 +71,13 @@ def make_plan(dim: int, segment_bits: Sequence[int]) -> ScanPlan:
 
 
 @njit(cache=True, nogil=True)
-def build_tables(qv, cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+def build_tables(qv, off, cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
                  split_coord, split_seg, nbytes, byte_table, split_table):
     """Fill the per-query lookup tables.
 
-    qv (nseg, d) float32; cents (nseg, 256) float32 (unused tail ignored);
+    qv (nseg, d) float32; off (nseg,) float32 segment offsets, folded into
+    the table of the byte holding each segment's coordinate 0 (always whole);
+    cents (nseg, 256) float32 (unused tail ignored);
     byte_table (nbytes, 256) float32 out; split_table (p, 256) float32 out.
     """
     byte_table[:, :] = 0.0
@@ -84,8 +87,9 @@ def build_tables(qv, cents, seg_bits, whole_byte, whole_coord, whole_shift, whol
         val = qv[s, whole_coord[e]]
         sh = whole_shift[e]
         row = byte_table[whole_byte[e]]
+        base = off[s] if whole_coord[e] == 0 else np.float32(0.0)
         for v in range(256):
-            row[v] += val * cents[s, (v >> sh) & mask]
+            row[v] += base + val * cents[s, (v >> sh) & mask]
     for e in range(split_coord.shape[0]):
         s = split_seg[e]
         val = qv[s, split_coord[e]]
@@ -128,13 +132,14 @@ def _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_s
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
+def search_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
                  whole_byte, whole_coord, whole_shift, whole_seg,
                  split_byte, split_coord, split_shift, split_seg, k, n_chunks):
     """Top-k by estimated score for a batch of queries.
 
     codes (n, nbytes) uint8; factors (n, nseg or nseg + 1) float32;
-    qv (nq, nseg, d) float32 per-query segment values; cents (nseg, 256) float32.
+    qv (nq, nseg, d) float32 per-query segment values; qoff (nq, nseg) float32
+    segment offsets; cents (nseg, 256) float32.
     The database is cut into n_chunks ranges so that small batches still use
     every thread; each (query, chunk) task builds its own tables.
     Returns scores (nq, k) float32 best first and slots (nq, k) int64, -1 padded.
@@ -154,7 +159,7 @@ def search_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
             continue
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(nsplit, 1), 256), np.float32)
-        build_tables(qv[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
                      split_coord, split_seg, nbytes, byte_table, split_table)
         _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
                     byte_table, split_table, part_s[q, ch], part_i[q, ch])
@@ -166,7 +171,7 @@ def search_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def score_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
+def score_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
                 whole_byte, whole_coord, whole_shift, whole_seg,
                 split_byte, split_coord, split_shift, split_seg):
     """Every vector's score for every query, (nq, n) float32 (for tests and rescoring)."""
@@ -177,7 +182,7 @@ def score_codes(codes, factors, qv, cents, seg_bytes, seg_bits,
     for q in prange(nq):
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(split_byte.shape[0], 1), 256), np.float32)
-        build_tables(qv[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
+        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
                      split_coord, split_seg, nbytes, byte_table, split_table)
         partial = np.zeros(nseg, np.float32)
         for v in range(n):
