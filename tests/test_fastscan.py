@@ -196,5 +196,5 @@ def test_avx2_kernel_emits_vpshufb():
     np.testing.assert_array_equal(out, _shuffle_twin(t, x))
     assert "vpshufb" in "".join(fresh.inspect_asm().values())
     accumulate = njit(fs.accumulate_avx2.py_func)
-    accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), 0, 4, np.zeros(32, np.uint16), np.zeros((4, 32)))
+    accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), 0, 4, np.zeros(32, np.uint16), np.zeros(128, np.int32))
     assert "vpshufb" in "".join(accumulate.inspect_asm().values())

@@ -208,23 +208,23 @@ def _lookup_add(lut, at, lo, hi, full, odd):
 
 @njit(cache=True, nogil=True, inline="always")
 def _flush(full, odd, buf, totals, j):
-    """totals[j] += the 16-bit sums, in split order."""
+    """totals[32 j: 32 j + 32] += the 16-bit sums, in split order."""
     _simd.store(buf, 0, _simd.sub16(full, _simd.shift_left16(odd, 8)))   # even lanes alone
     _simd.store(buf, 16, odd)
     for p in range(BLOCK):
-        totals[j, p] += np.int32(buf[p])
+        totals[BLOCK * j + p] += np.int32(buf[p])
 
 
 @njit(cache=True, nogil=True)
 def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
-    """totals[j, p] = sum_s luts[j0 + j, 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
+    """totals[32 j + p] = sum_s luts[j0 + j, 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
 
     flat: the blocks raveled, uint8, block at flat[offset:]; luts (G, rows * 32)
-    uint8; buf (32,) uint16 scratch; totals (>= m, 32) int32 out, in split
+    uint8; buf (32,) uint16 scratch; totals (>= 32 m,) int32 out, in split
     order (see above). m = 4 shares each code load among four queries.
     """
     low = _simd.splat(15)
-    totals[:m, :] = 0
+    totals[:BLOCK * m] = 0
     r = 0
     while r < rows:
         end = min(rows, r + _FLUSH_ROWS)
@@ -251,14 +251,14 @@ def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
 @njit(cache=True, nogil=True)
 def accumulate_portable(flat, offset, rows, luts, j0, m, buf, totals):
     """Same result as `accumulate_avx2`, in plain loops (any CPU)."""
-    totals[:m, :] = 0
+    totals[:BLOCK * m] = 0
     for j in range(m):
         lut = luts[j0 + j]
         for r in range(rows):
             base = offset + 32 * r
             for l in range(BLOCK):
                 x = np.int64(flat[base + l])
-                totals[j, (l & 1) * 16 + (l >> 1)] += (np.int32(lut[32 * r + (x & 15)])
+                totals[BLOCK * j + (l & 1) * 16 + (l >> 1)] += (np.int32(lut[32 * r + (x & 15)])
                                                        + np.int32(lut[32 * r + 16 + (x >> 4)]))
 
 
@@ -312,11 +312,11 @@ def _accumulate(flat, offset, rows, luts, j0, m, buf, totals, simd):
 # -- search ----------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, inline="always")
-def _exact_partial(flat, offset, rows, lane, ftab):
+def _exact_partial(flat, offset, rows, lane, ftab, jf):
     s = 0.0
     for r in range(rows):
         x = np.int64(flat[offset + 32 * r + lane])
-        s += ftab[2 * r, x & 15] + ftab[2 * r + 1, x >> 4]
+        s += ftab[jf, 2 * r, x & 15] + ftab[jf, 2 * r + 1, x >> 4]
     return s
 
 
@@ -327,25 +327,39 @@ def _bound_terms(base, delta, err, rows):
     return np.float32(base), np.float32(delta), np.float32(err + _F32_SLACK * largest)
 
 
-@njit(cache=True, nogil=True)
-def _filter_block(totals, b, wsplit, base, delta, err, flat, rows, ftab, upper, hs, hi):
-    """Re-score the vectors of block b whose upper bound reaches the heap's k-th best.
+@njit(cache=True, nogil=True, inline="always")
+def _upper_bounds(totals, jt, i0, w, absw, bias_up, bound, jf, kth, upper):
+    """upper[p] = the upper bound of position p of the block at slot i0; True if any reaches kth.
 
-    base, delta, err: float32 from `_bound_terms`.
+    totals[32 jt: 32 jt + 32]: the block's u8 sums; w, absw, bias_up: rows of
+    `split_factors`; bound[jf] = (base, delta, err), float32 (`_bound_terms`).
     """
+    thr = np.float32(kth)
+    if thr > kth:   # round the threshold down, never up
+        thr = np.nextafter(thr, np.float32(-np.inf))
+    base, delta, err = bound[jf, 0], bound[jf, 1], bound[jf, 2]
+    hit = 0
+    # Branch-free float32 with an or-reduction, and unsigned indices (no
+    # negative-index fix-up), so that LLVM vectorises it.
+    ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
+    for p in range(BLOCK):
+        up = np.uint64(p)
+        u = (w[ui + up] * (base + delta * np.float32(totals[ut + up])) + absw[ui + up] * err
+             + bias_up[ui + up])
+        upper[up] = u
+        hit |= np.int32(u >= thr)
+    return hit != 0
+
+
+@njit(cache=True, nogil=True)
+def _rescore_block(b, upper, w, bias, flat, rows, ftab, jf, hs, hi):
+    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best."""
     i0 = b * BLOCK
-    best = np.float32(-np.inf)
-    for p in range(BLOCK):   # branch-free float32, so LLVM vectorises it
-        u = wsplit[0, i0 + p] * (base + delta * np.float32(totals[p])) + wsplit[1, i0 + p] * err + wsplit[2, i0 + p]
-        upper[p] = u
-        best = max(best, u)
-    if best < hs[0]:
-        return
     offset = b * rows * BLOCK
     for lane in range(BLOCK):   # slot order, so equal scores keep the lower slot
         p = (lane & 1) * 16 + (lane >> 1)
         if upper[p] >= hs[0]:
-            score = np.float64(wsplit[0, i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab) + wsplit[3, i0 + p]
+            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
             if score > hs[0]:
                 heap_push(hs, hi, score, i0 + lane)
 
@@ -384,16 +398,19 @@ def search_blocks(blocks, n, wsplit, qrot, cents, bits, per_nibble, n_sub, k, n_
             base, delta, err = build_tables(qrot[q0 + j], cents, bits, per_nibble, n_sub, ftab[j], lut[j])
             scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
         buf = np.empty(BLOCK, np.uint16)
-        totals = np.empty((4, BLOCK), np.int32)
+        totals = np.empty(4 * BLOCK, np.int32)
         upper = np.empty(BLOCK, np.float32)
+        w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
         for b in range(ch * step, min(nb, (ch + 1) * step)):
             j0 = 0
             while j0 < gq:
                 m = 4 if j0 + 4 <= gq else 1
                 _accumulate(flat, b * rows * BLOCK, rows, lut, j0, m, buf, totals, simd)
                 for j in range(j0, j0 + m):
-                    _filter_block(totals[j - j0], b, wsplit, scal[j, 0], scal[j, 1], scal[j, 2], flat, rows,
-                                  ftab[j], upper, part_s[q0 + j, ch], part_i[q0 + j, ch])
+                    if _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j, part_s[q0 + j, ch, 0],
+                                     upper):
+                        _rescore_block(b, upper, w, bias, flat, rows, ftab, j, part_s[q0 + j, ch],
+                                       part_i[q0 + j, ch])
                 j0 += m
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
@@ -418,7 +435,7 @@ def quantized_sums(blocks, n, luts, simd):
     out = np.zeros((nq, n), np.int64)
     for q in prange(nq):
         buf = np.empty(BLOCK, np.uint16)
-        totals = np.empty((4, BLOCK), np.int32)
+        totals = np.empty(4 * BLOCK, np.int32)
         m = 4 if 4 * (q // 4) + 4 <= nq else 1
         if m == 4 and q % 4:
             continue   # done with its group of four
@@ -428,7 +445,7 @@ def quantized_sums(blocks, n, luts, simd):
                 for p in range(BLOCK):
                     v = b * BLOCK + 2 * (p % 16) + p // 16
                     if v < n:
-                        out[q + j, v] = np.int64(totals[j, p])
+                        out[q + j, v] = np.int64(totals[BLOCK * j + p])
     return out
 
 
