@@ -219,9 +219,7 @@ def main(argv=None) -> None:
                       f"{r['tmt']['qps']:,.0f}, {r['describe']} ({time.perf_counter() - t0:.0f} s)", flush=True)
             else:
                 print(f"  {method:<11} {bits} bits: unavailable: {r['reason']}", flush=True)
-    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    report["load_average_end"] = os.getloadavg()
-    _common.write_json(out_path, report)
+    _common.finish_report(report, out_path)
     print()
     print(_common.table(table_rows(report["results"]), COLUMNS))
     print(f"x tv / x fs: turboann QPS over turbovec / Faiss PQ{{M}}x4fs QPS; p50 x tv: turbovec p50 over "
