@@ -26,6 +26,7 @@ LAYOUTS = ("auto", "flat", "fastscan")
 MIN_CENTER_SAMPLE = 256
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
+_CHUNKS_PER_THREAD = 4
 
 
 def set_num_threads(n: int) -> None:
@@ -242,11 +243,15 @@ class Index:
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
         n_chunks = 1
-        if n_groups < nthreads:   # few queries: split the database across threads instead
-            n_chunks = max(1, min(math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
+        if n_groups < nthreads:   # few queries: split the database across threads instead, in
+            # several chunks per thread so that a thread the OS runs less does less of the work
+            n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot = np.ascontiguousarray(self._quant.segment_values(q)[:, 0, :])
-        return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, self._quant._centroids,
-                                 self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd())
+        # Threads take tasks one at a time: on a shared machine a static split
+        # waits for whichever thread the OS runs least.
+        with numba.parallel_chunksize(1):
+            return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, self._quant._centroids,
+                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd())
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

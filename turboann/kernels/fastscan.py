@@ -374,7 +374,8 @@ def search_blocks(blocks, n, wsplit, qrot, cents, bits, per_nibble, n_sub, k, n_
     qrot (nq, dim) float32 rotated queries; cents (2**bits,) float32.
     Tasks are (query group, database chunk) pairs: `group` queries scan each
     block while it is in cache; n_chunks > 1 splits the database across
-    threads for small batches. Returns scores (nq, k) float32 best first and
+    threads for small batches (call it under `numba.parallel_chunksize(1)`
+    so threads take tasks one at a time). Returns scores (nq, k) float32 best first and
     slots (nq, k) int64, -1 padded. simd: run `accumulate_avx2` (see
     `use_simd`), else `accumulate_portable`.
     """
