@@ -2,7 +2,9 @@
 
 On one ann-benchmarks file (default wordnet-minilm-384-angular), at each bit
 width, every method is built once in this process on the same data and
-measured with the same queries (k = 10):
+measured with the same queries (k = 10), the timings of all methods
+interleaved round-robin so that load changes on a shared machine hit them
+alike:
 
   recall 10@10  ann-benchmarks k-NN recall of the first batch search
   QPS           all queries in one batch, median of --repeat, at 1 thread and
@@ -53,17 +55,20 @@ RAYON_METHODS = ("turbovec",)
 DEFAULT_DATA = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
 
 
-def timings(m: ev.Method, queries: np.ndarray, repeat: int, single: int) -> dict:
-    """Batch seconds (repeat times) and single-query seconds, after one warm-up call each."""
-    m.search(queries[:16], K)
-    m.search(queries[:1], K)
-    batch = _common.timed(lambda: m.search(queries, K), repeat)
-    one = []
+def timings(methods: dict, queries: np.ndarray, repeat: int, single: int) -> dict:
+    """Batch and single-query seconds of each method, interleaved round-robin so that a
+    change of machine load over time hits every method alike (after one warm-up each)."""
+    out = {name: {"batch_s": [], "single_s": []} for name in methods}
+    for m in methods.values():
+        m.search(queries[:16], K)
+        m.search(queries[:1], K)
+    for _ in range(repeat):
+        for name, m in methods.items():
+            out[name]["batch_s"] += _common.timed(lambda: m.search(queries, K), 1)
     for i in range(single):
-        t0 = time.perf_counter()
-        m.search(queries[i:i + 1], K)
-        one.append(time.perf_counter() - t0)
-    return {"batch_s": batch, "single_s": one}
+        for name, m in methods.items():
+            out[name]["single_s"] += _common.timed(lambda: m.search(queries[i:i + 1], K), 1)
+    return out
 
 
 def summarise(t: dict, nq: int) -> dict:
@@ -100,7 +105,7 @@ def worker(args) -> None:
     ds = ev.load_ann_benchmarks(args.data, queries=args.queries)
     m = build(ds, spec["method"], spec["bits"], args.seed)
     r, _ = recall10(ds, m)
-    print(json.dumps({**timings(m, ds.test, args.repeat, args.single), "recall10": r}))
+    print(json.dumps({**timings({"m": m}, ds.test, args.repeat, args.single)["m"], "recall10": r}))
 
 
 def exact_share(ds: ev.Dataset, bits: int, seed: int, fast_ids: np.ndarray, nq: int) -> float:
@@ -110,31 +115,37 @@ def exact_share(ds: ev.Dataset, bits: int, seed: int, fast_ids: np.ndarray, nq: 
     return float((I == fast_ids[:nq]).mean())
 
 
-def measure(ds, method: str, bits: int, args) -> dict:
-    out = {"method": method, "bits": bits}
-    try:
-        ev.set_num_threads(1)
-        m = build(ds, method, bits, args.seed)
-    except ev.MethodUnavailable as exc:
-        return {**out, "available": False, "reason": str(exc)}
-    out.update(available=True, describe=m.describe(), code_bytes=m.code_bytes)
-    out["recall10"], ids = recall10(ds, m)
+def measure_bits(ds, bits: int, args) -> list[dict]:
+    """Every method at `bits`: build at 1 thread, recall, interleaved timings at 1 and mt threads."""
+    ev.set_num_threads(1)
+    results, built, ids = {}, {}, {}
+    for method in args.methods:
+        out = results[method] = {"method": method, "bits": bits}
+        try:
+            m = build(ds, method, bits, args.seed)
+        except ev.MethodUnavailable as exc:
+            out.update(available=False, reason=str(exc))
+            continue
+        built[method] = m
+        out.update(available=True, describe=m.describe(), code_bytes=m.code_bytes)
+        out["recall10"], ids[method] = recall10(ds, m)
     nq = ds.test.shape[0]
-    out["t1"] = summarise(timings(m, ds.test, args.repeat, args.single), nq)
-    if method == "turboann" and args.exact_queries:
-        out["exact_share"] = exact_share(ds, bits, args.seed, ids, args.exact_queries)
-    if method in RAYON_METHODS:
-        del m
+    for method, t in timings(built, ds.test, args.repeat, args.single).items():
+        results[method]["t1"] = summarise(t, nq)
+    if "turboann" in built and args.exact_queries:
+        results["turboann"]["exact_share"] = exact_share(ds, bits, args.seed, ids["turboann"], args.exact_queries)
+    ev.set_num_threads(args.mt_threads)
+    same = {name: m for name, m in built.items() if name not in RAYON_METHODS}
+    for method, t in timings(same, ds.test, args.repeat, args.single).items():
+        results[method]["tmt"] = {**summarise(t, nq), "process": "same"}
+    ev.set_num_threads(1)
+    for method in [name for name in built if name in RAYON_METHODS]:
+        del built[method]
         child = in_child(args, method, bits, args.mt_threads)
-        out["tmt"] = summarise(child, nq)
-        out["tmt"]["process"] = "child"
-        if abs(child["recall10"] - out["recall10"]) > 1e-9:
-            out["tmt"]["note"] = f"child recall {child['recall10']:.4f} differs"
-    else:
-        ev.set_num_threads(args.mt_threads)
-        out["tmt"] = summarise(timings(m, ds.test, args.repeat, args.single), nq)
-        ev.set_num_threads(1)
-    return out
+        results[method]["tmt"] = {**summarise(child, nq), "process": "child"}
+        if abs(child["recall10"] - results[method]["recall10"]) > 1e-9:
+            results[method]["tmt"]["note"] = f"child recall {child['recall10']:.4f} differs"
+    return list(results.values())
 
 
 COLUMNS = [("method", "method", 11, "s"), ("bits", "bits", 4, "d"), ("code_bytes", "B/vec", 5, "d"),
@@ -209,16 +220,16 @@ def main(argv=None) -> None:
           f"{report['machine']['simd']}; threads 1 / {args.mt_threads}; repeat {args.repeat}; "
           f"load average {report['machine']['load_average'][0]:.2f}", flush=True)
     for bits in args.bits:
-        for method in args.methods:
-            t0 = time.perf_counter()
-            r = measure(ds, method, bits, args)
+        t0 = time.perf_counter()
+        for r in measure_bits(ds, bits, args):
             report["results"].append(r)
-            _common.write_json(out_path, report)
             if r["available"]:
-                print(f"  {method:<11} {bits} bits: 10@10 {r['recall10']:.4f}, QPS {r['t1']['qps']:,.0f} / "
-                      f"{r['tmt']['qps']:,.0f}, {r['describe']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(f"  {r['method']:<11} {bits} bits: 10@10 {r['recall10']:.4f}, QPS {r['t1']['qps']:,.0f} / "
+                      f"{r['tmt']['qps']:,.0f}, {r['describe']}", flush=True)
             else:
-                print(f"  {method:<11} {bits} bits: unavailable: {r['reason']}", flush=True)
+                print(f"  {r['method']:<11} {bits} bits: unavailable: {r['reason']}", flush=True)
+        _common.write_json(out_path, report)
+        print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     _common.finish_report(report, out_path)
     print()
     print(_common.table(table_rows(report["results"]), COLUMNS))
