@@ -50,6 +50,8 @@ def test_tables_match_reference_and_bound_the_error(bits, dim):
     rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits)
     np.testing.assert_allclose(ftab, rtab, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(lut, rlut)
+    pairs = lut.reshape(-1, 2, 16).max(axis=2).astype(int).sum(axis=1)
+    assert pairs.max() <= 255 and pairs.max() >= 250   # a row's two tables fill one byte
     assert np.isclose(base, rbase) and np.isclose(delta, rdelta) and rerr <= err <= rerr * 1.001 + 1e-6
     # base + delta * (u8 sum) is within err of the exact partial score of every vector
     exact = cents[ref.unpack_codes(codes, 0, bits, dim)].astype(np.float64) @ q.astype(np.float64)
@@ -59,17 +61,21 @@ def test_tables_match_reference_and_bound_the_error(bits, dim):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("bits,dim", [(1, 40), (2, 100), (3, 40), (4, 100), (4, 300)])
+@pytest.mark.parametrize("bits,dim", [(1, 40), (2, 100), (3, 40), (4, 100), (4, 600)])
 def test_quantized_sums_match_reference(path, bits, dim):
-    """(4, 300): 150 rows per block, beyond one 16-bit flush of 128 rows."""
+    """(4, 600): 300 rows per block, beyond one 16-bit flush of 256 rows."""
     rng = np.random.default_rng(dim * bits)
     n = 70
     lay, _, blocks = _random_blocks(rng, n, dim, bits)
-    luts = rng.integers(0, 256, (6, lay.rows * 32)).astype(np.uint8)
-    luts[[2, 5]] = 255   # the largest sums, in a group of four and alone: 16-bit lanes need the flush
+    # the two tables of a row add in a byte: build_tables keeps their largest entries' sum <= 255
+    luts = rng.integers(0, 128, (6, lay.rows * 32)).astype(np.uint8)
+    row_tables = luts[4].reshape(lay.rows, 2, 16)   # a view
+    row_tables[:, 0, 0] = 255   # one table of a row may take the whole byte when its partner is 0
+    row_tables[:, 1, :] = 0
+    luts[[2, 5]] = 127     # the largest sums, in a group of four and alone: 16-bit lanes need the flush
     got = fs.quantized_sums(blocks, n, luts, fs.use_simd(path))
     np.testing.assert_array_equal(got, ref.quantized_sums(blocks, n, luts))
-    assert (got[[2, 5]] == 255 * 2 * lay.rows).all()
+    assert (got[[2, 5]] == 127 * 2 * lay.rows).all()
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -3,7 +3,7 @@
 Numba has no vector type. Here one is declared, `u8x32`, whose data model is
 the LLVM vector <32 x i8> (one AVX2 register), with intrinsics that emit
 LLVM IR directly: loads and stores from array pointers, a 16-byte broadcast
-load, bitwise and, 16-bit lane shifts and adds, and the byte shuffle
+load, bitwise and, byte adds, 16-bit lane shifts and adds, and the byte shuffle
 `llvm.x86.avx2.pshuf.b`, which compiles to `vpshufb`. Variables of this type
 live in registers once LLVM has optimised the function.
 
@@ -151,6 +151,14 @@ def _splat16(builder, value):
     undef = ir.Constant(_V16, ir.Undefined)
     one = builder.insert_element(undef, count, ir.Constant(ir.IntType(32), 0))
     return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+
+
+@intrinsic
+def add8(typingctx, a, b):
+    """Sum of the bytes, modulo 2**8."""
+    def codegen(context, builder, sig, args):
+        return builder.add(args[0], args[1])
+    return u8x32(a, b), codegen
 
 
 @intrinsic

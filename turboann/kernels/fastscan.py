@@ -17,8 +17,9 @@ Scoring. For a query with rotated values q and centroids c, sub-code j has a
 and a vector's partial score is sum_j T_j[nibble_j]. The tables are
 quantized to u8 with one step `delta` per query and an offset per table:
 T_j[x] ~ m_j + delta * u_j[x]. The SIMD kernel adds u_j[nibble] for 32
-vectors per `vpshufb` in 16-bit lanes, flushed to 32-bit totals at least
-every 256 tables (2 * 128 * 255 < 2**16), so no d overflows.
+vectors per `vpshufb`; the two tables of a row are quantized jointly so that
+their entries add in a byte, then widen to 16-bit lanes, flushed to 32-bit
+totals every 256 rows (257 * 255 < 2**16), so no d overflows.
 With S the total, partial ~ base + delta * S, where base = sum_j m_j, and
 the error is at most `err` = sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
 
@@ -41,8 +42,9 @@ from . import _simd
 from .topk import heap_push, sorted_topk
 
 BLOCK = 32
-# Rows (two tables each) summed in 16-bit lanes before a flush: 2 * 128 * 255 < 2**16.
-_FLUSH_ROWS = 128
+# Rows summed in 16-bit lanes before a flush: a row adds at most 255 (its two
+# tables are quantized jointly), and 257 * 255 < 2**16.
+_FLUSH_ROWS = 256
 # Bytes of u8 tables of one query group (L2-resident; measured best on Zen 3 at d = 384).
 _GROUP_TABLE_BYTES = 96 * 1024
 _MAX_GROUP = 16
@@ -153,7 +155,8 @@ def build_tables(q, cents, bits, per_nibble, n_sub, ftab, lut):
 
     q (dim,) float32 rotated query; cents (2**bits,) float32;
     ftab (2 * rows, 16) float64 out: T_j[x]; lut (rows * 32,) uint8 out:
-    u_j[x] at 16 * j + x. partial ~ base + delta * sum_j u_j, |error| <= err.
+    u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
+    partial ~ base + delta * sum_j u_j, |error| <= err.
     """
     d = q.shape[0]
     mask = (1 << bits) - 1
@@ -165,10 +168,13 @@ def build_tables(q, cents, bits, per_nibble, n_sub, ftab, lut):
                 qi = np.float64(q[i])
                 for x in range(16):
                     ftab[j, x] += qi * cents[(x >> (t * bits)) & mask]
+    # The two tables of a row are added in a byte before widening, so their
+    # largest entries must sum to <= 255: the step is set by the widest pair,
+    # with room for both roundings (254 + 2 * 0.5).
     span = 0.0
-    for j in range(ftab.shape[0]):
-        span = max(span, ftab[j].max() - ftab[j].min())
-    delta = span / 255.0 if span > 0.0 else 1.0
+    for r in range(ftab.shape[0] // 2):
+        span = max(span, ftab[2 * r].max() - ftab[2 * r].min() + ftab[2 * r + 1].max() - ftab[2 * r + 1].min())
+    delta = span / 254.0 if span > 0.0 else 1.0
     base = 0.0
     err = 0.0
     size = 0.0
@@ -196,14 +202,13 @@ def build_tables(q, cents, bits, per_nibble, n_sub, ftab, lut):
 def _lookup_add(lut, at, lo, hi, full, odd):
     """Add table entries of the nibbles lo and hi (sub-codes 2r, 2r + 1; tables at lut[at:]) in 16-bit lanes.
 
-    full: even byte + 256 * odd byte, mod 2**16; odd: odd byte alone. Two
-    rows of 255 per 16-bit lane stay exact for 128 rows (`_FLUSH_ROWS`).
+    The two entries fit one byte (`build_tables`), so they are added before
+    widening. full: even byte + 256 * odd byte, mod 2**16; odd: odd byte
+    alone; exact for `_FLUSH_ROWS` rows.
     """
-    a = _simd.pshufb(_simd.load_broadcast16(lut, at), lo)
-    b = _simd.pshufb(_simd.load_broadcast16(lut, at + 16), hi)
-    full = _simd.add16(full, _simd.add16(a, b))
-    odd = _simd.add16(odd, _simd.add16(_simd.shift_right16(a, 8), _simd.shift_right16(b, 8)))
-    return full, odd
+    ab = _simd.add8(_simd.pshufb(_simd.load_broadcast16(lut, at), lo),
+                    _simd.pshufb(_simd.load_broadcast16(lut, at + 16), hi))
+    return _simd.add16(full, ab), _simd.add16(odd, _simd.shift_right16(ab, 8))
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -110,8 +110,8 @@ def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int):
     tables = np.einsum("jt,tx->jx", qp, cents.astype(np.float64)[codes])
     tables = np.pad(tables, ((0, n_sub % 2), (0, 0)))
     lo = tables.min(axis=1)
-    span = (tables.max(axis=1) - lo).max()
-    delta = span / 255.0 if span > 0 else 1.0
+    span = (tables.max(axis=1) - lo).reshape(-1, 2).sum(axis=1).max()   # rows of two tables share a byte
+    delta = span / 254.0 if span > 0 else 1.0
     u = np.clip(np.floor((tables - lo[:, None]) / delta + 0.5), 0, 255)
     err = np.abs(tables - lo[:, None] - delta * u).max(axis=1).sum()
     return tables, u.astype(np.uint8).ravel(), lo.sum(), delta, err
