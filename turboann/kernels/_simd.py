@@ -130,59 +130,42 @@ def splat(typingctx, value):
     return u8x32(value), codegen
 
 
-@intrinsic
-def and_(typingctx, a, b):
-    """Bitwise and."""
-    def codegen(context, builder, sig, args):
-        return builder.and_(args[0], args[1])
-    return u8x32(a, b), codegen
+def _lanewise(op: str, lanes16: bool, name: str, doc: str):
+    """An intrinsic applying the LLVM binary instruction `op` to two u8x32, bytewise or on 16-bit lanes."""
+    def typer(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            x, y = args
+            if lanes16:
+                x, y = builder.bitcast(x, _V16), builder.bitcast(y, _V16)
+            out = getattr(builder, op)(x, y)
+            return builder.bitcast(out, _V8) if lanes16 else out
+        return u8x32(a, b), codegen
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def shift_right16(typingctx, v, n):
-    """Each 16-bit lane (bytes 2i, 2i+1) shifted right by `n` (a compile-time-foldable integer)."""
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(builder.lshr(builder.bitcast(args[0], _V16), _splat16(builder, args[1])), _V8)
-    return u8x32(v, n), codegen
+def _shift16(op: str, name: str, doc: str):
+    """An intrinsic shifting each 16-bit lane of a u8x32 by an integer (LLVM `op`: lshr or shl)."""
+    def typer(typingctx, v, n):
+        def codegen(context, builder, sig, args):
+            count = builder.trunc(args[1], ir.IntType(16))
+            undef = ir.Constant(_V16, ir.Undefined)
+            one = builder.insert_element(undef, count, ir.Constant(ir.IntType(32), 0))
+            counts = builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
+            return builder.bitcast(getattr(builder, op)(builder.bitcast(args[0], _V16), counts), _V8)
+        return u8x32(v, n), codegen
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-def _splat16(builder, value):
-    count = builder.trunc(value, ir.IntType(16))
-    undef = ir.Constant(_V16, ir.Undefined)
-    one = builder.insert_element(undef, count, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), 16), [0] * 16))
-
-
-@intrinsic
-def add8(typingctx, a, b):
-    """Sum of the bytes, modulo 2**8."""
-    def codegen(context, builder, sig, args):
-        return builder.add(args[0], args[1])
-    return u8x32(a, b), codegen
-
-
-@intrinsic
-def shift_left16(typingctx, v, n):
-    """Each 16-bit lane shifted left by `n`."""
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(builder.shl(builder.bitcast(args[0], _V16), _splat16(builder, args[1])), _V8)
-    return u8x32(v, n), codegen
-
-
-@intrinsic
-def sub16(typingctx, a, b):
-    """Difference of the 16-bit lanes, modulo 2**16."""
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(builder.sub(builder.bitcast(args[0], _V16), builder.bitcast(args[1], _V16)), _V8)
-    return u8x32(a, b), codegen
-
-
-@intrinsic
-def add16(typingctx, a, b):
-    """Sum of the 16-bit lanes, modulo 2**16."""
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(builder.add(builder.bitcast(args[0], _V16), builder.bitcast(args[1], _V16)), _V8)
-    return u8x32(a, b), codegen
+and_ = _lanewise("and_", False, "and_", "Bitwise and.")
+add8 = _lanewise("add", False, "add8", "Sum of the bytes, modulo 2**8.")
+add16 = _lanewise("add", True, "add16", "Sum of the 16-bit lanes, modulo 2**16.")
+sub16 = _lanewise("sub", True, "sub16", "Difference of the 16-bit lanes, modulo 2**16.")
+shift_right16 = _shift16("lshr", "shift_right16", "Each 16-bit lane (bytes 2i, 2i+1) shifted right by an integer.")
+shift_left16 = _shift16("shl", "shift_left16", "Each 16-bit lane shifted left by an integer.")
 
 
 @intrinsic
