@@ -120,3 +120,10 @@ def _jsonable(value):
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def finish_report(report: dict, path: str | os.PathLike) -> None:
+    """Stamp the end time and load average on a bench report and write it."""
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report["load_average_end"] = os.getloadavg()
+    write_json(path, report)

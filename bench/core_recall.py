@@ -242,9 +242,7 @@ def main(argv=None) -> None:
                       f"{result['describe']} ({time.perf_counter() - t0:.0f} s)", flush=True)
             else:
                 print(f"  {row:<16} {bits} bits: unavailable: {result['reason']}", flush=True)
-    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    report["load_average_end"] = os.getloadavg()
-    _common.write_json(out_path, report)
+    _common.finish_report(report, out_path)
 
     done = [r for r in report["results"] if r["available"]]
     print()

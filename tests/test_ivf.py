@@ -50,7 +50,7 @@ def test_recall_rises_with_nprobe_to_flat_recall(data_32, built, metric, mode):
     index = built(metric, mode)
     truth = exact_topk(x, q, 10, metric)
     r = {p: recall(index.search(q, 10, nprobe=p)[1], truth) for p in (1, 4, NLIST)}
-    flat = ta.Index(32, bits=4, metric=metric, seed=0, center=False)
+    flat = ta.Index(32, bits=4, metric=metric, seed=0, center=False, layout="flat")   # the kernel IVF shares
     flat.add(x)
     D_flat, I_flat = flat.search(q, 10)
     r_flat = recall(I_flat, truth)

@@ -48,7 +48,8 @@ class IVFIndex(Index):
                  correction: str = "ip", keep_vectors: bool = False, max_train_per_list: int = 256,
                  rotation_rounds: int | None = None):
         super().__init__(dim, bits, metric, seed=seed, variant=variant, rotation=rotation, center=False,
-                         correction=correction, keep_vectors=keep_vectors, rotation_rounds=rotation_rounds)
+                         correction=correction, keep_vectors=keep_vectors, rotation_rounds=rotation_rounds,
+                         layout="flat")
         self.nlist = _validate.integer("nlist", nlist, low=1)
         self.mode = _validate.choice("mode", mode, MODES)
         self.max_train_per_list = _validate.integer("max_train_per_list", max_train_per_list, low=1)
@@ -208,6 +209,6 @@ class IVFIndex(Index):
     # -- persistence ----------------------------------------------------------
     def _settings(self) -> dict:
         settings = super()._settings()
-        del settings["center"]
+        del settings["center"], settings["layout"]
         return {**settings, "nlist": self.nlist, "mode": self.mode,
                 "max_train_per_list": self.max_train_per_list}

@@ -1,6 +1,8 @@
 """Packed codes, per-vector factors and user ids, in slot order.
 
-Slots are dense 0..n-1. Appends grow the arrays geometrically (amortised
+Slots are dense 0..n-1. `CodeStore` keeps codes row-major;
+`BlockedCodeStore` keeps the same codes in the fast-scan layout (blocks of
+32 vectors, see `kernels.fastscan`) behind the same interface. Appends grow the arrays geometrically (amortised
 O(1) per vector, no reallocation per add); removal moves the last slot into
 the hole (O(removed)). The id -> slot map is built on first need, so an
 index that only ever adds with default ids never pays for it.
@@ -8,6 +10,8 @@ index that only ever adds with default ids never pays for it.
 from __future__ import annotations
 
 import numpy as np
+
+from .kernels import fastscan as _fs
 
 
 class CodeStore:
@@ -41,18 +45,39 @@ class CodeStore:
     @property
     def nbytes(self) -> int:
         """Bytes of codes + factors + ids actually held."""
-        return self._n * (self.code_bytes + 4 * self.n_factors + 8)
+        return self._n * (self.vector_code_bytes + 4 * self.n_factors + 8)
+
+    @property
+    def vector_code_bytes(self) -> int:
+        """Bytes of codes held per vector in this store's layout."""
+        return self.code_bytes
 
     def _reserve(self, n: int) -> None:
-        cap = self._codes.shape[0]
+        cap = self._ids.shape[0]
         if n <= cap:
             return
         cap = max(n, 2 * cap, 1024)
-        for name in ("_codes", "_factors", "_ids"):
+        for name in ("_factors", "_ids"):
             old = getattr(self, name)
             new = np.zeros((cap,) + old.shape[1:], old.dtype)
             new[:self._n] = old[:self._n]
             setattr(self, name, new)
+        self._grow_codes(cap)
+
+    # -- the code layout: overridden by BlockedCodeStore ----------------------
+    def _grow_codes(self, cap: int) -> None:
+        new = np.zeros((cap, self.code_bytes), np.uint8)
+        new[:self._n] = self._codes[:self._n]
+        self._codes = new
+
+    def _write_codes(self, start: int, codes: np.ndarray) -> None:
+        self._codes[start:start + codes.shape[0]] = codes
+
+    def _move_code(self, src: int, dst: int) -> None:
+        self._codes[dst] = self._codes[src]
+
+    def _set_codes(self, codes: np.ndarray) -> None:
+        self._codes = codes
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask of which ids (int64 array) are held."""
@@ -64,7 +89,7 @@ class CodeStore:
         """Append rows; ids must be checked for uniqueness by the caller."""
         n, m = self._n, codes.shape[0]
         self._reserve(n + m)
-        self._codes[n:n + m] = codes
+        self._write_codes(n, codes)
         self._factors[n:n + m] = factors
         self._ids[n:n + m] = ids
         if self._slot_of is not None:
@@ -93,7 +118,7 @@ class CodeStore:
                 continue
             last = self._n - 1
             if slot != last:
-                self._codes[slot] = self._codes[last]
+                self._move_code(last, slot)
                 self._factors[slot] = self._factors[last]
                 moved = int(self._ids[last])
                 self._ids[slot] = moved
@@ -104,7 +129,67 @@ class CodeStore:
 
     def load_arrays(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray, next_id: int) -> None:
         """Replace the contents (used by `io.load`)."""
-        self._codes, self._factors, self._ids = codes, factors, ids
+        self._factors, self._ids = factors, ids
         self._n = codes.shape[0]
+        self._set_codes(codes)
         self._slot_of = None
         self.next_id = next_id
+
+
+class BlockedCodeStore(CodeStore):
+    """Codes in the fast-scan layout: `blocks` (n_blocks, rows, 32) uint8.
+
+    `codes` still returns row-major codes (rebuilt, for saving); `split_factors`
+    gives the factors in the order the fast-scan kernel wants, cached until
+    the next change.
+    """
+
+    def __init__(self, code_bytes: int, n_factors: int, layout: _fs.BlockLayout, capacity: int = 0):
+        self.layout = layout
+        self._blocks = np.zeros((_fs.n_blocks(capacity), layout.rows, _fs.BLOCK), np.uint8)
+        self._split = None
+        super().__init__(code_bytes, n_factors, capacity)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        return self._blocks[:_fs.n_blocks(self._n)]
+
+    @property
+    def codes(self) -> np.ndarray:
+        lay = self.layout
+        return _fs.unpack_blocks(self._blocks, self._n, lay.width, lay.n_sub, self.code_bytes)
+
+    @property
+    def vector_code_bytes(self) -> int:
+        return self.layout.rows
+
+    def split_factors(self) -> np.ndarray:
+        """(3, n_blocks * 32) float64: see `kernels.fastscan.split_factors`."""
+        if self._split is None:
+            self._split = _fs.split_factors(self.factors, self._n)
+        return self._split
+
+    def append(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray) -> None:
+        self._split = None
+        super().append(codes, factors, ids)
+
+    def remove(self, ids: np.ndarray) -> int:
+        self._split = None
+        return super().remove(ids)
+
+    def _grow_codes(self, cap: int) -> None:
+        new = np.zeros((_fs.n_blocks(cap),) + self._blocks.shape[1:], np.uint8)
+        used = _fs.n_blocks(self._n)
+        new[:used] = self._blocks[:used]
+        self._blocks = new
+
+    def _write_codes(self, start: int, codes: np.ndarray) -> None:
+        _fs.pack_blocks(codes, self.layout.width, self.layout.n_sub, self._blocks, start)
+
+    def _move_code(self, src: int, dst: int) -> None:
+        _fs.move_slot(self._blocks, src, dst)
+
+    def _set_codes(self, codes: np.ndarray) -> None:
+        self._split = None
+        self._blocks = np.zeros((_fs.n_blocks(codes.shape[0]),) + self._blocks.shape[1:], np.uint8)
+        self._write_codes(0, codes)

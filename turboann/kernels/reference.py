@@ -112,3 +112,53 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2: bo
     out_s, out_i = topk(scores, k)
     out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
+
+
+# -- fast-scan (kernels.fastscan) ------------------------------------------------------
+
+def nibbles(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """Sub-codes of row-major codes (n, code_bytes): (n, n_sub) int32, see `fastscan.block_layout`."""
+    c = unpack_codes(codes, 0, bits, dim)
+    per = 1 if bits == 3 else 4 // bits
+    c = np.pad(c, ((0, 0), (0, -dim % per)))
+    return (c.reshape(len(c), -1, per) << (bits * np.arange(per))).sum(axis=2).astype(np.int32)
+
+
+def pack_blocks(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
+    """Twin of `fastscan.pack_blocks` into fresh blocks: (n_blocks, rows, 32) uint8."""
+    nib = nibbles(codes, bits, dim)
+    n, n_sub = nib.shape
+    nib = np.pad(nib, ((0, -n % 32), (0, n_sub % 2)))
+    pairs = nib[:, 0::2] | (nib[:, 1::2] << 4)                 # (n padded, rows)
+    return np.ascontiguousarray(pairs.reshape(-1, 32, pairs.shape[1]).transpose(0, 2, 1)).astype(np.uint8)
+
+
+def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.0):
+    """Twin of `fastscan.build_tables`: (float tables (2 * rows, 16), u8 (rows * 32,), base, delta, err).
+
+    err here is the bare bound sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
+    """
+    d = q.shape[0]
+    per = 1 if bits == 3 else 4 // bits
+    n_sub = -(-d // per)
+    x = np.arange(16)
+    codes = (x[None, :] >> (bits * np.arange(per))[:, None]) & ((1 << bits) - 1)    # (per, 16)
+    qp = np.pad(q.astype(np.float64), (0, n_sub * per - d)).reshape(n_sub, per)
+    tables = np.einsum("jt,tx->jx", qp, cents.astype(np.float64)[codes])
+    tables[0] += off
+    tables = np.pad(tables, ((0, n_sub % 2), (0, 0)))
+    lo = tables.min(axis=1)
+    span = (tables.max(axis=1) - lo).reshape(-1, 2).sum(axis=1).max()   # rows of two tables share a byte
+    delta = span / 254.0 if span > 0 else 1.0
+    u = np.clip(np.floor((tables - lo[:, None]) / delta + 0.5), 0, 255)
+    err = np.abs(tables - lo[:, None] - delta * u).max(axis=1).sum()
+    return tables, u.astype(np.uint8).ravel(), lo.sum(), delta, err
+
+
+def quantized_sums(blocks: np.ndarray, n: int, luts: np.ndarray) -> np.ndarray:
+    """Twin of `fastscan.quantized_sums`: (nq, n) int64 sums of u8 table entries."""
+    rows = blocks.shape[1]
+    flat = blocks.transpose(0, 2, 1).reshape(-1, rows)[:n].astype(np.int64)   # (n, rows)
+    nib = np.stack([flat & 15, flat >> 4], axis=2).reshape(n, 2 * rows)       # (n, 2 * rows)
+    idx = 16 * np.arange(2 * rows)[None, :] + nib
+    return luts.astype(np.int64)[:, idx].sum(axis=2)

@@ -1,0 +1,208 @@
+"""Fast-scan kernels against their NumPy twins, on every SIMD path this CPU runs,
+and the fast-scan Index against the float path."""
+import numpy as np
+import pytest
+from numba import njit
+
+import turboann as ta
+from turboann import codebook
+from turboann.kernels import _simd
+from turboann.kernels import fastscan as fs
+from turboann.kernels import reference as ref
+
+from conftest import clustered
+
+PATHS = list(_simd.AVAILABLE)
+
+
+def _random_blocks(rng, n, dim, bits):
+    lay = fs.block_layout(dim, bits)
+    codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
+    blocks = np.zeros((fs.n_blocks(n), lay.rows, 32), np.uint8)
+    fs.pack_blocks(codes, lay.width, lay.n_sub, blocks, 0)
+    return lay, codes, blocks
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("dim", [40, 100])
+def test_block_layout_round_trip_and_move(bits, dim):
+    rng = np.random.default_rng(bits * 10 + dim)
+    n = 75   # two full blocks and a partial one
+    lay, codes, blocks = _random_blocks(rng, n, dim, bits)
+    np.testing.assert_array_equal(blocks, ref.pack_blocks(codes, bits, dim))
+    np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), codes)
+    fs.move_slot(blocks, 74, 3)
+    moved = codes.copy()
+    moved[3] = codes[74]
+    np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), moved)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("dim", [40, 100])
+def test_tables_match_reference_and_bound_the_error(bits, dim):
+    rng = np.random.default_rng(bits + dim)
+    lay, codes, blocks = _random_blocks(rng, 64, dim, bits)
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    q = rng.standard_normal(dim).astype(np.float32)
+    ftab = np.empty((2 * lay.rows, 16))
+    lut = np.empty(lay.rows * 32, np.uint8)
+    off = rng.standard_normal()
+    base, delta, err = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.n_sub, ftab, lut)
+    rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits, off)
+    np.testing.assert_allclose(ftab, rtab, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(lut, rlut)
+    pairs = lut.reshape(-1, 2, 16).max(axis=2).astype(int).sum(axis=1)
+    assert pairs.max() <= 255 and pairs.max() >= 250   # a row's two tables fill one byte
+    assert np.isclose(base, rbase) and np.isclose(delta, rdelta) and rerr <= err <= rerr * 1.001 + 1e-6
+    # base + delta * (u8 sum) is within err of the exact partial score of every vector
+    exact = cents[ref.unpack_codes(codes, 0, bits, dim)].astype(np.float64) @ q.astype(np.float64) + off
+    approx = base + delta * ref.quantized_sums(blocks, 64, lut[None])[0]
+    assert np.abs(approx - exact).max() <= err
+    assert np.abs(approx - exact).max() > 0.05 * err   # the bound is not vacuous
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bits,dim", [(1, 40), (2, 100), (3, 40), (4, 100), (4, 600)])
+def test_quantized_sums_match_reference(path, bits, dim):
+    """(4, 600): 300 rows per block, beyond one 16-bit flush of 256 rows."""
+    rng = np.random.default_rng(dim * bits)
+    n = 70
+    lay, _, blocks = _random_blocks(rng, n, dim, bits)
+    # the two tables of a row add in a byte: build_tables keeps their largest entries' sum <= 255
+    luts = rng.integers(0, 128, (6, lay.rows * 32)).astype(np.uint8)
+    row_tables = luts[4].reshape(lay.rows, 2, 16)   # a view
+    row_tables[:, 0, 0] = 255   # one table of a row may take the whole byte when its partner is 0
+    row_tables[:, 1, :] = 0
+    luts[[2, 5]] = 127     # the largest sums, in a group of four and alone: 16-bit lanes need the flush
+    got = fs.quantized_sums(blocks, n, luts, fs.use_simd(path))
+    np.testing.assert_array_equal(got, ref.quantized_sums(blocks, n, luts))
+    assert (got[[2, 5]] == 127 * 2 * lay.rows).all()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n_chunks,group", [(1, 4), (3, 1)])
+def test_search_blocks_is_exact_top_k(path, n_chunks, group):
+    """Top k after re-scoring equals the float64 top k, duplicates tie to the lower slot."""
+    rng = np.random.default_rng(7)
+    dim, bits, n, k = 100, 2, 300, 10
+    lay, codes, blocks = _random_blocks(rng, n, dim, bits)
+    codes[200:210] = codes[5]   # exact ties across blocks
+    fs.pack_blocks(codes, lay.width, lay.n_sub, blocks, 0)
+    factors = rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)
+    factors[200:210] = factors[5]
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    q = rng.standard_normal((9, dim)).astype(np.float32)
+    q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
+    qoff = rng.standard_normal(9)
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
+                            k, n_chunks, group, fs.use_simd(path))
+    full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
+             + qoff[:, None]) * factors[:, 0] + factors[:, 1])
+    want_s, want_i = ref.topk(full, k)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(s, want_s, rtol=1e-6)
+    assert set(i[8]) == {5, *range(200, 209)}
+
+
+@pytest.fixture(scope="module")
+def data_40():
+    x = clustered(1500, 40, seed=3, offset=1.0)
+    return x[:1400], x[1400:]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_index_fastscan_equals_flat(monkeypatch, data_40, path, bits, metric):
+    """Same ids and scores as the float path, after incremental adds and removals."""
+    monkeypatch.setenv(_simd.ENV_VAR, path)
+    x, q = data_40
+    fast = ta.Index(40, bits=bits, metric=metric, layout="fastscan", seed=1)
+    flat = ta.Index(40, bits=bits, metric=metric, layout="flat", seed=1)
+    for index in (fast, flat):
+        for lo, hi in [(0, 300), (300, 301), (301, 1000)]:   # partial blocks in between
+            index.add(x[lo:hi])
+        index.remove(np.arange(0, 1000, 7))
+        index.add(x[1000:], ids=np.arange(5000, 5400))
+    np.testing.assert_array_equal(fast.ids, flat.ids)
+    np.testing.assert_array_equal(fast._store.codes, flat._store.codes)
+    Df, If = fast.search(q, 10)
+    Dl, Il = flat.search(q, 10)
+    np.testing.assert_array_equal(If, Il)
+    np.testing.assert_allclose(Df, Dl, rtol=1e-4, atol=1e-5)
+
+
+def test_single_query_splits_the_database_across_threads(monkeypatch):
+    monkeypatch.setattr("turboann.index._MIN_CHUNK", 100)
+    x = clustered(1000, 40, seed=4)
+    index = ta.Index(40, bits=4, metric="l2")
+    index.add(x)
+    D1, I1 = index.search(x[:1], 5, threads=1)
+    D2, I2 = index.search(x[:1], 5, threads=2)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+    assert I1[0, 0] == 0
+
+
+def test_layout_choice_and_errors(tmp_path):
+    assert ta.Index(8, bits=4).layout == "fastscan"
+    assert ta.Index(8, bits=5).layout == "flat"
+    assert ta.Index(8, bits=4, variant="prod").layout == "flat"
+    with pytest.raises(ValueError, match="layout 'fastscan' needs variant 'mse' and bits <= 4"):
+        ta.Index(8, bits=5, layout="fastscan")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        ta.Index(8, layout="blocked")
+    x = clustered(100, 8, seed=5)
+    index = ta.Index(8, bits=3, metric="cosine")
+    index.add(x)
+    assert index.code_bytes == 8 // 2 + 4   # 3 bits take a nibble each in blocks
+    index.save(tmp_path / "f.tann")
+    back = ta.load(tmp_path / "f.tann")
+    assert back.layout == "fastscan"
+    np.testing.assert_array_equal(back.search(x[:5], 4)[1], index.search(x[:5], 4)[1])
+
+
+def test_kernel_choice(monkeypatch):
+    assert _simd.kernel_choice("portable") == "portable"
+    assert _simd.kernel_choice("auto") == _simd.AVAILABLE[0]
+    monkeypatch.setenv(_simd.ENV_VAR, "sse9")
+    with pytest.raises(ValueError, match="TURBOANN_SIMD must be one of 'auto', 'avx2', 'portable', got 'sse9'"):
+        _simd.kernel_choice()
+    if not _simd.HAS_AVX2:
+        with pytest.raises(ValueError, match="needs a CPU with AVX2"):
+            _simd.kernel_choice("avx2")
+
+
+def _shuffle_twin(table, index):
+    out = table[(np.arange(32) & 16) + (index & 15)]
+    return np.where(index >= 128, 0, out).astype(np.uint8)
+
+
+def _pshufb_once(t, x, out):
+    _simd.store(out, 0, _simd.pshufb(_simd.load(t, 0), _simd.load(x, 0)))
+
+
+def _compile_and_check_shuffle(seed):
+    """A fresh (uncached) compile of one pshufb, checked against its twin; returns its assembly."""
+    fresh = njit(_pshufb_once)
+    rng = np.random.default_rng(seed)
+    t, x = rng.integers(0, 256, 32).astype(np.uint8), rng.integers(0, 256, 32).astype(np.uint8)
+    out = np.zeros(32, np.uint8)
+    fresh(t, x, out)
+    np.testing.assert_array_equal(out, _shuffle_twin(t, x))
+    return "".join(fresh.inspect_asm().values())
+
+
+def test_generic_shuffle_ir_matches_vpshufb(monkeypatch):
+    """The IR used on CPUs without AVX2 has vpshufb's semantics."""
+    monkeypatch.setattr(_simd, "HAS_AVX2", False)
+    assert "vpshufb" not in _compile_and_check_shuffle(0)
+
+
+@pytest.mark.skipif(not _simd.HAS_AVX2, reason="needs AVX2")
+def test_avx2_kernel_emits_vpshufb():
+    assert "vpshufb" in _compile_and_check_shuffle(1)
+    accumulate = njit(fs.accumulate_avx2.py_func)
+    accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), 0, 4, np.zeros(32, np.uint16),
+               np.zeros(128, np.int32))
+    assert "vpshufb" in "".join(accumulate.inspect_asm().values())

@@ -1,0 +1,467 @@
+"""Fast-scan: blocked 4-bit sub-codes, u8 lookup tables in registers, exact re-scoring.
+
+Blocked layout. Vectors sit in blocks of 32 (`BLOCK`). A vector's MSE code is
+cut into 4-bit sub-codes (nibbles): at bits 1, 2 and 4 a nibble holds 4, 2
+or 1 whole coordinates, exactly the nibbles of the row-major bitstream; at
+bits 3 a nibble holds one 3-bit coordinate and its top bit stays 0 (3 bits
+do not split into additive nibbles: a centroid of a 3-bit code is not a sum
+of per-bit-plane terms, so splitting would make the fast score inexact, and
+the 4/3 memory is the price of a lossless, equally fast scan). Block b is a
+(rows, 32) uint8 array: byte [r, l] holds nibble 2r of vector 32b + l in its
+low half and nibble 2r + 1 in its high half, so one 32-byte load brings two
+sub-codes of all 32 vectors. Every function takes the blocks as a
+(n_blocks, rows, 32) uint8 array and slots 0..n-1; IVF lists reuse them.
+
+Scoring. For a query with rotated values q and centroids c, sub-code j has a
+16-entry float table T_j[x] = sum over its coordinates i of q_i * c[code_i(x)],
+and a vector's partial score is sum_j T_j[nibble_j]. The tables are
+quantized to u8 with one step `delta` per query and an offset per table:
+T_j[x] ~ m_j + delta * u_j[x]. The SIMD kernel adds u_j[nibble] for 32
+vectors per `vpshufb`; the two tables of a row are quantized jointly so that
+their entries add in a byte, then widen to 16-bit lanes, flushed to 32-bit
+totals every 256 rows (257 * 255 < 2**16), so no d overflows.
+With S the total, partial ~ base + delta * S, where base = sum_j m_j, and
+the error is at most `err` = sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
+
+Exact top k. The vector's score is w * partial + bias (w, bias: its
+factors). A vector is re-scored in float64 from the float tables only when
+its upper bound w * (base + delta * S) + bias + |w| * err reaches the k-th
+best exact score found so far. Any vector of the true top k has an upper
+bound at least its exact score, which is at least the final k-th best,
+which is at least every running k-th best: it is always re-scored, so the
+returned top k is the exact float top k (ties to the lower slot).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from . import _simd
+from .topk import heap_push, sorted_topk
+
+BLOCK = 32
+# Rows summed in 16-bit lanes before a flush: a row adds at most 255 (its two
+# tables are quantized jointly), and 257 * 255 < 2**16.
+_FLUSH_ROWS = 256
+# Bytes of u8 tables of one query group (L2-resident; measured best on Zen 3 at d = 384).
+_GROUP_TABLE_BYTES = 96 * 1024
+_MAX_GROUP = 16
+
+
+class BlockLayout(NamedTuple):
+    """Shape of one vector's code in the blocked layout.
+
+    dim, bits  the code's coordinates and bits per coordinate (1..4)
+    per_nibble coordinates per 4-bit sub-code
+    width      bits of the row-major bitstream per sub-code (per_nibble * bits)
+    n_sub      sub-codes per vector
+    rows       32-byte rows per block (ceil(n_sub / 2))
+    """
+    dim: int
+    bits: int
+    per_nibble: int
+    width: int
+    n_sub: int
+    rows: int
+
+
+def block_layout(dim: int, bits: int) -> BlockLayout:
+    """The blocked layout of `dim` coordinates at `bits` (1..4) each."""
+    if bits not in (1, 2, 3, 4):
+        raise ValueError(f"bits must be 1, 2, 3 or 4 for the fast-scan layout, got {bits!r}")
+    per_nibble = 1 if bits == 3 else 4 // bits
+    n_sub = -(-dim // per_nibble)
+    return BlockLayout(dim, bits, per_nibble, per_nibble * bits, n_sub, -(-n_sub // 2))
+
+
+def query_group(rows: int) -> int:
+    """Queries that scan each block together, for blocks of `rows` rows."""
+    return max(1, min(_MAX_GROUP, _GROUP_TABLE_BYTES // (32 * rows)))
+
+
+def n_blocks(n: int) -> int:
+    """Blocks that hold n vectors."""
+    return -(-n // BLOCK)
+
+
+# -- layout kernels ---------------------------------------------------------------
+
+@njit(cache=True, nogil=True, inline="always")
+def _bits_at(row, pos, width):
+    """`width` (<= 8) bits of the LSB-first bitstream `row` from bit `pos`; 0 past its end."""
+    byte = pos >> 3
+    shift = pos & 7
+    if byte >= row.shape[0]:
+        return 0
+    v = np.int32(row[byte]) >> shift
+    if shift + width > 8 and byte + 1 < row.shape[0]:
+        v |= np.int32(row[byte + 1]) << (8 - shift)
+    return v & ((1 << width) - 1)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pack_blocks(codes, width, n_sub, blocks, start):
+    """Write row-major codes (m, code_bytes) uint8 into slots start..start+m-1 of blocks.
+
+    blocks (n_blocks, rows, 32) uint8 must already hold those slots; width and
+    n_sub come from `block_layout`.
+    """
+    m = codes.shape[0]
+    rows = blocks.shape[1]
+    for v in prange(m):
+        slot = start + v
+        b = slot // BLOCK
+        lane = slot - b * BLOCK
+        for r in range(rows):
+            j = 2 * r
+            lo = _bits_at(codes[v], j * width, width) if j < n_sub else 0
+            hi = _bits_at(codes[v], (j + 1) * width, width) if j + 1 < n_sub else 0
+            blocks[b, r, lane] = np.uint8(lo | (hi << 4))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def unpack_blocks(blocks, n, width, n_sub, code_bytes):
+    """Inverse of `pack_blocks` for slots 0..n-1: row-major codes (n, code_bytes) uint8."""
+    out = np.zeros((n, code_bytes), np.uint8)
+    for v in prange(n):
+        b = v // BLOCK
+        lane = v - b * BLOCK
+        for j in range(n_sub):
+            byte = blocks[b, j >> 1, lane]
+            nib = (np.int32(byte) >> (4 * (j & 1))) & 15
+            pos = j * width
+            out[v, pos >> 3] |= np.uint8((nib << (pos & 7)) & 255)
+            if (pos & 7) + width > 8:
+                out[v, (pos >> 3) + 1] |= np.uint8(nib >> (8 - (pos & 7)))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def move_slot(blocks, src, dst):
+    """Copy the code of slot src over slot dst (swap-with-last removal)."""
+    bs, ls = src // BLOCK, src % BLOCK
+    bd, ld = dst // BLOCK, dst % BLOCK
+    for r in range(blocks.shape[1]):
+        blocks[bd, r, ld] = blocks[bs, r, ls]
+
+
+# -- per-query tables --------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
+    """Float and u8 tables of one query; returns (base, delta, err).
+
+    q (dim,) float32 rotated query; off: a constant added to every partial
+    score (the query's inner product with the codes' shared centre), held in
+    table 0 which every vector reads once; cents (2**bits,) float32;
+    ftab (2 * rows, 16) float64 out: T_j[x]; lut (rows * 32,) uint8 out:
+    u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
+    partial ~ base + delta * sum_j u_j, |error| <= err.
+    """
+    d = q.shape[0]
+    mask = (1 << bits) - 1
+    ftab[:, :] = 0.0
+    for j in range(n_sub):
+        for t in range(per_nibble):
+            i = j * per_nibble + t
+            if i < d:
+                qi = np.float64(q[i])
+                for x in range(16):
+                    ftab[j, x] += qi * cents[(x >> (t * bits)) & mask]
+    for x in range(16):
+        ftab[0, x] += off
+    # The two tables of a row are added in a byte before widening, so their
+    # largest entries must sum to <= 255: the step is set by the widest pair,
+    # with room for both roundings (254 + 2 * 0.5).
+    span = 0.0
+    for r in range(ftab.shape[0] // 2):
+        span = max(span, ftab[2 * r].max() - ftab[2 * r].min() + ftab[2 * r + 1].max() - ftab[2 * r + 1].min())
+    delta = span / 254.0 if span > 0.0 else 1.0
+    base = 0.0
+    err = 0.0
+    size = 0.0
+    for j in range(ftab.shape[0]):
+        lo = ftab[j].min()
+        base += lo
+        worst = 0.0
+        for x in range(16):
+            u = min(255.0, max(0.0, np.floor((ftab[j, x] - lo) / delta + 0.5)))
+            lut[16 * j + x] = np.uint8(u)
+            worst = max(worst, abs(ftab[j, x] - lo - delta * u))
+            size = max(size, abs(ftab[j, x]))
+        err += worst
+    # float64 rounding of the sums that the bound compares: far below this slack
+    return base, delta, err + 1e-9 * (size * ftab.shape[0] + 1.0)
+
+
+# -- block accumulation: u8 table sums of 32 vectors ----------------------------------
+# The SIMD kernel ends with the sums of even lanes in one register and odd
+# lanes in another, so totals come in "split" order: position p holds lane
+# 2 * (p % 16) + p // 16. Per-vector weights are laid out in that order too
+# (`split_factors`) instead of interleaving the sums back.
+
+@njit(cache=True, nogil=True, inline="always")
+def _lookup_add(lut, at, lo, hi, full, odd):
+    """Add table entries of the nibbles lo and hi (sub-codes 2r, 2r + 1; tables at lut[at:]) in 16-bit lanes.
+
+    The two entries fit one byte (`build_tables`), so they are added before
+    widening. full: even byte + 256 * odd byte, mod 2**16; odd: odd byte
+    alone; exact for `_FLUSH_ROWS` rows.
+    """
+    ab = _simd.add8(_simd.pshufb(_simd.load_broadcast16(lut, at), lo),
+                    _simd.pshufb(_simd.load_broadcast16(lut, at + 16), hi))
+    return _simd.add16(full, ab), _simd.add16(odd, _simd.shift_right16(ab, 8))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _flush(full, odd, buf, totals, j):
+    """totals[32 j: 32 j + 32] += the 16-bit sums, in split order."""
+    _simd.store(buf, 0, _simd.sub16(full, _simd.shift_left16(odd, 8)))   # even lanes alone
+    _simd.store(buf, 16, odd)
+    for p in range(BLOCK):
+        totals[BLOCK * j + p] += np.int32(buf[p])
+
+
+@njit(cache=True, nogil=True)
+def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
+    """totals[32 j + p] = sum_s luts[j0 + j, 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
+
+    flat: the blocks raveled, uint8, block at flat[offset:]; luts (G, rows * 32)
+    uint8; buf (32,) uint16 scratch; totals (>= 32 m,) int32 out, in split
+    order (see above). m = 4 shares each code load among four queries.
+    """
+    low = _simd.splat(15)
+    totals[:BLOCK * m] = 0
+    r = 0
+    while r < rows:
+        end = min(rows, r + _FLUSH_ROWS)
+        f0 = _simd.splat(0)
+        o0 = _simd.splat(0)
+        f1, o1, f2, o2, f3, o3 = f0, o0, f0, o0, f0, o0
+        for rr in range(r, end):
+            x = _simd.load(flat, offset + 32 * rr)
+            lo = _simd.and_(x, low)
+            hi = _simd.and_(_simd.shift_right16(x, 4), low)
+            f0, o0 = _lookup_add(luts[j0], 32 * rr, lo, hi, f0, o0)
+            if m == 4:
+                f1, o1 = _lookup_add(luts[j0 + 1], 32 * rr, lo, hi, f1, o1)
+                f2, o2 = _lookup_add(luts[j0 + 2], 32 * rr, lo, hi, f2, o2)
+                f3, o3 = _lookup_add(luts[j0 + 3], 32 * rr, lo, hi, f3, o3)
+        _flush(f0, o0, buf, totals, 0)
+        if m == 4:
+            _flush(f1, o1, buf, totals, 1)
+            _flush(f2, o2, buf, totals, 2)
+            _flush(f3, o3, buf, totals, 3)
+        r = end
+
+
+@njit(cache=True, nogil=True)
+def accumulate_portable(flat, offset, rows, luts, j0, m, buf, totals):
+    """Same result as `accumulate_avx2`, in plain loops (any CPU)."""
+    totals[:BLOCK * m] = 0
+    for j in range(m):
+        lut = luts[j0 + j]
+        for r in range(rows):
+            base = offset + 32 * r
+            for l in range(BLOCK):
+                x = np.int64(flat[base + l])
+                totals[BLOCK * j + (l & 1) * 16 + (l >> 1)] += (np.int32(lut[32 * r + (x & 15)])
+                                                       + np.int32(lut[32 * r + 16 + (x >> 4)]))
+
+
+def split_order() -> np.ndarray:
+    """lane_of[p]: the block lane whose total sits at position p: (32,) int64."""
+    p = np.arange(BLOCK)
+    return 2 * (p % 16) + p // 16
+
+
+# The bound is evaluated in float32, eight lanes at a time; every rounding
+# of it is below 2**-24 of the magnitudes involved, so adding 2**-20 of them
+# keeps it an upper bound.
+_F32_SLACK = 2.0 ** -20
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def split_factors(factors, n):
+    """Per-vector weight, |weight|, bias rounded up and bias of slots 0..n-1, in split order.
+
+    factors (n, 1 or 2) float32 (weight, bias); returns (4, n_blocks * 32)
+    float32; padding lanes get weight 0 and bias -inf, so they never pass.
+    """
+    nb = (n + BLOCK - 1) // BLOCK
+    out = np.empty((4, nb * BLOCK), np.float32)
+    for b in prange(nb):
+        for p in range(BLOCK):
+            v = b * BLOCK + 2 * (p % 16) + p // 16
+            i = b * BLOCK + p
+            if v < n:
+                bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
+                out[0, i] = factors[v, 0]
+                out[1, i] = abs(factors[v, 0])
+                out[2, i] = bias + abs(bias) * _F32_SLACK
+                out[3, i] = bias
+            else:
+                out[0, i] = 0.0
+                out[1, i] = 0.0
+                out[2, i] = -np.inf
+                out[3, i] = -np.inf
+    return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate(flat, offset, rows, luts, j0, m, buf, totals, simd):
+    if simd:
+        accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals)
+    else:
+        accumulate_portable(flat, offset, rows, luts, j0, m, buf, totals)
+
+
+# -- search ----------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact_partial(flat, offset, rows, lane, ftab, jf):
+    s = 0.0
+    for r in range(rows):
+        x = np.int64(flat[offset + 32 * r + lane])
+        s += ftab[jf, 2 * r, x & 15] + ftab[jf, 2 * r + 1, x >> 4]
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _bound_terms(base, delta, err, rows):
+    """base, delta and err as float32, err widened to cover float32 evaluation of the bound."""
+    largest = abs(base) + delta * 510.0 * rows + err
+    return np.float32(base), np.float32(delta), np.float32(err + _F32_SLACK * largest)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _upper_bounds(totals, jt, i0, w, absw, bias_up, bound, jf, kth, upper):
+    """upper[p] = the upper bound of position p of the block at slot i0; True if any reaches kth.
+
+    totals[32 jt: 32 jt + 32]: the block's u8 sums; w, absw, bias_up: rows of
+    `split_factors`; bound[jf] = (base, delta, err), float32 (`_bound_terms`).
+    """
+    thr = np.float32(kth)
+    if thr > kth:   # round the threshold down, never up
+        thr = np.nextafter(thr, np.float32(-np.inf))
+    base, delta, err = bound[jf, 0], bound[jf, 1], bound[jf, 2]
+    hit = 0
+    # Branch-free float32 with an or-reduction, and unsigned indices (no
+    # negative-index fix-up), so that LLVM vectorises it.
+    ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
+    for p in range(BLOCK):
+        up = np.uint64(p)
+        u = (w[ui + up] * (base + delta * np.float32(totals[ut + up])) + absw[ui + up] * err
+             + bias_up[ui + up])
+        upper[up] = u
+        hit |= np.int32(u >= thr)
+    return hit != 0
+
+
+@njit(cache=True, nogil=True)
+def _rescore_block(b, upper, w, bias, flat, rows, ftab, jf, hs, hi):
+    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best."""
+    i0 = b * BLOCK
+    offset = b * rows * BLOCK
+    for lane in range(BLOCK):   # slot order, so equal scores keep the lower slot
+        p = (lane & 1) * 16 + (lane >> 1)
+        if upper[p] >= hs[0]:
+            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+            if score > hs[0]:
+                heap_push(hs, hi, score, i0 + lane)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, k, n_chunks, group, simd):
+    """Exact float top k of slots 0..n-1 for each query.
+
+    blocks
+    (n_blocks, rows, 32) uint8; wsplit (4, n_blocks * 32) float32 from
+    `split_factors`;
+    qrot (nq, dim) float32 rotated queries; qoff (nq,) float64 partial-score
+    offsets (see `build_tables`); cents (2**bits,) float32.
+    Tasks are (query group, database chunk) pairs: `group` queries scan each
+    block while it is in cache; n_chunks > 1 splits the database across
+    threads for small batches (call it under `numba.parallel_chunksize(1)`
+    so threads take tasks one at a time). Returns scores (nq, k) float32 best first and
+    slots (nq, k) int64, -1 padded. simd: run `accumulate_avx2` (see
+    `use_simd`), else `accumulate_portable`.
+    """
+    nq = qrot.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    nb = (n + BLOCK - 1) // BLOCK
+    n_groups = (nq + group - 1) // group
+    step = (nb + n_chunks - 1) // n_chunks
+    part_s = np.full((nq, n_chunks, k), -np.inf)
+    part_i = np.full((nq, n_chunks, k), -1, np.int64)
+    for t in prange(n_groups * n_chunks):
+        g = t // n_chunks
+        ch = t - g * n_chunks
+        q0 = g * group
+        gq = min(group, nq - q0)
+        ftab = np.empty((gq, 2 * rows, 16))
+        lut = np.empty((gq, rows * 32), np.uint8)
+        scal = np.empty((gq, 3), np.float32)
+        for j in range(gq):
+            base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
+                                            ftab[j], lut[j])
+            scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
+        buf = np.empty(BLOCK, np.uint16)
+        totals = np.empty(4 * BLOCK, np.int32)
+        upper = np.empty(BLOCK, np.float32)
+        w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+        for b in range(ch * step, min(nb, (ch + 1) * step)):
+            j0 = 0
+            while j0 < gq:
+                m = 4 if j0 + 4 <= gq else 1
+                _accumulate(flat, b * rows * BLOCK, rows, lut, j0, m, buf, totals, simd)
+                for j in range(j0, j0 + m):
+                    if _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j, part_s[q0 + j, ch, 0],
+                                     upper):
+                        _rescore_block(b, upper, w, bias, flat, rows, ftab, j, part_s[q0 + j, ch],
+                                       part_i[q0 + j, ch])
+                j0 += m
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    tmp = np.empty(k)
+    for q in range(nq):
+        sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, tmp, out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def quantized_sums(blocks, n, luts, simd):
+    """u8 table totals of slots 0..n-1 for each lut row: (nq, n) int64 (for tests).
+
+    Rows go in fours through the shared-load kernel, the tail one at a time.
+
+    luts (nq, rows * 32) uint8 as written by `build_tables`.
+    """
+    nq = luts.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    out = np.zeros((nq, n), np.int64)
+    for q in prange(nq):
+        buf = np.empty(BLOCK, np.uint16)
+        totals = np.empty(4 * BLOCK, np.int32)
+        m = 4 if 4 * (q // 4) + 4 <= nq else 1
+        if m == 4 and q % 4:
+            continue   # done with its group of four
+        for b in range((n + BLOCK - 1) // BLOCK):
+            _accumulate(flat, b * rows * BLOCK, rows, luts, q, m, buf, totals, simd)
+            for j in range(m):
+                for p in range(BLOCK):
+                    v = b * BLOCK + 2 * (p % 16) + p // 16
+                    if v < n:
+                        out[q + j, v] = np.int64(totals[BLOCK * j + p])
+    return out
+
+
+def use_simd(kernel: str | None = None) -> bool:
+    """The `simd` flag of the kernels for `kernel` ("auto", "avx2", "portable", or None:
+    $TURBOANN_SIMD, else the best this CPU runs)."""
+    return _simd.kernel_choice(kernel) == "avx2"
