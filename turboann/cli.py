@@ -289,13 +289,10 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .io import _atomic_write
+
+    text = json.dumps(obj, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
+    _atomic_write(str(path), [text.encode()])
 
 
 # -- report -----------------------------------------------------------------------------------------------

@@ -286,12 +286,9 @@ def plot_recall_at_k(report: Report, path) -> None:
 # -- files ------------------------------------------------------------------------------------------------
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from .io import _atomic_write
+
+    _atomic_write(str(path), [text.encode()])
 
 
 def _write_plot(plot, report: Report, path: Path) -> None:
