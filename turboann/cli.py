@@ -138,11 +138,12 @@ def _centre(x: np.ndarray, metric: str):
         return "auto"
     total = np.zeros(x.shape[1], np.float64)
     for start in range(0, x.shape[0], BUILD_CHUNK):
-        rows = x[start:start + BUILD_CHUNK].astype(np.float64)
+        rows = x[start:start + BUILD_CHUNK]
+        weights = np.ones(rows.shape[0], np.float32)
         if metric == "cosine":
-            norms = np.linalg.norm(rows, axis=1, keepdims=True)
-            rows = np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-        total += rows.sum(axis=0)
+            norms = np.linalg.norm(rows, axis=1)
+            np.divide(1.0, norms, out=weights, where=norms > 0)
+        total += weights @ rows          # one float32 pass, as Index.add does
     return (total / x.shape[0]).astype(np.float32)
 
 
