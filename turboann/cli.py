@@ -7,6 +7,7 @@ the traceback of an unexpected one.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -367,22 +368,17 @@ def datasets_list():
               help="download directory [default: $TURBOANN_DATA or ~/.cache/turboann]")
 def datasets_fetch(name, url, dest_dir):
     """Download NAME (see `turboann datasets list`) into the cache, resuming a partial download."""
-    bar = None
+    with contextlib.ExitStack() as stack:
+        bar = None
 
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total or 0, label=f"fetching {name}", file=sys.stderr,
-                                    show_pos=True).__enter__()
-            bar.update(done)
-        else:
+        def progress(done, total):
+            nonlocal bar
+            if bar is None:   # the size is known once the server answers
+                bar = stack.enter_context(click.progressbar(length=total or 0, label=f"fetching {name}",
+                                                            file=sys.stderr, show_pos=True))
             bar.update(done - bar.pos)
 
-    try:
         path = ds.fetch(name, url=url, dest_dir=dest_dir, on_progress=progress)
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     click.echo(f"{path} ({_size(path.stat().st_size)})")
 
 
