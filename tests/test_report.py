@@ -1,4 +1,5 @@
 import csv
+import os
 import io
 import sys
 
@@ -107,3 +108,12 @@ def _has(module):
     except ImportError:
         return False
     return True
+
+
+def test_report_files_get_the_usual_permissions(tmp_path, tiny_report):
+    old = os.umask(0o022)
+    try:
+        paths = report.write_report(tiny_report, tmp_path)
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in paths.values()} == {oct(0o644)}

@@ -291,10 +291,9 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
 
 
 def _write_json(path: Path, obj) -> None:
-    from .io import _atomic_write
+    from ._files import write_text
 
-    text = json.dumps(obj, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n"
-    _atomic_write(str(path), [text.encode()])
+    write_text(path, json.dumps(obj, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")
 
 
 # -- report -----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import _validate
+from ._files import umask
 from .eval import _distance_name, metric_for_distance
 
 __all__ = ["REGISTRY", "Dataset", "DatasetError", "RegistryEntry", "cache_dir", "convert", "embedded_path",
@@ -259,18 +260,12 @@ def write_ann_benchmarks(path, train, test, neighbors, distances, distance: str,
             f.create_dataset("neighbors", data=neighbors.astype(np.int32), **options)
             f.create_dataset("distances", data=distances.astype(np.float32), **options)
         _fsync_path(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes it private; give it a normal file's mode
+        os.chmod(tmp, 0o666 & ~umask())   # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # -- exact ground truth ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from . import _machine, _validate
+from ._files import write_text
 from . import eval as ev
 from .datasets import Dataset
 
@@ -175,7 +176,8 @@ def text_table(report: Report) -> str:
 
 def markdown_table(report: Report) -> str:
     head, rows = _cells(report)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    align = ["---"] + ["---:"] * (len(head) - 1)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -285,12 +287,6 @@ def plot_recall_at_k(report: Report, path) -> None:
 
 # -- files ------------------------------------------------------------------------------------------------
 
-def _write_text(path: Path, text: str) -> None:
-    from .io import _atomic_write
-
-    _atomic_write(str(path), [text.encode()])
-
-
 def _write_plot(plot, report: Report, path: Path) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     plot(report, tmp)
@@ -307,9 +303,9 @@ def write_report(report: Report, directory) -> dict[str, Path]:
     paths = {"markdown": directory / "report.md", "csv": directory / "report.csv",
              "json": directory / "report.json", "recall_vs_bits": directory / "recall_vs_bits.png",
              "recall_at_k": directory / "recall_at_k.png"}
-    _write_text(paths["markdown"], markdown(report))
-    _write_text(paths["csv"], csv_text(report))
-    _write_text(paths["json"], json.dumps(asdict(report), indent=1, default=_jsonable) + "\n")
+    write_text(paths["markdown"], markdown(report))
+    write_text(paths["csv"], csv_text(report))
+    write_text(paths["json"], json.dumps(asdict(report), indent=1, default=_jsonable) + "\n")
     _write_plot(plot_recall_vs_bits, report, paths["recall_vs_bits"])
     _write_plot(plot_recall_at_k, report, paths["recall_at_k"])
     return paths
