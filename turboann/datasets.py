@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import _validate
-from ._files import umask
+from ._files import move_into_place
 from .eval import _distance_name, metric_for_distance
 
 __all__ = ["REGISTRY", "Dataset", "DatasetError", "RegistryEntry", "cache_dir", "convert", "embedded_path",
@@ -215,14 +215,6 @@ def load_ann_benchmarks(path: str | os.PathLike, *, queries: int | None = None) 
 
 # -- writing ---------------------------------------------------------------------------------------
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_ann_benchmarks(path, train, test, neighbors, distances, distance: str, *,
                          compress: bool = False, attrs: dict | None = None) -> None:
     """Write an ann-benchmarks HDF5 file atomically (temp file, fsync, rename).
@@ -259,9 +251,7 @@ def write_ann_benchmarks(path, train, test, neighbors, distances, distance: str,
             f.create_dataset("test", data=test, **options)
             f.create_dataset("neighbors", data=neighbors.astype(np.int32), **options)
             f.create_dataset("distances", data=distances.astype(np.float32), **options)
-        _fsync_path(Path(tmp))
-        os.chmod(tmp, 0o666 & ~umask())   # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
+        move_into_place(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -452,8 +442,7 @@ def fetch(name: str, *, url: str | None = None, dest_dir=None, timeout: float = 
         part.unlink()
         raise DatasetError(f"{url}: the downloaded file is not an ann-benchmarks file "
                            f"({str(exc).split(': ', 1)[-1]})") from None
-    _fsync_path(part)
-    os.replace(part, path)
+    move_into_place(part, path)
     return path
 
 
