@@ -152,8 +152,9 @@ def make_index(dim: int, metric: str, options: dict, train: np.ndarray):
     """An empty index for `options` (bits, seed, variant; IVF's nlist will choose IVFIndex here)."""
     from .index import Index
 
+    center = "auto" if train.shape[0] <= BUILD_CHUNK else _centre(train, metric)
     return Index(dim, bits=options["bits"], metric=metric, seed=options["seed"], variant=options["variant"],
-                 center=_centre(train, metric))
+                 center=center)
 
 
 def add_with_progress(index, x: np.ndarray) -> None:
