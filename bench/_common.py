@@ -3,34 +3,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
+
+from turboann import _machine
 
 REPO = Path(__file__).resolve().parents[1]
 # shared/ sits beside the repository (on developer machines and in CI alike).
 DATASETS = REPO.parent / "shared" / "datasets"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def git_revision() -> str | None:
@@ -46,30 +28,8 @@ def git_revision() -> str | None:
 
 
 def machine_info() -> dict:
-    """CPU, cores, memory, OS, library versions and the current load average."""
-    try:
-        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    except (ValueError, OSError):
-        mem_gib = None
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu_model(),
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "simd": [f for f in ("avx2", "avx512f", "avx512_vnni", "fma") if f" {f}" in flags],
-        "memory_gib": None if mem_gib is None else round(mem_gib, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": {name: _version(name) for name in
-                     ("turboann", "numpy", "numba", "h5py", "faiss-cpu", "turbovec")},
-        "turboann_git": git_revision(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
+    """`turboann._machine.machine_info()` plus the repository's git revision."""
+    return {**_machine.machine_info(), "turboann_git": git_revision()}
 
 
 def timed(fn, repeat: int, budget_seconds: float = float("inf")) -> list[float]:

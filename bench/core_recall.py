@@ -38,6 +38,7 @@ import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from turboann import datasets  # noqa: E402
 from turboann import eval as ev  # noqa: E402
 
 # Named turboann configurations: row "turboann-<name>" runs Index(..., **options).
@@ -79,7 +80,7 @@ def plan_runs(methods: list[str], variants: list[str]) -> list[tuple[str, str, d
     return runs
 
 
-def build(ds: ev.Dataset, method: str, bits: int, options: dict, seed: int) -> ev.Method:
+def build(ds: datasets.Dataset, method: str, bits: int, options: dict, seed: int) -> ev.Method:
     m = ev.make_method(method, ds.train.shape[1], bits, ds.metric, seed=seed, **options)
     m.add(ds.train)
     return m
@@ -90,7 +91,7 @@ def measure_qps(m: ev.Method, queries: np.ndarray, repeat: int) -> list[float]:
     return _common.timed(lambda: m.search(queries, K), repeat, SEARCH_BUDGET_SECONDS)
 
 
-def measure_row(ds: ev.Dataset, row: str, method: str, options: dict, bits: int, args) -> dict:
+def measure_row(ds: datasets.Dataset, row: str, method: str, options: dict, bits: int, args) -> dict:
     out = {"row": row, "method": method, "options": options, "bits": bits}
     try:
         warm = ev.make_method(method, ds.train.shape[1], bits, ds.metric, seed=args.seed, **options)
@@ -164,7 +165,7 @@ def worker(args) -> None:
     """--worker: build one method, print {"times": [...], "recall10": r} as JSON."""
     spec = json.loads(args.worker)
     ev.set_num_threads(args.threads)
-    ds = ev.load_ann_benchmarks(args.data, queries=args.queries)
+    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
     m = build(ds, spec["method"], spec["bits"], spec["options"], args.seed)
     _, I = m.search(ds.test, K)
     recall = ev.mean_knn_recall(ds.distances, ev.true_distances(ds.train, ds.test, I, ds.distance), K)
@@ -172,7 +173,7 @@ def worker(args) -> None:
     print(json.dumps({"times": times, "recall10": recall, "threads": ev.set_num_threads(args.threads)}))
 
 
-def settings(args, ds: ev.Dataset, runs) -> dict:
+def settings(args, ds: datasets.Dataset, runs) -> dict:
     return {"data": str(args.data), "dataset": ds.name, "distance": ds.distance, "metric": ds.metric,
             "n": ds.train.shape[0], "dim": ds.train.shape[1], "queries": ds.test.shape[0],
             "bits": args.bits, "rows": [r[0] for r in runs], "turboann_configs": TURBOANN_CONFIGS,
@@ -223,7 +224,7 @@ def main(argv=None) -> None:
     # Before any turbovec call: its rayon pool takes this count for the whole process.
     threads = ev.set_num_threads(args.threads)
     runs = plan_runs(args.methods, args.turboann_variants)
-    ds = ev.load_ann_benchmarks(args.data, queries=args.queries)
+    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
     out_path = args.out or _common.REPO / "bench" / "results" / f"core_recall_{ds.name}.json"
     report = {"settings": settings(args, ds, runs), "machine": _common.machine_info(),
               "thread_counts": threads, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": []}

@@ -34,3 +34,14 @@ def recall(found, truth):
 def data_64():
     x = clustered(4100, 64, seed=1, offset=1.0)
     return x[:4000], x[4000:]
+
+
+def write_ann_file(path, *, n=2000, nq=50, dim=32, distance="angular", seed=0, k=100):
+    """A seeded clustered ann-benchmarks HDF5 file with exact ground truth; returns (train, test)."""
+    from turboann import datasets
+
+    x = clustered(n + nq, dim, seed, offset=0.5)
+    train, test = x[:n], x[n:]
+    neighbors, distances = datasets.exact_ground_truth(train, test, distance, k)
+    datasets.write_ann_benchmarks(path, train, test, neighbors, distances, distance)
+    return train, test

@@ -157,22 +157,6 @@ def test_metric_for_distance():
         ev.metric_for_distance("ip")
 
 
-def test_load_ann_benchmarks(tmp_path):
-    h5py = pytest.importorskip("h5py")
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny-8-angular.hdf5"
-    with h5py.File(path, "w") as f:
-        f.attrs["distance"] = "angular"
-        f["train"] = rng.standard_normal((50, 8)).astype(np.float32)
-        f["test"] = rng.standard_normal((6, 8)).astype(np.float32)
-        f["neighbors"] = rng.integers(0, 50, (6, 10)).astype(np.int32)
-        f["distances"] = np.sort(rng.random((6, 10)), axis=1).astype(np.float32)
-    ds = ev.load_ann_benchmarks(path, queries=4)
-    assert ds.name == "tiny-8-angular" and ds.metric == "cosine"
-    assert ds.train.shape == (50, 8) and ds.test.shape == (4, 8)
-    assert ds.neighbors.dtype == np.int64 and ds.distances.dtype == np.float64
-
-
 # -- comparison methods ----------------------------------------------------------------
 
 def _clustered(n, d, seed):

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import numbers
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import _validate
 
-__all__ = ["DISTANCES", "METHODS", "Dataset", "Method", "MethodUnavailable", "load_ann_benchmarks",
+__all__ = ["DISTANCES", "METHODS", "Method", "MethodUnavailable",
            "intersection_recall", "make_method", "mean_knn_recall", "knn_recall", "metric_for_distance", "recall_at",
            "set_num_threads", "true_distances"]
 
@@ -200,53 +199,6 @@ def recall_at(ids, gt_neighbors, k: int) -> float:
     if ids.shape[0] == 0:
         return 0.0
     return float((ids[:, :k] == gt[:, :1]).any(axis=1).mean())
-
-
-# -- data -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dataset:
-    """An ann-benchmarks HDF5 file in memory.
-
-    train (n, d) float32, test (nq, d) float32, neighbors (nq, 100) int64,
-    distances (nq, 100) float64 (sorted true distances), distance "angular" |
-    "euclidean", name the file's stem.
-    """
-    name: str
-    train: np.ndarray
-    test: np.ndarray
-    neighbors: np.ndarray
-    distances: np.ndarray
-    distance: str
-
-    @property
-    def metric(self) -> str:
-        """turboann metric for this file's distance."""
-        return metric_for_distance(self.distance)
-
-
-def load_ann_benchmarks(path: str | os.PathLike, *, queries: int | None = None) -> Dataset:
-    """Read an ann-benchmarks HDF5 file (train, test, neighbors, distances, attr "distance").
-
-    queries: keep only the first `queries` test rows (all when None).
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        missing = [key for key in ("train", "test", "neighbors", "distances") if key not in f]
-        if missing:
-            raise ValueError(f"path {os.fspath(path)!r} is not an ann-benchmarks file: missing {missing}")
-        distance = f.attrs.get("distance")
-        if isinstance(distance, bytes):
-            distance = distance.decode()
-        nq = f["test"].shape[0] if queries is None else _validate.integer("queries", queries, low=1)
-        data = Dataset(name=os.path.splitext(os.path.basename(os.fspath(path)))[0],
-                       train=np.ascontiguousarray(f["train"][:], dtype=np.float32),
-                       test=np.ascontiguousarray(f["test"][:nq], dtype=np.float32),
-                       neighbors=f["neighbors"][:nq].astype(np.int64),
-                       distances=f["distances"][:nq].astype(np.float64),
-                       distance=_distance_name(distance))
-    return data
 
 
 # -- threads --------------------------------------------------------------------
