@@ -46,7 +46,7 @@ import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from turboann import eval as ev  # noqa: E402
+from turboann import datasets, eval as ev  # noqa: E402
 
 K = 10
 METHODS = ("turboann", "turbovec", "faiss-pqfs")
@@ -75,13 +75,13 @@ def summarise(t: dict, nq: int) -> dict:
     return {"qps": nq / _common.median(t["batch_s"]), "p50_ms": 1e3 * _common.median(t["single_s"]), **t}
 
 
-def build(ds: ev.Dataset, method: str, bits: int, seed: int, **options) -> ev.Method:
+def build(ds: datasets.Dataset, method: str, bits: int, seed: int, **options) -> ev.Method:
     m = ev.make_method(method, ds.train.shape[1], bits, ds.metric, seed=seed, **options)
     m.add(ds.train)
     return m
 
 
-def recall10(ds: ev.Dataset, m: ev.Method) -> tuple[float, np.ndarray]:
+def recall10(ds: datasets.Dataset, m: ev.Method) -> tuple[float, np.ndarray]:
     _, I = m.search(ds.test, K)
     return ev.mean_knn_recall(ds.distances, ev.true_distances(ds.train, ds.test, I, ds.distance), K), I
 
@@ -102,13 +102,13 @@ def in_child(args, method: str, bits: int, threads: int) -> dict:
 def worker(args) -> None:
     spec = json.loads(args.worker)
     ev.set_num_threads(spec["threads"])
-    ds = ev.load_ann_benchmarks(args.data, queries=args.queries)
+    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
     m = build(ds, spec["method"], spec["bits"], args.seed)
     r, _ = recall10(ds, m)
     print(json.dumps({**timings({"m": m}, ds.test, args.repeat, args.single)["m"], "recall10": r}))
 
 
-def exact_share(ds: ev.Dataset, bits: int, seed: int, fast_ids: np.ndarray, nq: int) -> float:
+def exact_share(ds: datasets.Dataset, bits: int, seed: int, fast_ids: np.ndarray, nq: int) -> float:
     """Share of fast-scan top-k ids equal (position by position) to the float path's."""
     flat = build(ds, "turboann", bits, seed, layout="flat")
     _, I = flat.search(ds.test[:nq], K)
@@ -209,7 +209,7 @@ def main(argv=None) -> None:
         worker(args)
         return
     ev.set_num_threads(1)   # before any turbovec call: its pool keeps this count
-    ds = ev.load_ann_benchmarks(args.data, queries=args.queries)
+    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
     out_path = args.out or _common.REPO / "bench" / "results" / f"fastscan_{ds.name}.json"
     report = {"settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                            "dataset": ds.name, "n": ds.train.shape[0], "dim": ds.train.shape[1],

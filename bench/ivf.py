@@ -64,7 +64,7 @@ import _common  # noqa: E402
 import numpy as np  # noqa: E402
 
 import turboann as ta  # noqa: E402
-from turboann import eval as ev  # noqa: E402
+from turboann import datasets, eval as ev  # noqa: E402
 
 DEFAULT_DATA = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
 
@@ -188,7 +188,7 @@ def timed_qps(method, q, nprobe, rerank, threads, repeat) -> float:
 
 
 def main(args) -> None:
-    data = ev.load_ann_benchmarks(args.data or DEFAULT_DATA, queries=args.queries)
+    data = datasets.load_ann_benchmarks(args.data or DEFAULT_DATA, queries=args.queries)
     targets = [float(t) for t in args.targets.split(",")]
     nprobes = [int(p) for p in args.nprobes.split(",")]
     centroids, train_s = coarse_centroids(data, args.nlist, args.seed)

@@ -128,24 +128,16 @@ def _load(path: Path, queries: int | None = None) -> ds.Dataset:
 
 
 def _centre(x: np.ndarray, metric: str):
-    """The centre Index.add(x) would compute in one call (mean of unit rows under cosine), chunk by chunk.
+    """The centre Index.add(x) would compute in one call, for building in chunks.
 
-    Building in chunks must not change the index: with center="auto" the index
-    would otherwise take the mean of the first chunk only.
+    With center="auto" the index would otherwise take the centre of the first
+    chunk only, and the index would depend on the chunk size.
     """
-    from .index import MIN_CENTER_SAMPLE
+    from .index import MIN_CENTER_SAMPLE, estimate_centre
 
     if x.shape[0] < MIN_CENTER_SAMPLE:
         return "auto"
-    total = np.zeros(x.shape[1], np.float64)
-    for start in range(0, x.shape[0], BUILD_CHUNK):
-        rows = x[start:start + BUILD_CHUNK]
-        weights = np.ones(rows.shape[0], np.float32)
-        if metric == "cosine":
-            norms = np.linalg.norm(rows, axis=1)
-            np.divide(1.0, norms, out=weights, where=norms > 0)
-        total += weights @ rows          # one float32 pass, as Index.add does
-    return (total / x.shape[0]).astype(np.float32)
+    return estimate_centre(np.ascontiguousarray(x, dtype=np.float32), metric)
 
 
 def make_index(dim: int, metric: str, options: dict, train: np.ndarray):

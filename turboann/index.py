@@ -62,6 +62,15 @@ def _estimate_centre(x: np.ndarray, norms: np.ndarray, directions: bool, max_row
     return ((inv / max(1, int((rn > 0).sum()))).astype(np.float32) @ rows).astype(np.float32)
 
 
+def estimate_centre(x: np.ndarray, metric: str) -> np.ndarray:
+    """The centre `Index(center=True)` would take from one add of x (n, dim) float32 under `metric`.
+
+    Callers adding in chunks pass it as `center=` so the index does not
+    depend on how the rows were split.
+    """
+    return _estimate_centre(x, _enc.row_norms(x), directions=metric != "l2")
+
+
 def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds):
     cls = TurboQuantProd if variant == "prod" else TurboQuantMSE
     return cls(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds)
