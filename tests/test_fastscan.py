@@ -148,12 +148,13 @@ def test_layout_choice_and_errors(tmp_path):
     assert ta.Index(8, bits=4).layout == "fastscan"
     assert ta.Index(8, bits=5).layout == "flat"
     assert ta.Index(8, bits=4, variant="prod").layout == "flat"
+    assert ta.Index(8, bits=3).layout == "flat"       # 3-bit codes would grow by 4/3 in blocks
     with pytest.raises(ValueError, match="layout 'fastscan' needs variant 'mse' and bits <= 4"):
         ta.Index(8, bits=5, layout="fastscan")
     with pytest.raises(ValueError, match="layout must be one of"):
         ta.Index(8, layout="blocked")
     x = clustered(100, 8, seed=5)
-    index = ta.Index(8, bits=3, metric="cosine")
+    index = ta.Index(8, bits=3, metric="cosine", layout="fastscan")
     index.add(x)
     assert index.code_bytes == 8 // 2 + 4   # 3 bits take a nibble each in blocks
     index.save(tmp_path / "f.tann")

@@ -97,7 +97,8 @@ class Index:
     layout: "flat" keeps row-major codes scanned with float tables;
     "fastscan" keeps blocks of 32 vectors scanned with SIMD u8 tables and
     exact re-scoring (variant "mse", bits 1..4; same results as "flat" up to
-    float rounding); "auto" picks fastscan where it applies.
+    float rounding; 3-bit codes take 4 bits a coordinate there); "auto"
+    picks fastscan for variant "mse" at bits 1, 2 and 4.
     """
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
@@ -126,7 +127,9 @@ class Index:
         layout = _validate.choice("layout", layout, LAYOUTS)
         fits = self.variant == "mse" and self.bits <= 4
         if layout == "auto":
-            return "fastscan" if fits else "flat"
+            # 3-bit codes take a whole nibble a coordinate in blocks (4/3 the bytes):
+            # whoever picks 3 bits is buying memory, so auto keeps them flat.
+            return "fastscan" if fits and self.bits != 3 else "flat"
         if layout == "fastscan" and not fits:
             raise ValueError(f"layout 'fastscan' needs variant 'mse' and bits <= 4, got variant "
                              f"{self.variant!r} and bits {self.bits}")
