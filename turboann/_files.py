@@ -15,9 +15,7 @@ def write_text(path, text: str) -> None:
     """Write `text` to `path` atomically (temp, fsync, rename), readable as a file made by open() would be."""
     from .io import _atomic_write
 
-    path = os.fspath(path)
-    _atomic_write(path, [text.encode()])
-    os.chmod(path, 0o666 & ~umask())   # the temp file behind the rename is created private
+    _atomic_write(os.fspath(path), [text.encode()])
 
 
 def move_into_place(tmp, path) -> None:
@@ -29,7 +27,12 @@ def move_into_place(tmp, path) -> None:
         os.close(fd)
     os.chmod(tmp, 0o666 & ~umask())
     os.replace(tmp, path)
-    try:  # the rename itself
+    fsync_directory(path)
+
+
+def fsync_directory(path) -> None:
+    """Make a rename into path's directory durable (best effort: some filesystems refuse)."""
+    try:
         dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
         try:
             os.fsync(dfd)

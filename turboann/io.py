@@ -27,6 +27,8 @@ import zlib
 
 import numpy as np
 
+from . import _files
+
 MAGIC = b"TURBOANN"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -58,19 +60,13 @@ def _atomic_write(path: str, chunks) -> None:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_files.umask())   # mkstemp makes it private; a saved index is not
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    try:  # make the rename itself durable
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    _files.fsync_directory(path)
 
 
 def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], version: int = VERSION) -> None:
