@@ -228,6 +228,8 @@ def test_bad_input_errors(data_64):
         ta.Index(64, metric="dot")
     with pytest.raises(ValueError, match="variant must be one of 'mse', 'prod', got 'pq'"):
         ta.Index(64, variant="pq")
+    with pytest.raises(ValueError, match=r"ids must be non-negative \(-1 marks a missing result\), got -1"):
+        ta.Index(64).add(np.ones((2, 64)), ids=[3, -1])
     with pytest.raises(ValueError, match="center must be 'auto', True, False or a \\(64,\\) array"):
         ta.Index(64, center=np.zeros(3))
     with pytest.raises(ValueError, match="dim must be >= 2, got 0"):

@@ -82,6 +82,8 @@ def ids(name: str, value, n: int | None = None) -> np.ndarray:
     if arr.size and np.issubdtype(arr.dtype, np.unsignedinteger) and arr.max() > np.iinfo(np.int64).max:
         raise ValueError(f"{name} must fit in int64, got {arr.max()}")
     arr = arr.astype(np.int64, copy=True)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} must be non-negative (-1 marks a missing result), got {int(arr.min())}")
     if arr.size > 1:
         s = np.sort(arr)
         dup = s[1:][s[1:] == s[:-1]]
