@@ -102,6 +102,12 @@ def test_add_remove_save_load_round_trip(data, tmp_path):
     sh.close()
     again.close()
 
+    shard_file = tmp_path / "sh" / next(n for n in names if n.startswith("shard-00001"))
+    good = shard_file.read_bytes()
+    shard_file.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(ta.IndexFileError, match="checksum mismatch"):
+        ShardedIndex.load(tmp_path / "sh")
+    shard_file.write_bytes(good)
     manifest = json.loads((tmp_path / "sh" / "manifest.json").read_text())
     manifest["count"] += 1
     (tmp_path / "sh" / "manifest.json").write_text(json.dumps(manifest))

@@ -63,9 +63,13 @@ def shard_of(ids: np.ndarray, shards: int) -> np.ndarray:
 class _Shard:
     """The actor body: holds one Index or IVFIndex. Plain class; wrapped by ray.remote on use."""
 
-    def __init__(self, kind: str, settings: dict | None = None, path: str | None = None):
+    def __init__(self, kind: str, settings: dict | None = None):
+        self.index = None if settings is None else _build(kind, settings)
+
+    def load(self, path: str) -> None:
+        """Load a shard file (a method, not the constructor, so that its errors reach the caller)."""
         from . import io
-        self.index = io.load(path) if path is not None else _build(kind, settings)
+        self.index = io.load(path)
 
     def reset(self, kind: str, settings: dict, centroids=None) -> None:
         """Rebuild the (empty) index, e.g. with the centre or the coarse centroids now known."""
@@ -132,7 +136,7 @@ class ShardedIndex:
         self._count = 0
         self._next_id = 0
         self.last_missing_shards: tuple[int, ...] = ()
-        self._actors = self._start([(self._kind, self._shard_settings(), None)] * self.shards)
+        self._actors = self._start([(self._kind, self._shard_settings())] * self.shards)
 
     @staticmethod
     def _check_settings(dim, bits, metric, seed, ivf, options):
@@ -299,7 +303,8 @@ class ShardedIndex:
         k = self._template._queries(q, k, rerank)[2]   # the single index's checks, in its order
         if self._kind == "IVFIndex":
             self._template._require_trained("search")
-        parts = self._gather([a.search.remote(q, k, kwargs) for a in self._actors], "search",
+        q_ref = _import_ray().put(q)   # one copy in the object store, read by every shard
+        parts = self._gather([a.search.remote(q_ref, k, kwargs) for a in self._actors], "search",
                              allow_partial=allow_partial)
         self.last_missing_shards = tuple(s for s, r in enumerate(parts) if r is None)
         if self.last_missing_shards:
@@ -362,8 +367,9 @@ class ShardedIndex:
         self.shards, self._kind, self._settings = manifest["shards"], manifest["kind"], manifest["settings"]
         self._actor_options = dict(actor_options or {})
         self.last_missing_shards = ()
-        self._actors = self._start([(self._kind, None, os.path.join(directory, f["name"]))
-                                    for f in manifest["files"]])
+        self._actors = self._start([(self._kind, None)] * self.shards)
+        self._gather([a.load.remote(os.path.join(directory, f["name"]))
+                      for a, f in zip(self._actors, manifest["files"])], "load")
         states = self._gather([a.state.remote(s, self.shards) for s, a in enumerate(self._actors)], "load")
         for s, (f, st) in enumerate(zip(manifest["files"], states)):
             if st["n"] != f["n"] or not st["routed"]:
