@@ -173,6 +173,37 @@ def test_dead_shard_is_named_or_left_out(data, tmp_path):
     sh.close()
 
 
+class _NumpyBatches:
+    """Stands in for a ray.data.Dataset (Ray Data needs pandas and pyarrow, which the Ray extra
+    does not bring): iter_batches as Ray Data's, numpy batch format."""
+
+    def __init__(self, columns):
+        self.columns = columns
+        self.batch_sizes = []
+
+    def iter_batches(self, *, batch_size, batch_format):
+        assert batch_format == "numpy"
+        n = len(next(iter(self.columns.values())))
+        for lo in range(0, n, batch_size):
+            self.batch_sizes.append(min(batch_size, n - lo))
+            yield {name: col[lo:lo + batch_size] for name, col in self.columns.items()}
+
+
+def test_add_dataset_streams_batches(data):
+    x, q = data
+    ids = np.arange(len(x), dtype=np.int64) + 500
+    ds = _NumpyBatches({"emb": x, "key": ids})
+    sh = ShardedIndex(DIM, shards=2, bits=4, metric="ip", seed=0, center=False)
+    assert sh.add_dataset(ds, column="emb", id_column="key", batch_size=256) == len(x)
+    assert ds.batch_sizes == [256, 256, 188]
+    single = ta.Index(DIM, bits=4, metric="ip", seed=0, center=False)
+    single.add(x, ids)
+    assert_same_results(sh.search(q, K), single.search(q, K))
+    with pytest.raises(ValueError, match="dataset must have columns 'vec'"):
+        sh.add_dataset(ds, column="vec")
+    sh.close()
+
+
 def test_merge_breaks_ties_to_lower_id_and_pads():
     D = [np.array([[0.5, 0.2]], np.float32), np.array([[0.5, -np.inf]], np.float32)]
     I = [np.array([[9, 4]]), np.array([[3, -1]])]

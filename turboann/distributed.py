@@ -272,6 +272,25 @@ class ShardedIndex:
         self._count += n
         self._next_id = max(self._next_id, int(ids.max()) + 1)
 
+    def add_dataset(self, dataset, column: str = "embedding", id_column: str | None = None, *,
+                    batch_size: int = 65536) -> int:
+        """Add the vectors of a Ray Dataset batch by batch (never collecting it); returns how many.
+
+        column holds the vectors (dim each); id_column, when given, their ids
+        (else ids continue as in `add`). Each batch is one `add`: a bad batch
+        raises after the earlier batches were added.
+        """
+        batch_size = _validate.integer("batch_size", batch_size, low=1)
+        added = 0
+        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            if column not in batch or (id_column is not None and id_column not in batch):
+                raise ValueError(f"dataset must have columns {column!r}"
+                                 f"{'' if id_column is None else f' and {id_column!r}'}, got {sorted(batch)}")
+            x = np.stack(batch[column]) if batch[column].dtype == object else batch[column]
+            self.add(x, None if id_column is None else batch[id_column])
+            added += len(x)
+        return added
+
     def _decide_centre(self, x: np.ndarray, norms: np.ndarray) -> None:
         """Estimate the centre from the first add exactly as `Index` would, and give it to every shard."""
         if self._kind != "Index" or self._mean is not None or self._center is False or self._count:
