@@ -31,6 +31,9 @@ def test_block_layout_round_trip_and_move(bits, dim):
     lay, codes, blocks = _random_blocks(rng, n, dim, bits)
     np.testing.assert_array_equal(blocks, ref.pack_blocks(codes, bits, dim))
     np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), codes)
+    scattered = np.zeros_like(blocks)
+    fs.pack_slots(codes, lay.width, lay.n_sub, scattered, np.arange(n)[::-1].copy())
+    np.testing.assert_array_equal(scattered, ref.pack_blocks(codes[::-1], bits, dim))
     fs.move_slot(blocks, 74, 3)
     moved = codes.copy()
     moved[3] = codes[74]

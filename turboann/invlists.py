@@ -66,8 +66,9 @@ class InvertedLists:
     def _new_codes(self, size: int) -> np.ndarray:
         return np.zeros((size, self.code_bytes), np.uint8)
 
-    def _write_codes(self, at: int, codes: np.ndarray) -> None:
-        self._codes[at:at + codes.shape[0]] = codes
+    def _write_codes(self, pos: np.ndarray, codes: np.ndarray) -> None:
+        """Write codes (m, code_bytes) at arena positions pos (m,) int64."""
+        self._codes[pos] = codes
 
     def _copy_run(self, src: np.ndarray, s: int, dst: np.ndarray, t: int, n: int) -> None:
         """Codes of positions s..s+n-1 of arena src into t..t+n-1 of dst (s, t multiples of BLOCK)."""
@@ -113,19 +114,21 @@ class InvertedLists:
         order = np.argsort(list_no, kind="stable")
         counts = np.bincount(list_no, minlength=self.nlist)
         self._reserve(counts)
+        pos = np.empty(len(ids), np.int64)     # arena position of row order[i]
         first = 0
         for l in np.flatnonzero(counts).tolist():
             rows = order[first:first + counts[l]]
-            first += counts[l]
             at = int(self.start[l] + self.size[l])
             end = at + len(rows)
-            self._write_codes(at, codes[rows])
+            pos[first:first + counts[l]] = np.arange(at, end)
+            first += counts[l]
             self._factors[at:end] = factors[rows]
             self._ids[at:end] = ids[rows]
             self._owner[at:end] = l
             if self._pos_of is not None:
                 self._pos_of.update(zip(ids[rows].tolist(), range(at, end)))
             self.size[l] += len(rows)
+        self._write_codes(pos, codes[order])
         self.next_id = max(self.next_id, int(ids.max()) + 1)
 
     def _reserve(self, extra: np.ndarray) -> None:
@@ -229,15 +232,12 @@ class InvertedLists:
         self._end = 0
         self._ids = self._ids[:0]
         self._regrow(_round_up(sizes.astype(np.int64)))
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        for l in np.flatnonzero(sizes).tolist():
-            rows = slice(int(bounds[l]), int(bounds[l + 1]))
-            at, n = int(self.start[l]), int(sizes[l])
-            self._write_codes(at, codes[rows])
-            self._factors[at:at + n] = factors[rows]
-            self._ids[at:at + n] = ids[rows]
-            self._owner[at:at + n] = l
         self.size = sizes.astype(np.int64)
+        pos = self.positions()              # list by list, as the rows come
+        self._write_codes(pos, codes)
+        self._factors[pos] = factors
+        self._ids[pos] = ids
+        self._owner[pos] = np.repeat(np.arange(self.nlist, dtype=np.int32), self.size)
         self.next_id = next_id
 
 
@@ -281,8 +281,8 @@ class BlockedInvertedLists(InvertedLists):
     def _new_codes(self, size: int) -> np.ndarray:
         return np.zeros((_fs.n_blocks(size), self.layout.rows, BLOCK), np.uint8)
 
-    def _write_codes(self, at: int, codes: np.ndarray) -> None:
-        _fs.pack_blocks(codes, self.layout.width, self.layout.n_sub, self._codes, at)
+    def _write_codes(self, pos: np.ndarray, codes: np.ndarray) -> None:
+        _fs.pack_slots(codes, self.layout.width, self.layout.n_sub, self._codes, pos)
 
     def _copy_run(self, src: np.ndarray, s: int, dst: np.ndarray, t: int, n: int) -> None:
         nb = _fs.n_blocks(n)

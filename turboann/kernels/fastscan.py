@@ -102,17 +102,26 @@ def _bits_at(row, pos, width):
     return v & ((1 << width) - 1)
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def pack_blocks(codes, width, n_sub, blocks, start):
     """Write row-major codes (m, code_bytes) uint8 into slots start..start+m-1 of blocks.
 
     blocks (n_blocks, rows, 32) uint8 must already hold those slots; width and
     n_sub come from `block_layout`.
     """
+    pack_slots(codes, width, n_sub, blocks, np.arange(start, start + codes.shape[0], dtype=np.int64))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pack_slots(codes, width, n_sub, blocks, slots):
+    """Write row-major code v (codes (m, code_bytes) uint8) into slot slots[v] (int64) of blocks.
+
+    One call for scattered slots (all the lists of an IVF add): a parallel
+    launch costs milliseconds on a loaded machine.
+    """
     m = codes.shape[0]
     rows = blocks.shape[1]
     for v in prange(m):
-        slot = start + v
+        slot = slots[v]
         b = slot // BLOCK
         lane = slot - b * BLOCK
         for r in range(rows):
