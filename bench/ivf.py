@@ -3,7 +3,8 @@
 On one ann-benchmarks file (default wordnet-minilm-384-angular), with nlist
 lists, every method in this one process on the same data and queries:
 
-  turboann-residual  IVFIndex(mode="residual", bits=4, keep_vectors=True)
+  turboann-residual  IVFIndex(mode="residual", bits=4, keep_vectors=True): fast-scan lists
+  turboann-residual-flat  the same with layout="flat" (the row-major float-table list scan)
   turboann-raw       IVFIndex(mode="raw", bits=4)
   faiss-pqfs         IVF{nlist},PQ{d}x4fs  (4 bits a coordinate: d/2 code bytes, as turboann)
   faiss-rabitq       IVF{nlist},RaBitQ4, searched with IVFRaBitQSearchParameters(qb=8)
@@ -43,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--rerank", type=int, default=100, help="shortlist size of the +rr rows")
     p.add_argument("--nprobes", default="1,2,4,8,12,16,24,32,48,64,96,128,192,256")
     p.add_argument("--targets", default="0.90,0.95")
-    p.add_argument("--methods", default="turboann-residual,turboann-raw,faiss-pqfs,faiss-rabitq")
+    p.add_argument("--methods",
+                   default="turboann-residual,turboann-residual-flat,turboann-raw,faiss-pqfs,faiss-rabitq")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--mt-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=3)
@@ -72,9 +74,9 @@ DEFAULT_DATA = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
 class TurboannIVF:
     """IVFIndex rows; one index serves the plain and the re-ranked row."""
 
-    def __init__(self, data, centroids, mode, keep, seed):
+    def __init__(self, data, centroids, mode, keep, seed, layout="auto"):
         self.index = ta.IVFIndex(data.train.shape[1], nlist=len(centroids), bits=4, metric=data.metric,
-                                 mode=mode, seed=seed, keep_vectors=keep)
+                                 mode=mode, seed=seed, keep_vectors=keep, layout=layout)
         self.index.set_centroids(centroids)
         t0 = time.perf_counter()
         self.index.add(data.train)
@@ -149,6 +151,8 @@ def build(data, centroids, names, seed):
     for name in names:
         if name == "turboann-residual":
             methods[name] = TurboannIVF(data, centroids, "residual", True, seed)
+        elif name == "turboann-residual-flat":
+            methods[name] = TurboannIVF(data, centroids, "residual", True, seed, layout="flat")
         elif name == "turboann-raw":
             methods[name] = TurboannIVF(data, centroids, "raw", False, seed)
         elif name == "faiss-pqfs":
@@ -194,7 +198,8 @@ def main(args) -> None:
     centroids, train_s = coarse_centroids(data, args.nlist, args.seed)
     ev.set_num_threads(args.threads)
     methods = build(data, centroids, args.methods.split(","), args.seed)
-    rows = [(name, 0) for name in methods] + [(name, args.rerank) for name in methods if name != "turboann-raw"]
+    rows = [(name, 0) for name in methods] + [(name, args.rerank) for name in methods
+                                                  if name not in ("turboann-raw", "turboann-residual-flat")]
     qs = {name: (data.test if isinstance(m, TurboannIVF) else _faiss_rows(data, data.test))
           for name, m in methods.items()}
     for name, m in methods.items():               # warm-up: JIT compilation, first-touch of the lists

@@ -31,6 +31,9 @@ def test_block_layout_round_trip_and_move(bits, dim):
     lay, codes, blocks = _random_blocks(rng, n, dim, bits)
     np.testing.assert_array_equal(blocks, ref.pack_blocks(codes, bits, dim))
     np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), codes)
+    scattered = np.zeros_like(blocks)
+    fs.pack_slots(codes, lay.width, lay.n_sub, scattered, np.arange(n)[::-1].copy())
+    np.testing.assert_array_equal(scattered, ref.pack_blocks(codes[::-1], bits, dim))
     fs.move_slot(blocks, 74, 3)
     moved = codes.copy()
     moved[3] = codes[74]
@@ -207,3 +210,31 @@ def test_avx2_kernel_emits_vpshufb():
     accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), 0, 4, np.zeros(32, np.uint16),
                np.zeros(128, np.int32))
     assert "vpshufb" in "".join(accumulate.inspect_asm().values())
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("bits,dim,probe_l2,mult", [(1, 40, True, 2.0), (2, 100, False, 1.0), (3, 40, True, 0.0),
+                                                    (4, 100, False, 2.0)])
+def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult):
+    """Lists of whole blocks with gaps, an empty list and partial last blocks whose padding holds garbage."""
+    rng = np.random.default_rng(bits * dim)
+    start = np.array([0, 96, 160, 160, 320, 416])
+    size = np.array([70, 33, 0, 128, 1, 64])
+    arena = 512
+    lay, codes, blocks = _random_blocks(rng, arena, dim, bits)
+    factors = rng.uniform(0.5, 1.5, (arena, 2)).astype(np.float32)
+    factors[:, 1] -= 1.0
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    nq, nlist, k = 7, len(start), 12
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    qc = rng.standard_normal((nq, nlist)).astype(np.float32)
+    cnorm2 = rng.random(nlist).astype(np.float32)
+    qoff = rng.standard_normal(nq)
+    args = (start, size, qc, cnorm2, probe_l2, mult, 3, q, qoff, cents, bits)
+    s, i = fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
+                                 fs.use_simd(path))
+    want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(s, want_s, rtol=1e-6)
+    inside = np.concatenate([np.arange(a, a + m) for a, m in zip(start, size)])
+    assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists

@@ -6,7 +6,7 @@ import pytest
 import turboann as ta
 from turboann import io
 from turboann.invlists import BLOCK, InvertedLists
-from turboann.kernels import ivf_scan
+from turboann.kernels import _simd, ivf_scan
 from turboann.kernels import reference as ref
 
 from conftest import clustered, exact_topk, recall
@@ -50,7 +50,8 @@ def test_recall_rises_with_nprobe_to_flat_recall(data_32, built, metric, mode):
     index = built(metric, mode)
     truth = exact_topk(x, q, 10, metric)
     r = {p: recall(index.search(q, 10, nprobe=p)[1], truth) for p in (1, 4, NLIST)}
-    flat = ta.Index(32, bits=4, metric=metric, seed=0, center=False, layout="flat")   # the kernel IVF shares
+    # the codes and scoring IVF shares
+    flat = ta.Index(32, bits=4, metric=metric, seed=0, center=False, layout=index.layout)
     flat.add(x)
     D_flat, I_flat = flat.search(q, 10)
     r_flat = recall(I_flat, truth)
@@ -336,3 +337,54 @@ def test_missing_faiss_names_the_extra(monkeypatch, data_32):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"needs faiss for k-means: pip install 'turboann\[faiss\]'"):
         ta.IVFIndex(32, nlist=4).train(data_32[0][:100])
+
+
+@pytest.fixture(scope="module")
+def data_40():
+    x = clustered(1300, 40, seed=6, clusters=8, spread=1.0, offset=1.0)
+    return x[:1200], x[1200:]
+
+
+@pytest.mark.parametrize("path", list(_simd.AVAILABLE))
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("mode", MODES)
+def test_fastscan_lists_equal_flat_lists(tmp_path, monkeypatch, data_40, path, bits, metric, mode):
+    """Same ids and scores as the row-major list scan after spread adds, removals and a save/load."""
+    monkeypatch.setenv(_simd.ENV_VAR, path)
+    x, q = data_40
+    centroids = x[::75][:16]
+    got = {}
+    for layout in ("fastscan", "flat"):
+        index = ta.IVFIndex(40, nlist=16, bits=bits, metric=metric, mode=mode, seed=1, layout=layout)
+        assert index.layout == layout
+        index.set_centroids(centroids)
+        for lo, hi in [(0, 300), (300, 301), (301, 900)]:   # lists grow, move and regrow the arena
+            index.add(x[lo:hi])
+        index.remove(np.arange(0, 900, 7))
+        index.add(x[900:], ids=np.arange(5000, 5300))
+        index.save(tmp_path / f"{layout}.tann")
+        loaded = ta.load(tmp_path / f"{layout}.tann")
+        assert loaded.layout == layout
+        got[layout] = [index.search(q, 10, nprobe=4), loaded.search(q, 10, nprobe=4)]
+    np.testing.assert_array_equal(got["fastscan"][0][1], got["flat"][0][1])
+    np.testing.assert_allclose(got["fastscan"][0][0], got["flat"][0][0], rtol=1e-4, atol=1e-5)
+    for D, I in got["fastscan"][1], got["flat"][1]:       # loading changes nothing
+        np.testing.assert_array_equal(I, got["flat"][0][1])
+        np.testing.assert_allclose(D, got["flat"][0][0], rtol=1e-4, atol=1e-5)
+
+
+def test_fastscan_layout_choice(tmp_path, data_32):
+    assert ta.IVFIndex(32, nlist=4, bits=4).layout == "fastscan"
+    assert ta.IVFIndex(32, nlist=4, bits=5).layout == "flat"
+    assert ta.IVFIndex(32, nlist=4, bits=4, variant="prod").layout == "flat"
+    with pytest.raises(ValueError, match="layout 'fastscan' needs variant 'mse' and bits <= 4"):
+        ta.IVFIndex(32, nlist=4, bits=5, layout="fastscan")
+    x, _ = data_32
+    index = ta.IVFIndex(32, nlist=4, bits=3)
+    index.set_centroids(x[:4])
+    index.add(x[:100])
+    lists = index._store
+    assert index.code_bytes == 32 // 2 + 4          # 3 bits take a nibble each in blocks
+    assert lists.blocks.shape == (lists.arena_size // BLOCK, 16, BLOCK)   # 32 nibbles, two a row
+    assert lists.nbytes == 100 * (16 + 4 + 8)

@@ -342,6 +342,13 @@ class Index:
             qoff[:, 0] = qv[:, 0, :] @ self._centre
         return qv, qoff
 
+    def _fastscan_queries(self, q: np.ndarray):
+        """The fast-scan kernels' per-query inputs: rotated queries (nq, dim) float32, partial-score
+        offsets (nq,) float64 and the codebook (2**bits,) float32."""
+        qv, qoff = self._segment_values(q)
+        return (np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64),
+                np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
+
     def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int):
         store, lay = self._store, self._store.layout
         group = _fs.query_group(lay.rows)
@@ -350,14 +357,11 @@ class Index:
         if n_groups < nthreads:   # few queries: split the database across threads instead, in
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
-        qv, qoff = self._segment_values(q)
-        qrot = np.ascontiguousarray(qv[:, 0, :])
-        cents = np.ascontiguousarray(self._centroid_table[0, :1 << self.bits])
+        qrot, qoff, cents = self._fastscan_queries(q)
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
-            return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot,
-                                     qoff[:, 0].astype(np.float64), cents,
+            return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
                                      self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd())
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):

@@ -2,9 +2,10 @@
 
 List l holds its vectors at arena positions [start[l], start[l] + size[l]),
 inside a reserved run of capacity[l] positions. Capacities and starts are
-multiples of BLOCK (32), so a list always covers whole 32-vector blocks: the
-blocked fast-scan layout can replace the row-major codes arena without
-changing this bookkeeping. A list that outgrows its run moves to the end of
+multiples of BLOCK (32), so a list always covers whole 32-vector blocks:
+`BlockedInvertedLists` keeps the arena's codes in the fast-scan layout
+(`kernels.fastscan`) with the same bookkeeping, list l owning blocks
+start[l] / 32 onwards. A list that outgrows its run moves to the end of
 the arena with doubled capacity (amortised O(1) per vector, nothing is
 reallocated per add); the arena itself grows geometrically and is compacted
 (holes dropped) whenever it grows. Removal moves the list's last vector
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-BLOCK = 32
+from .kernels import fastscan as _fs
+
+BLOCK = _fs.BLOCK
 _MIN_ARENA = 1024
 
 
@@ -32,7 +35,7 @@ class InvertedLists:
         self.start = np.zeros(nlist, np.int64)
         self.size = np.zeros(nlist, np.int64)
         self.capacity = np.zeros(nlist, np.int64)
-        self._codes = np.zeros((0, code_bytes), np.uint8)
+        self._codes = self._new_codes(0)
         self._factors = np.zeros((0, n_factors), np.float32)
         self._ids = np.zeros(0, np.int64)
         self._owner = np.zeros(0, np.int32)     # list number of every position
@@ -50,6 +53,34 @@ class InvertedLists:
         return self._codes
 
     @property
+    def arena_size(self) -> int:
+        """Positions in the arena, reserved or not (a multiple of BLOCK)."""
+        return self._ids.shape[0]
+
+    @property
+    def vector_code_bytes(self) -> int:
+        """Bytes of codes held per vector in this layout."""
+        return self.code_bytes
+
+    # -- the code layout: overridden by BlockedInvertedLists ----------------------
+    def _new_codes(self, size: int) -> np.ndarray:
+        return np.zeros((size, self.code_bytes), np.uint8)
+
+    def _write_codes(self, pos: np.ndarray, codes: np.ndarray) -> None:
+        """Write codes (m, code_bytes) at arena positions pos (m,) int64."""
+        self._codes[pos] = codes
+
+    def _copy_run(self, src: np.ndarray, s: int, dst: np.ndarray, t: int, n: int) -> None:
+        """Codes of positions s..s+n-1 of arena src into t..t+n-1 of dst (s, t multiples of BLOCK)."""
+        dst[t:t + n] = src[s:s + n]
+
+    def _move_code(self, src: int, dst: int) -> None:
+        self._codes[dst] = self._codes[src]
+
+    def _changed(self) -> None:
+        """Called after every change of the contents."""
+
+    @property
     def factors(self) -> np.ndarray:
         return self._factors
 
@@ -61,12 +92,12 @@ class InvertedLists:
     @property
     def nbytes(self) -> int:
         """Bytes of codes + factors + ids held (reserved slack not counted)."""
-        return len(self) * (self.code_bytes + 4 * self.n_factors + 8)
+        return len(self) * (self.vector_code_bytes + 4 * self.n_factors + 8)
 
     @property
     def reserved_bytes(self) -> int:
         """Bytes of the whole arena, slack and holes included."""
-        return self._codes.shape[0] * (self.code_bytes + 4 * self.n_factors + 8 + 4)
+        return self.arena_size * (self.vector_code_bytes + 4 * self.n_factors + 8 + 4)
 
     def positions(self) -> np.ndarray:
         """Arena positions of every held vector, list by list (int64)."""
@@ -79,22 +110,25 @@ class InvertedLists:
         """Append rows to the lists list_no (n,) int; ids must be checked unique by the caller."""
         if not len(ids):
             return
+        self._changed()
         order = np.argsort(list_no, kind="stable")
         counts = np.bincount(list_no, minlength=self.nlist)
         self._reserve(counts)
+        pos = np.empty(len(ids), np.int64)     # arena position of row order[i]
         first = 0
         for l in np.flatnonzero(counts).tolist():
             rows = order[first:first + counts[l]]
-            first += counts[l]
             at = int(self.start[l] + self.size[l])
             end = at + len(rows)
-            self._codes[at:end] = codes[rows]
+            pos[first:first + counts[l]] = np.arange(at, end)
+            first += counts[l]
             self._factors[at:end] = factors[rows]
             self._ids[at:end] = ids[rows]
             self._owner[at:end] = l
             if self._pos_of is not None:
                 self._pos_of.update(zip(ids[rows].tolist(), range(at, end)))
             self.size[l] += len(rows)
+        self._write_codes(pos, codes[order])
         self.next_id = max(self.next_id, int(ids.max()) + 1)
 
     def _reserve(self, extra: np.ndarray) -> None:
@@ -105,7 +139,7 @@ class InvertedLists:
             return
         new_cap = self.capacity.copy()
         new_cap[grow] = _round_up(np.maximum(need[grow], 2 * self.capacity[grow]))
-        if self._end + int(new_cap[grow].sum()) > self._codes.shape[0]:
+        if self._end + int(new_cap[grow].sum()) > self.arena_size:
             self._regrow(new_cap)
             return
         for l in grow.tolist():     # move each outgrown list to the end of the arena
@@ -115,7 +149,8 @@ class InvertedLists:
 
     def _move(self, l: int, to: int) -> None:
         s, n = int(self.start[l]), int(self.size[l])
-        for a in (self._codes, self._factors, self._ids, self._owner):
+        self._copy_run(self._codes, s, self._codes, to, n)
+        for a in (self._factors, self._ids, self._owner):
             a[to:to + n] = a[s:s + n]
         self._ids[s:s + n] = -1     # `to` lies past every reserved run, so the ranges never overlap
         self.start[l] = to
@@ -125,8 +160,8 @@ class InvertedLists:
     def _regrow(self, new_cap: np.ndarray) -> None:
         """A larger arena with the lists laid out afresh (no holes) at capacities new_cap."""
         total = int(new_cap.sum())
-        size = max(total, 2 * self._codes.shape[0], _MIN_ARENA)
-        codes = np.zeros((size, self.code_bytes), np.uint8)
+        size = max(total, 2 * self.arena_size, _MIN_ARENA)
+        codes = self._new_codes(size)
         factors = np.zeros((size, self.n_factors), np.float32)
         ids = np.full(size, -1, np.int64)
         owner = np.zeros(size, np.int32)
@@ -134,7 +169,7 @@ class InvertedLists:
         start[1:] = np.cumsum(new_cap)[:-1]
         for l in np.flatnonzero(self.size).tolist():
             s, t, n = int(self.start[l]), int(start[l]), int(self.size[l])
-            codes[t:t + n] = self._codes[s:s + n]
+            self._copy_run(self._codes, s, codes, t, n)
             factors[t:t + n] = self._factors[s:s + n]
             ids[t:t + n] = self._ids[s:s + n]
             owner[t:t + n] = l
@@ -163,6 +198,7 @@ class InvertedLists:
     def remove(self, ids: np.ndarray) -> int:
         """Remove the held ones among ids; return how many were removed."""
         pos_of = self._pos_map()
+        self._changed()
         removed = 0
         for i in ids.tolist():
             pos = pos_of.pop(i, None)
@@ -171,7 +207,7 @@ class InvertedLists:
             l = int(self._owner[pos])
             last = int(self.start[l] + self.size[l] - 1)
             if pos != last:
-                self._codes[pos] = self._codes[last]
+                self._move_code(last, pos)
                 self._factors[pos] = self._factors[last]
                 moved = int(self._ids[last])
                 self._ids[pos] = moved
@@ -185,23 +221,72 @@ class InvertedLists:
     def export(self):
         """(codes, factors, ids, sizes): the lists concatenated in list order, without slack."""
         pos = self.positions()
-        return self._codes[pos], self._factors[pos], self._ids[pos], self.size.copy()
+        return self.codes[pos], self._factors[pos], self._ids[pos], self.size.copy()
 
     def load(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray, sizes: np.ndarray,
              next_id: int) -> None:
         """Replace the contents with lists concatenated in list order (inverse of `export`)."""
+        self._changed()
         self.size = np.zeros(self.nlist, np.int64)
         self.capacity = np.zeros(self.nlist, np.int64)
         self._end = 0
-        self._codes = self._codes[:0]
+        self._ids = self._ids[:0]
         self._regrow(_round_up(sizes.astype(np.int64)))
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        for l in np.flatnonzero(sizes).tolist():
-            rows = slice(int(bounds[l]), int(bounds[l + 1]))
-            at, n = int(self.start[l]), int(sizes[l])
-            self._codes[at:at + n] = codes[rows]
-            self._factors[at:at + n] = factors[rows]
-            self._ids[at:at + n] = ids[rows]
-            self._owner[at:at + n] = l
         self.size = sizes.astype(np.int64)
+        pos = self.positions()              # list by list, as the rows come
+        self._write_codes(pos, codes)
+        self._factors[pos] = factors
+        self._ids[pos] = ids
+        self._owner[pos] = np.repeat(np.arange(self.nlist, dtype=np.int32), self.size)
         self.next_id = next_id
+
+
+class BlockedInvertedLists(InvertedLists):
+    """Inverted lists whose arena codes are fast-scan blocks (arena size / 32, rows, 32) uint8.
+
+    `codes` still returns row-major codes (rebuilt: for saving and tests);
+    `split_factors` gives the arena's factors in the order the fast-scan
+    kernel wants, cached until the next change. Padding positions of a
+    list's last block hold stale codes and factors: the kernel stops at the
+    list's size.
+    """
+
+    def __init__(self, nlist: int, code_bytes: int, n_factors: int, layout: _fs.BlockLayout):
+        self.layout = layout
+        self._split = None
+        super().__init__(nlist, code_bytes, n_factors)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        return self._codes
+
+    @property
+    def codes(self) -> np.ndarray:
+        lay = self.layout
+        return _fs.unpack_blocks(self._codes, self.arena_size, lay.width, lay.n_sub, self.code_bytes)
+
+    @property
+    def vector_code_bytes(self) -> int:
+        return self.layout.rows
+
+    def split_factors(self) -> np.ndarray:
+        """(4, arena size) float32: see `kernels.fastscan.split_factors`."""
+        if self._split is None:
+            self._split = _fs.split_factors(self._factors, self.arena_size)
+        return self._split
+
+    def _changed(self) -> None:
+        self._split = None
+
+    def _new_codes(self, size: int) -> np.ndarray:
+        return np.zeros((_fs.n_blocks(size), self.layout.rows, BLOCK), np.uint8)
+
+    def _write_codes(self, pos: np.ndarray, codes: np.ndarray) -> None:
+        _fs.pack_slots(codes, self.layout.width, self.layout.n_sub, self._codes, pos)
+
+    def _copy_run(self, src: np.ndarray, s: int, dst: np.ndarray, t: int, n: int) -> None:
+        nb = _fs.n_blocks(n)
+        dst[t // BLOCK:t // BLOCK + nb] = src[s // BLOCK:s // BLOCK + nb]
+
+    def _move_code(self, src: int, dst: int) -> None:
+        _fs.move_slot(self._codes, src, dst)

@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _simd
+from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
 
 BLOCK = 32
@@ -101,17 +102,26 @@ def _bits_at(row, pos, width):
     return v & ((1 << width) - 1)
 
 
-@njit(parallel=True, cache=True, nogil=True)
 def pack_blocks(codes, width, n_sub, blocks, start):
     """Write row-major codes (m, code_bytes) uint8 into slots start..start+m-1 of blocks.
 
     blocks (n_blocks, rows, 32) uint8 must already hold those slots; width and
     n_sub come from `block_layout`.
     """
+    pack_slots(codes, width, n_sub, blocks, np.arange(start, start + codes.shape[0], dtype=np.int64))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def pack_slots(codes, width, n_sub, blocks, slots):
+    """Write row-major code v (codes (m, code_bytes) uint8) into slot slots[v] (int64) of blocks.
+
+    One call for scattered slots (all the lists of an IVF add): a parallel
+    launch costs milliseconds on a loaded machine.
+    """
     m = codes.shape[0]
     rows = blocks.shape[1]
     for v in prange(m):
-        slot = start + v
+        slot = slots[v]
         b = slot // BLOCK
         lane = slot - b * BLOCK
         for r in range(rows):
@@ -361,14 +371,18 @@ def _upper_bounds(totals, jt, i0, w, absw, bias_up, bound, jf, kth, upper):
 
 
 @njit(cache=True, nogil=True)
-def _rescore_block(b, upper, w, bias, flat, rows, ftab, jf, hs, hi):
-    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best."""
+def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi):
+    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best.
+
+    Slots from `end` on are skipped; shift (float64) is added to every score and bound.
+    """
     i0 = b * BLOCK
     offset = b * rows * BLOCK
-    for lane in range(BLOCK):   # slot order, so equal scores keep the lower slot
+    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
         p = (lane & 1) * 16 + (lane >> 1)
-        if upper[p] >= hs[0]:
-            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+        if upper[p] + shift >= hs[0]:
+            score = (np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+                     + shift)
             if score > hs[0]:
                 heap_push(hs, hi, score, i0 + lane)
 
@@ -421,7 +435,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                 for j in range(j0, j0 + m):
                     if _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j, part_s[q0 + j, ch, 0],
                                      upper):
-                        _rescore_block(b, upper, w, bias, flat, rows, ftab, j, part_s[q0 + j, ch],
+                        _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j, 0.0, part_s[q0 + j, ch],
                                        part_i[q0 + j, ch])
                 j0 += m
     out_s = np.empty((nq, k), np.float32)
@@ -429,6 +443,56 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     tmp = np.empty(k)
     for q in range(nq):
         sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, tmp, out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
+                       qrot, qoff, cents, bits, per_nibble, n_sub, k, simd):
+    """Exact float top k over the nprobe nearest inverted lists of each query (see `kernels.ivf_scan`).
+
+    blocks (arena / 32, rows, 32) uint8 and wsplit (4, arena) float32 (from
+    `split_factors`) hold the list arena; list l is slots [list_start[l],
+    list_start[l] + list_size[l]), list_start a multiple of 32. qc (nq, nlist)
+    float32 = q . C^T, cnorm2 (nlist,) float32, probe_l2 and list_bias_mult as
+    in `ivf_scan.search_lists`: a vector's score is w * partial + bias +
+    list_bias_mult * qc[q, l]. qrot, qoff, cents, bits, per_nibble, n_sub,
+    simd as in `search_blocks`; one table per query serves every list, the
+    list's constant term moves the threshold instead. Returns scores (nq, k)
+    float32 best first and arena slots (nq, k) int64, -1 padded.
+    """
+    nq = qrot.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        lists = np.empty(nprobe, np.int64)
+        select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
+        ftab = np.empty((1, 2 * rows, 16))
+        lut = np.empty((1, rows * 32), np.uint8)
+        scal = np.empty((1, 3), np.float32)
+        base, delta, err = build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut[0])
+        scal[0, 0], scal[0, 1], scal[0, 2] = _bound_terms(base, delta, err, rows)
+        buf = np.empty(BLOCK, np.uint16)
+        totals = np.empty(BLOCK, np.int32)
+        upper = np.empty(BLOCK, np.float32)
+        hs = np.full(k, -np.inf)
+        hi = np.full(k, -1, np.int64)
+        for j in range(nprobe):
+            l = lists[j]
+            shift = list_bias_mult * np.float64(qc[q, l])
+            lo = list_start[l]
+            end = lo + list_size[l]
+            for b in range(lo // BLOCK, (end + BLOCK - 1) // BLOCK):
+                _accumulate(flat, b * rows * BLOCK, rows, lut, 0, 1, buf, totals, simd)
+                # kth - shift rounds in float64, far inside the bound's float32 slack
+                if _upper_bounds(totals, 0, b * BLOCK, w, absw, bias_up, scal, 0, hs[0] - shift, upper):
+                    _rescore_block(b, end, upper, w, bias, flat, rows, ftab, 0, shift, hs, hi)
+        tmp = np.empty(k)
+        sorted_topk(hs, hi, k, tmp, out_i[q])
         out_s[q] = tmp
     return out_s, out_i
 

@@ -162,3 +162,25 @@ def quantized_sums(blocks: np.ndarray, n: int, luts: np.ndarray) -> np.ndarray:
     nib = np.stack([flat & 15, flat >> 4], axis=2).reshape(n, 2 * rows)       # (n, 2 * rows)
     idx = 16 * np.arange(2 * rows)[None, :] + nib
     return luts.astype(np.int64)[:, idx].sum(axis=2)
+
+
+def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe_l2: bool,
+                       list_bias_mult: float, nprobe: int, qrot, qoff, cents, bits: int, k: int):
+    """Twin of `fastscan.search_list_blocks`: float64 scores from the float tables, probed lists only, best k.
+
+    factors (arena, 1 or 2) float32 in slot order (weight, bias).
+    """
+    n, rows = blocks.shape[0] * 32, blocks.shape[1]
+    flat = blocks.transpose(0, 2, 1).reshape(n, rows).astype(np.int64)
+    nib = np.stack([flat & 15, flat >> 4], axis=2).reshape(n, 2 * rows)          # (arena, 2 * rows)
+    bias = factors[:, 1].astype(np.float64) if factors.shape[1] > 1 else np.zeros(n)
+    scores = np.full((len(qrot), n), -np.inf)
+    for i, probed in enumerate(select_lists(qc, cnorm2, probe_l2, nprobe)):
+        tables = fastscan_tables(qrot[i], cents, bits, qoff[i])[0]                  # (2 * rows, 16)
+        partial = tables[np.arange(2 * rows)[None, :], nib].sum(axis=1)
+        for l in probed:
+            at = slice(list_start[l], list_start[l] + list_size[l])
+            scores[i, at] = factors[at, 0] * partial[at] + bias[at] + list_bias_mult * np.float64(qc[i, l])
+    out_s, out_i = topk(scores, k)
+    out_i[~np.isfinite(out_s)] = -1
+    return out_s, out_i
