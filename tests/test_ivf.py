@@ -381,7 +381,8 @@ def test_fastscan_layout_choice(tmp_path, data_32):
     with pytest.raises(ValueError, match="layout 'fastscan' needs variant 'mse' and bits <= 4"):
         ta.IVFIndex(32, nlist=4, bits=5, layout="fastscan")
     x, _ = data_32
-    index = ta.IVFIndex(32, nlist=4, bits=3)
+    assert ta.IVFIndex(32, nlist=4, bits=3).layout == "flat"   # blocks would store 3 bits in 4
+    index = ta.IVFIndex(32, nlist=4, bits=3, layout="fastscan")
     index.set_centroids(x[:4])
     index.add(x[:100])
     lists = index._store
