@@ -116,6 +116,40 @@ def test_search_notes_a_metric_other_than_the_files(files):
     assert "ranks by ip but" in result.stderr and "latency" not in result.stdout
 
 
+def test_ivf_build_search_rerank_and_sweep(files):
+    pytest.importorskip("faiss")
+    out = files["root"] / "ivf.tann"
+    result = run_ok(["build", files["angular"], out, "--bits", "4", "--nlist", "8", "--keep-vectors"])
+    index = ta.load(out)
+    assert type(index).__name__ == "IVFIndex" and index.nlist == 8 and index.keep_vectors
+    assert "training 8 coarse centroids" in result.stderr
+    data = datasets.load_ann_benchmarks(files["angular"], queries=30)
+    report = files["root"] / "ivf.json"
+    result = run_ok(["search", out, files["angular"], "--queries", "30", "--nprobe", "2", "--rerank", "40",
+                     "--latency-queries", "0", "--sweep", "1,8", "--output", report])
+    _, ids = index.search(data.test, 10, nprobe=2, rerank=40)
+    expected = ev.mean_knn_recall(data.distances, ev.true_distances(data.train, data.test, ids, "angular"), 10)
+    doc = json.loads(report.read_text())
+    assert doc["results"]["recall"] == pytest.approx(expected)
+    assert doc["settings"]["nprobe"] == 2 and doc["settings"]["rerank"] == 40
+    sweep = {row["nprobe"]: row["recall"] for row in doc["results"]["sweep"]}
+    _, all_lists = index.search(data.test, 10, nprobe=8, rerank=40)
+    assert sweep[8] == pytest.approx(
+        ev.mean_knn_recall(data.distances, ev.true_distances(data.train, data.test, all_lists, "angular"), 10))
+    assert sweep[1] <= sweep[8] and "nprobe" in result.stdout
+
+
+def test_ivf_option_errors(files):
+    pytest.importorskip("faiss")
+    run_fails(["search", files["index"], files["angular"], "--nprobe", "2"], "is a flat index: --nprobe")
+    run_fails(["search", files["index"], files["angular"], "--rerank", "20"], "keep_vectors=True")
+    run_fails(["build", files["angular"], files["root"] / "x.tann", "--nlist", "5000"],
+              "at most the 2,000 train vectors, got 5000")
+    out = files["root"] / "ivf4.tann"
+    run_ok(["build", files["angular"], out, "--nlist", "4"])
+    run_fails(["search", out, files["angular"], "--nprobe", "9"], "nprobe")
+
+
 # -- report -------------------------------------------------------------------------------------------
 
 def test_report_writes_tables_and_plots(files):

@@ -82,8 +82,8 @@ class _IntList(click.ParamType):
     """Comma-separated integers within [low, high], e.g. "1,2,3,4"."""
     name = "LIST"
 
-    def __init__(self, low: int, high: int):
-        self.low, self.high = low, high
+    def __init__(self, low: int, high: int | None):
+        self.low, self.high = low, (1 << 62) if high is None else high
 
     def convert(self, value, param, ctx):
         if isinstance(value, list):
@@ -141,12 +141,19 @@ def _centre(x: np.ndarray, metric: str):
 
 
 def make_index(dim: int, metric: str, options: dict, train: np.ndarray):
-    """An empty index for `options` (bits, seed, variant; IVF's nlist will choose IVFIndex here)."""
+    """An empty index for `options` (bits, seed, variant, keep_vectors; nlist > 0: a trained IVFIndex)."""
     from .index import Index
+    from .ivf import IVFIndex
 
+    common = {"bits": options["bits"], "metric": metric, "seed": options["seed"], "variant": options["variant"],
+              "keep_vectors": options.get("keep_vectors", False)}
+    if options.get("nlist"):
+        index = IVFIndex(dim, nlist=options["nlist"], **common)
+        click.echo(f"training {options['nlist']:,} coarse centroids (Faiss k-means) ...", err=True)
+        index.train(train)
+        return index
     center = "auto" if train.shape[0] <= BUILD_CHUNK else _centre(train, metric)
-    return Index(dim, bits=options["bits"], metric=metric, seed=options["seed"], variant=options["variant"],
-                 center=center)
+    return Index(dim, center=center, **common)
 
 
 def add_with_progress(index, x: np.ndarray) -> None:
@@ -177,14 +184,20 @@ def _size(nbytes: float) -> str:
 @click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True, help="rotation seed")
 @click.option("--variant", type=click.Choice(["mse", "prod"]), default="mse", show_default=True,
               help="prod adds a 1-bit QJL sketch of the residual (unbiased inner products)")
-def build(data, index_path, bits, metric, seed, variant):
+@click.option("--nlist", type=click.IntRange(1, None), default=None,
+              help="build an IVF index with this many coarse lists (needs faiss-cpu) [default: flat]")
+@click.option("--keep-vectors", is_flag=True, help="keep float32 vectors in the index so search can --rerank")
+def build(data, index_path, bits, metric, seed, variant, nlist, keep_vectors):
     """Build an index of DATA's train vectors and save it to INDEX."""
     if variant == "prod" and bits < 2:
         raise click.BadParameter("variant prod spends one bit on the residual sketch: it needs --bits >= 2",
                                  param_hint="'--bits'")
     dataset = _load(data, queries=1)
     metric = dataset.metric if metric == "auto" else metric
-    options = {"bits": bits, "seed": seed, "variant": variant}
+    if nlist is not None and nlist > dataset.train.shape[0]:
+        raise click.BadParameter(f"at most the {dataset.train.shape[0]:,} train vectors, got {nlist}",
+                                 param_hint="'--nlist'")
+    options = {"bits": bits, "seed": seed, "variant": variant, "nlist": nlist, "keep_vectors": keep_vectors}
     t0 = time.perf_counter()
     index = make_index(dataset.train.shape[1], metric, options, dataset.train)
     add_with_progress(index, dataset.train)
@@ -221,7 +234,13 @@ def _load_index(path: Path):
               help="queries searched one at a time for the latency percentiles (0: skip)")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write results, settings and machine as JSON")
-def search(index_path, data, k, queries, threads, latency_queries, output):
+@click.option("--nprobe", type=click.IntRange(1, None), default=None,
+              help="IVF lists scanned per query [default: the index's default]")
+@click.option("--rerank", type=click.IntRange(1, None), default=None,
+              help="score this many candidates exactly (index built with --keep-vectors)")
+@click.option("--sweep", type=_IntList(1, None), default=None,
+              help="IVF: print recall and QPS for each of these nprobe values, e.g. 1,4,16,64")
+def search(index_path, data, k, queries, threads, latency_queries, output, nprobe, rerank, sweep):
     """Search INDEX with DATA's test queries; print recall, R@1@k, QPS and latency."""
     import numba
 
@@ -245,7 +264,15 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
         raise click.BadParameter(f"at most {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS), got {threads}",
                                  param_hint="'--threads'")
     nthreads = threads or numba.get_num_threads()
-    search_kwargs = {"threads": nthreads}   # IVF's --nprobe / --rerank join here
+    is_ivf = hasattr(index, "nlist")
+    if (nprobe is not None or sweep) and not is_ivf:
+        raise click.BadParameter(f"{index_path} is a flat index: --nprobe and --sweep apply to IVF indexes "
+                                 f"(build with --nlist)", param_hint="'--nprobe'")
+    search_kwargs = {"threads": nthreads}
+    if nprobe is not None:
+        search_kwargs["nprobe"] = nprobe
+    if rerank is not None:
+        search_kwargs["rerank"] = rerank
     q = dataset.test
     index.search(q[:2], k, **search_kwargs)   # untimed: compiles or loads the kernels
 
@@ -261,6 +288,7 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
         index.search(q[i:i + 1], k, **search_kwargs)
         latencies.append(time.perf_counter() - t1)
     qps = q.shape[0] / batch_s
+    sweep_rows = _sweep(index, dataset, q, k, sweep, search_kwargs) if sweep else []
 
     click.echo(f"{index_path}: {len(index):,} vectors, dim {index.dim}, {index.bits} bits, {index.metric}; "
                f"{q.shape[0]:,} queries from {data}, k={k}, {nthreads} thread(s)")
@@ -268,6 +296,11 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
     click.echo("  " + "  ".join(f"R@1@{j} {v:.3f}" for j, v in r1.items()))
     click.echo(f"  QPS (batch): {qps:,.0f}")
     result = {"recall": recall, "r1_at": r1, "qps": qps, "batch_seconds": batch_s}
+    if sweep_rows:
+        click.echo(f"  {'nprobe':>7} {'recall':>8} {'QPS':>9}")
+        for row in sweep_rows:
+            click.echo(f"  {row['nprobe']:>7} {row['recall']:>8.4f} {row['qps']:>9,.0f}")
+        result["sweep"] = sweep_rows
     if latencies:
         p50, p99 = (float(np.percentile(latencies, p)) * 1e3 for p in (50, 99))
         click.echo(f"  latency (single query, {len(latencies)} queries): p50 {p50:.2f} ms, p99 {p99:.2f} ms")
@@ -281,6 +314,22 @@ def search(index_path, data, k, queries, threads, latency_queries, output):
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(output, doc)
         click.echo(f"  wrote {output}")
+
+
+def _sweep(index, dataset, q, k: int, nprobes, search_kwargs: dict) -> list[dict]:
+    """Recall k@k and batch QPS of an IVF index at each nprobe (larger than nlist is an error)."""
+    from . import eval as ev
+
+    rows = []
+    for p in nprobes:
+        kwargs = {**search_kwargs, "nprobe": p}
+        t0 = time.perf_counter()
+        _, ids = index.search(q, k, **kwargs)
+        seconds = time.perf_counter() - t0
+        found = ev.true_distances(dataset.train, q, ids, dataset.distance)
+        rows.append({"nprobe": p, "recall": ev.mean_knn_recall(dataset.distances, found, k),
+                     "qps": q.shape[0] / seconds})
+    return rows
 
 
 def _write_json(path: Path, obj) -> None:
