@@ -5,12 +5,16 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from turboann import _machine
-
 REPO = Path(__file__).resolve().parents[1]
+# Measure the turboann of this checkout, not whichever one is installed.
+if str(REPO) not in sys.path[:1]:
+    sys.path.insert(0, str(REPO))
+
+from turboann import _machine  # noqa: E402
 # shared/ sits beside the repository (on developer machines and in CI alike).
 DATASETS = REPO.parent / "shared" / "datasets"
 

@@ -60,7 +60,6 @@ if ARGS is not None:
     os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's turboann
 import _common  # noqa: E402
 
 import numpy as np  # noqa: E402

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from turboann import codebook
-from turboann.rotation import (Rotation, hadamard_round_count, hadamard_rotate, hadamard_rounds,
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's turboann
+from turboann import codebook  # noqa: E402
+from turboann.rotation import (Rotation, hadamard_round_count, hadamard_rotate, hadamard_rounds,  # noqa: E402
                                resolve_kind)
 
 DIMS = (25, 96, 100, 128, 200, 256, 384, 768, 960, 1536)

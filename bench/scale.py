@@ -22,13 +22,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's turboann
 import _common  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 import turboann as ta  # noqa: E402
-from turboann.eval import load_ann_benchmarks  # noqa: E402
+from turboann.datasets import load_ann_benchmarks  # noqa: E402
 
 WORDNET = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
 K = 10
