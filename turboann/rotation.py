@@ -43,7 +43,8 @@ def hadamard_round_count(dim: int) -> int:
 
     Where dim is not a power of two every round already runs two overlapping
     transforms, and 2 rounds measured within 0.5% of dense on every input
-    set at d = 384, 768, 960, 1536 (bench/rotation_distortion.py --rounds 2,3);
+    set at d = 257, 300, 320, 384, 400, 640, 700, 768, 960, 1000, 1100, 1536,
+    1600 and within 1.2% at d = 500 (bench/rotation_distortion.py --rounds 2,3);
     at d = 256 a round is one transform and 2 rounds left 5% on basis
     vectors. Each round dropped saves a third of the rotation, the largest
     cost of adding vectors.
