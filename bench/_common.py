@@ -19,6 +19,11 @@ from turboann import _machine  # noqa: E402
 DATASETS = REPO.parent / "shared" / "datasets"
 
 
+def csv_list(text: str, kind=str) -> list:
+    """A comma-separated option as a list of `kind`, empty items dropped: "2,4" -> [2, 4]."""
+    return [kind(v) for v in text.split(",") if v.strip()]
+
+
 def git_revision() -> str | None:
     """Short commit of the repository, with "+dirty" when the work tree has changes."""
     try:

@@ -205,9 +205,9 @@ def parse_args(argv=None):
                    help="JSON path (default bench/results/core_recall_<dataset>.json)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.bits = [int(b) for b in args.bits.split(",") if b]
-    args.methods = [m for m in args.methods.split(",") if m]
-    args.turboann_variants = [v for v in args.turboann_variants.split(",") if v]
+    args.bits = _common.csv_list(args.bits, int)
+    args.methods = _common.csv_list(args.methods)
+    args.turboann_variants = _common.csv_list(args.turboann_variants)
     unknown = [v for v in args.turboann_variants if v not in TURBOANN_CONFIGS]
     if unknown:
         p.error(f"--turboann-variants: unknown {unknown}; choose from {', '.join(TURBOANN_CONFIGS)}")

@@ -193,8 +193,8 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/fastscan_<dataset>.json)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.bits = [int(b) for b in args.bits.split(",") if b]
-    args.methods = [m for m in args.methods.split(",") if m]
+    args.bits = _common.csv_list(args.bits, int)
+    args.methods = _common.csv_list(args.methods)
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         p.error(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")

@@ -192,8 +192,8 @@ def timed_qps(method, q, nprobe, rerank, threads, repeat) -> float:
 
 def main(args) -> None:
     data = datasets.load_ann_benchmarks(args.data or DEFAULT_DATA, queries=args.queries)
-    targets = [float(t) for t in args.targets.split(",")]
-    nprobes = [int(p) for p in args.nprobes.split(",")]
+    targets = _common.csv_list(args.targets, float)
+    nprobes = _common.csv_list(args.nprobes, int)
     centroids, train_s = coarse_centroids(data, args.nlist, args.seed)
     ev.set_num_threads(args.threads)
     methods = build(data, centroids, args.methods.split(","), args.seed)

@@ -41,12 +41,18 @@ def vectors(name: str, x, dim: int, *, allow_empty: bool = True) -> np.ndarray:
     return vectors_and_norms(name, x, dim, allow_empty=allow_empty)[0]
 
 
-def vectors_and_norms(name: str, x, dim: int, *, allow_empty: bool = True):
-    """`vectors`, plus the (n,) float64 row norms it computed to check finiteness."""
+def real_array(name: str, x) -> np.ndarray:
+    """`x` as an array of real numbers (any float or int dtype), not yet converted."""
     arr = np.asarray(x)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
                                    or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers (float or int), got dtype {arr.dtype}")
+    return arr
+
+
+def vectors_and_norms(name: str, x, dim: int, *, allow_empty: bool = True):
+    """`vectors`, plus the (n,) float64 row norms it computed to check finiteness."""
+    arr = real_array(name, x)
     if arr.ndim == 1 and arr.shape[0] == dim:
         arr = arr[None, :]
     if arr.ndim != 2:

@@ -45,10 +45,7 @@ _GATHER_ELEMENTS = 1 << 22
 
 def _float_rows(name: str, x, dim: int | None = None) -> np.ndarray:
     """`x` as a C-contiguous float32 (n, d) array of finite values; d must equal `dim` if given."""
-    arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = _validate.real_array(name, x)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, d), got shape {arr.shape}")
     if dim is not None and arr.shape[1] != dim:
@@ -69,10 +66,7 @@ def _int_matrix(name: str, ids) -> np.ndarray:
 
 
 def _real_matrix(name: str, values) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    arr = _validate.real_array(name, values)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (nq, k), got shape {arr.shape}")
     return arr

@@ -14,6 +14,18 @@ import numpy as np
 from .kernels import fastscan as _fs
 
 
+def grown(arr: np.ndarray, used: int, rows: int) -> np.ndarray:
+    """A zeroed array of `rows` rows shaped like `arr`, holding its first `used` rows."""
+    new = np.zeros((rows,) + arr.shape[1:], arr.dtype)
+    new[:used] = arr[:used]
+    return new
+
+
+def growth(capacity: int, need: int) -> int:
+    """The capacity to grow to for `need` rows: at least double, so appends cost O(1) amortised."""
+    return max(need, 2 * capacity, 1024)
+
+
 class CodeStore:
     """Row-major store: codes (n, code_bytes) uint8, factors (n, nf) float32, ids (n,) int64."""
 
@@ -56,19 +68,14 @@ class CodeStore:
         cap = self._ids.shape[0]
         if n <= cap:
             return
-        cap = max(n, 2 * cap, 1024)
-        for name in ("_factors", "_ids"):
-            old = getattr(self, name)
-            new = np.zeros((cap,) + old.shape[1:], old.dtype)
-            new[:self._n] = old[:self._n]
-            setattr(self, name, new)
+        cap = growth(cap, n)
+        self._factors = grown(self._factors, self._n, cap)
+        self._ids = grown(self._ids, self._n, cap)
         self._grow_codes(cap)
 
     # -- the code layout: overridden by BlockedCodeStore ----------------------
     def _grow_codes(self, cap: int) -> None:
-        new = np.zeros((cap, self.code_bytes), np.uint8)
-        new[:self._n] = self._codes[:self._n]
-        self._codes = new
+        self._codes = grown(self._codes, self._n, cap)
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
         self._codes[start:start + codes.shape[0]] = codes
@@ -178,10 +185,7 @@ class BlockedCodeStore(CodeStore):
         return super().remove(ids)
 
     def _grow_codes(self, cap: int) -> None:
-        new = np.zeros((_fs.n_blocks(cap),) + self._blocks.shape[1:], np.uint8)
-        used = _fs.n_blocks(self._n)
-        new[:used] = self._blocks[:used]
-        self._blocks = new
+        self._blocks = grown(self._blocks, _fs.n_blocks(self._n), _fs.n_blocks(cap))
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
         _fs.pack_blocks(codes, self.layout.width, self.layout.n_sub, self._blocks, start)

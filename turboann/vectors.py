@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels.rerank import rerank_rows
+from .store import growth, grown
 
 
 class KeptVectors:
@@ -37,12 +38,8 @@ class KeptVectors:
         """Append rows x (m, dim) float32 with their ids (checked unique by the caller)."""
         n, m = self._n, x.shape[0]
         if n + m > self._x.shape[0]:
-            cap = max(n + m, 2 * self._x.shape[0], 1024)
-            grown = np.zeros((cap, self.dim), np.float32)
-            grown[:n] = self._x[:n]
-            grown_ids = np.zeros(cap, np.int64)
-            grown_ids[:n] = self._ids[:n]
-            self._x, self._ids = grown, grown_ids
+            cap = growth(self._x.shape[0], n + m)
+            self._x, self._ids = grown(self._x, n, cap), grown(self._ids, n, cap)
         self._x[n:n + m] = x
         self._ids[n:n + m] = ids
         self._n = n + m
