@@ -319,9 +319,9 @@ class Index:
         n, nq = len(self._store), q.shape[0]
         if n == 0 or nq == 0:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
-        n_chunks = 1
         if self.layout == "fastscan":
             return self._search_fastscan(q, k, nthreads)
+        n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
         p = self._quant.plan
