@@ -8,6 +8,7 @@ import turboann as ta
 from turboann import codebook
 from turboann.kernels import _simd
 from turboann.kernels import fastscan as fs
+from turboann.kernels import ivf_fastscan as ivf_fs
 from turboann.kernels import reference as ref
 
 from conftest import clustered
@@ -207,16 +208,17 @@ def test_generic_shuffle_ir_matches_vpshufb(monkeypatch):
 def test_avx2_kernel_emits_vpshufb():
     assert "vpshufb" in _compile_and_check_shuffle(1)
     accumulate = njit(fs.accumulate_avx2.py_func)
-    accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), 0, 4, np.zeros(32, np.uint16),
+    accumulate(np.zeros(64, np.uint8), 0, 2, np.zeros((4, 64), np.uint8), np.arange(4), 4, np.zeros(32, np.uint16),
                np.zeros(128, np.int32))
     assert "vpshufb" in "".join(accumulate.inspect_asm().values())
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("bits,dim,probe_l2,mult", [(1, 40, True, 2.0), (2, 100, False, 1.0), (3, 40, True, 0.0),
-                                                    (4, 100, False, 2.0)])
-def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult):
-    """Lists of whole blocks with gaps, an empty list and partial last blocks whose padding holds garbage."""
+@pytest.mark.parametrize("bits,dim,probe_l2,mult,batch,k", [(1, 40, True, 2.0, 7, 12), (2, 100, False, 1.0, 3, 1),
+                                                            (3, 40, True, 0.0, 1, 12), (4, 100, False, 2.0, 2, 40)])
+def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, batch, k):
+    """Lists of whole blocks with gaps, an empty list and partial last blocks whose padding holds garbage;
+    list-major batches of one query, of groups of four with three left over, and of all."""
     rng = np.random.default_rng(bits * dim)
     start = np.array([0, 96, 160, 160, 320, 416])
     size = np.array([70, 33, 0, 128, 1, 64])
@@ -225,16 +227,34 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult):
     factors = rng.uniform(0.5, 1.5, (arena, 2)).astype(np.float32)
     factors[:, 1] -= 1.0
     cents = codebook.centroids(dim, bits).astype(np.float32)
-    nq, nlist, k = 7, len(start), 12
+    nq, nlist = 7, len(start)
     q = rng.standard_normal((nq, dim)).astype(np.float32)
     qc = rng.standard_normal((nq, nlist)).astype(np.float32)
     cnorm2 = rng.random(nlist).astype(np.float32)
     qoff = rng.standard_normal(nq)
     args = (start, size, qc, cnorm2, probe_l2, mult, 3, q, qoff, cents, bits)
-    s, i = fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
-                                 fs.use_simd(path))
+    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
+                                     batch, fs.use_simd(path))
     want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
     inside = np.concatenate([np.arange(a, a + m) for a, m in zip(start, size)])
     assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists
+
+
+def test_records_make_room_by_dropping_then_growing():
+    low_s = np.array([[0.5], [-np.inf]])
+    slot = np.zeros((2, 64), np.int64)
+    up = np.zeros((2, 64))
+    shift = np.zeros((2, 64))
+    slot[0, :40] = np.arange(40)
+    up[0, :40] = np.linspace(0.0, 1.0, 40)      # 20 at or above tau = 0.5
+    n_rec = np.array([40, 0])
+    got = ivf_fs._make_room(0, low_s, slot, up, shift, n_rec)
+    assert got[0] is slot and n_rec[0] == 20 and (up[0, :20] >= 0.5).all()
+    np.testing.assert_array_equal(slot[0, :20], np.arange(20, 40))
+    up[0, 20:40] = 0.9
+    n_rec[0] = 40                                # all above tau: the rows must grow
+    slot2, up2, shift2 = ivf_fs._make_room(0, low_s, slot, up, shift, n_rec)
+    assert slot2.shape == (2, 128) and n_rec[0] == 40
+    np.testing.assert_array_equal(up2[0, :40], up[0, :40])

@@ -9,12 +9,14 @@ table serves every list) and merges one top k.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from . import _validate
 from .index import Index, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
 from .kernels import fastscan as _fs
+from .kernels import ivf_fastscan as _ivf_fs
 from .kernels.ivf_scan import search_lists
 
 MODES = ("residual", "raw")
@@ -202,10 +204,12 @@ class IVFIndex(Index):
         lists = self._store
         if self.layout == "fastscan":
             lay = lists.layout
-            return _fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
-                                          self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
-                                          *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub, k,
-                                          _fs.use_simd())
+            batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads())
+            with numba.parallel_chunksize(1):
+                return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
+                                                  self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
+                                                  *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
+                                                  k, batch, _fs.use_simd())
         p = self._quant.plan
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,

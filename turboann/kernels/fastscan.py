@@ -39,7 +39,6 @@ import numpy as np
 from numba import njit, prange
 
 from . import _simd
-from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
 
 BLOCK = 32
@@ -160,50 +159,85 @@ def move_slot(blocks, src, dst):
 # -- per-query tables --------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
-    """Float and u8 tables of one query; returns (base, delta, err).
+def float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi):
+    """The float tables of one query, with each table's smallest and largest entry.
 
     q (dim,) float32 rotated query; off: a constant added to every partial
     score (the query's inner product with the codes' shared centre), held in
     table 0 which every vector reads once; cents (2**bits,) float32;
-    ftab (2 * rows, 16) float64 out: T_j[x]; lut (rows * 32,) uint8 out:
-    u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
-    partial ~ base + delta * sum_j u_j, |error| <= err.
+    ftab (2 * rows, 16) float64 out: T_j[x]; lo, hi (2 * rows,) float64 out.
     """
     d = q.shape[0]
+    nt = ftab.shape[0]
     mask = (1 << bits) - 1
+    cx = np.empty((per_nibble, 16))   # centroid of coordinate t of sub-code value x
+    for t in range(per_nibble):
+        for x in range(16):
+            cx[t, x] = cents[(x >> (t * bits)) & mask]
+    cmin = cx[0].min()
+    cmax = cx[0].max()
     ftab[:, :] = 0.0
-    for j in range(n_sub):
+    lo[:] = 0.0
+    hi[:] = 0.0
+    for j in range(min(nt, n_sub)):
         for t in range(per_nibble):
             i = j * per_nibble + t
             if i < d:
                 qi = np.float64(q[i])
                 for x in range(16):
-                    ftab[j, x] += qi * cents[(x >> (t * bits)) & mask]
+                    ftab[j, x] += qi * cx[t, x]
+                # Every combination of per-coordinate codes is some x, and
+                # float addition is monotone, so summing each coordinate's
+                # extreme term in the same order gives the table's exact
+                # extremes without scanning its 16 entries.
+                a = qi * cmin
+                b = qi * cmax
+                lo[j] += min(a, b)
+                hi[j] += max(a, b)
     for x in range(16):
         ftab[0, x] += off
+    lo[0] += off
+    hi[0] += off
+
+
+@njit(cache=True, nogil=True)
+def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
+    """Float and u8 tables of one query; returns (base, delta, err).
+
+    q, off, cents, ftab as in `float_tables`; lut (rows * 32,) uint8 out:
+    u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
+    partial ~ base + delta * sum_j u_j, |error| <= err.
+    """
+    nt = ftab.shape[0]
+    lo = np.empty(nt)
+    hi = np.empty(nt)
+    float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi)
     # The two tables of a row are added in a byte before widening, so their
     # largest entries must sum to <= 255: the step is set by the widest pair,
     # with room for both roundings (254 + 2 * 0.5).
     span = 0.0
-    for r in range(ftab.shape[0] // 2):
-        span = max(span, ftab[2 * r].max() - ftab[2 * r].min() + ftab[2 * r + 1].max() - ftab[2 * r + 1].min())
+    for r in range(nt // 2):
+        span = max(span, hi[2 * r] - lo[2 * r] + hi[2 * r + 1] - lo[2 * r + 1])
     delta = span / 254.0 if span > 0.0 else 1.0
     base = 0.0
     err = 0.0
     size = 0.0
-    for j in range(ftab.shape[0]):
-        lo = ftab[j].min()
-        base += lo
+    uq = np.empty(16)
+    gap = np.empty(16)
+    for j in range(nt):
+        m = lo[j]
+        base += m
+        for x in range(16):   # branch-free, so that LLVM vectorises it
+            uq[x] = min(255.0, max(0.0, np.floor((ftab[j, x] - m) / delta + 0.5)))
+            gap[x] = abs(ftab[j, x] - m - delta * uq[x])
+            lut[16 * j + x] = np.uint8(uq[x])
         worst = 0.0
         for x in range(16):
-            u = min(255.0, max(0.0, np.floor((ftab[j, x] - lo) / delta + 0.5)))
-            lut[16 * j + x] = np.uint8(u)
-            worst = max(worst, abs(ftab[j, x] - lo - delta * u))
-            size = max(size, abs(ftab[j, x]))
+            worst = max(worst, gap[x])
         err += worst
+        size = max(size, max(abs(m), abs(hi[j])))
     # float64 rounding of the sums that the bound compares: far below this slack
-    return base, delta, err + 1e-9 * (size * ftab.shape[0] + 1.0)
+    return base, delta, err + 1e-9 * (size * nt + 1.0)
 
 
 # -- block accumulation: u8 table sums of 32 vectors ----------------------------------
@@ -235,12 +269,13 @@ def _flush(full, odd, buf, totals, j):
 
 
 @njit(cache=True, nogil=True)
-def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
-    """totals[32 j + p] = sum_s luts[j0 + j, 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
+def accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals):
+    """totals[32 j + p] = sum_s luts[sel[j], 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
 
     flat: the blocks raveled, uint8, block at flat[offset:]; luts (G, rows * 32)
-    uint8; buf (32,) uint16 scratch; totals (>= 32 m,) int32 out, in split
-    order (see above). m = 4 shares each code load among four queries.
+    uint8; sel (>= m,) int64 rows of luts; buf (32,) uint16 scratch; totals
+    (>= 32 m,) int32 out, in split order (see above). m = 4 shares each code
+    load among four queries.
     """
     low = _simd.splat(15)
     totals[:BLOCK * m] = 0
@@ -254,11 +289,11 @@ def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
             x = _simd.load(flat, offset + 32 * rr)
             lo = _simd.and_(x, low)
             hi = _simd.and_(_simd.shift_right16(x, 4), low)
-            f0, o0 = _lookup_add(luts[j0], 32 * rr, lo, hi, f0, o0)
+            f0, o0 = _lookup_add(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
             if m == 4:
-                f1, o1 = _lookup_add(luts[j0 + 1], 32 * rr, lo, hi, f1, o1)
-                f2, o2 = _lookup_add(luts[j0 + 2], 32 * rr, lo, hi, f2, o2)
-                f3, o3 = _lookup_add(luts[j0 + 3], 32 * rr, lo, hi, f3, o3)
+                f1, o1 = _lookup_add(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
+                f2, o2 = _lookup_add(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
+                f3, o3 = _lookup_add(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
         _flush(f0, o0, buf, totals, 0)
         if m == 4:
             _flush(f1, o1, buf, totals, 1)
@@ -268,11 +303,11 @@ def accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals):
 
 
 @njit(cache=True, nogil=True)
-def accumulate_portable(flat, offset, rows, luts, j0, m, buf, totals):
+def accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals):
     """Same result as `accumulate_avx2`, in plain loops (any CPU)."""
     totals[:BLOCK * m] = 0
     for j in range(m):
-        lut = luts[j0 + j]
+        lut = luts[sel[j]]
         for r in range(rows):
             base = offset + 32 * r
             for l in range(BLOCK):
@@ -321,22 +356,37 @@ def split_factors(factors, n):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate(flat, offset, rows, luts, j0, m, buf, totals, simd):
+def _accumulate(flat, offset, rows, luts, sel, m, buf, totals, simd):
     if simd:
-        accumulate_avx2(flat, offset, rows, luts, j0, m, buf, totals)
+        accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals)
     else:
-        accumulate_portable(flat, offset, rows, luts, j0, m, buf, totals)
+        accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals)
 
 
 # -- search ----------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, inline="always")
 def _exact_partial(flat, offset, rows, lane, ftab, jf):
-    s = 0.0
-    for r in range(rows):
+    """Float64 partial score of one lane of the block at flat[offset:], from the float tables ftab[jf]."""
+    # Four running sums: one would make a chain of dependent adds, 4 cycles each.
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    r = 0
+    while r + 1 < rows:
         x = np.int64(flat[offset + 32 * r + lane])
-        s += ftab[jf, 2 * r, x & 15] + ftab[jf, 2 * r + 1, x >> 4]
-    return s
+        y = np.int64(flat[offset + 32 * r + 32 + lane])
+        s0 += ftab[jf, 2 * r, x & 15]
+        s1 += ftab[jf, 2 * r + 1, x >> 4]
+        s2 += ftab[jf, 2 * r + 2, y & 15]
+        s3 += ftab[jf, 2 * r + 3, y >> 4]
+        r += 2
+    if r < rows:
+        x = np.int64(flat[offset + 32 * r + lane])
+        s0 += ftab[jf, 2 * r, x & 15]
+        s1 += ftab[jf, 2 * r + 1, x >> 4]
+    return (s0 + s1) + (s2 + s3)
 
 
 @njit(cache=True, nogil=True)
@@ -427,11 +477,14 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         totals = np.empty(4 * BLOCK, np.int32)
         upper = np.empty(BLOCK, np.float32)
         w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+        sel = np.empty(4, np.int64)
         for b in range(ch * step, min(nb, (ch + 1) * step)):
             j0 = 0
             while j0 < gq:
                 m = 4 if j0 + 4 <= gq else 1
-                _accumulate(flat, b * rows * BLOCK, rows, lut, j0, m, buf, totals, simd)
+                for j in range(m):
+                    sel[j] = j0 + j
+                _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
                 for j in range(j0, j0 + m):
                     if _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j, part_s[q0 + j, ch, 0],
                                      upper):
@@ -443,56 +496,6 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     tmp = np.empty(k)
     for q in range(nq):
         sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, tmp, out_i[q])
-        out_s[q] = tmp
-    return out_s, out_i
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                       qrot, qoff, cents, bits, per_nibble, n_sub, k, simd):
-    """Exact float top k over the nprobe nearest inverted lists of each query (see `kernels.ivf_scan`).
-
-    blocks (arena / 32, rows, 32) uint8 and wsplit (4, arena) float32 (from
-    `split_factors`) hold the list arena; list l is slots [list_start[l],
-    list_start[l] + list_size[l]), list_start a multiple of 32. qc (nq, nlist)
-    float32 = q . C^T, cnorm2 (nlist,) float32, probe_l2 and list_bias_mult as
-    in `ivf_scan.search_lists`: a vector's score is w * partial + bias +
-    list_bias_mult * qc[q, l]. qrot, qoff, cents, bits, per_nibble, n_sub,
-    simd as in `search_blocks`; one table per query serves every list, the
-    list's constant term moves the threshold instead. Returns scores (nq, k)
-    float32 best first and arena slots (nq, k) int64, -1 padded.
-    """
-    nq = qrot.shape[0]
-    rows = blocks.shape[1]
-    flat = blocks.reshape(-1)
-    w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
-    out_s = np.empty((nq, k), np.float32)
-    out_i = np.empty((nq, k), np.int64)
-    for q in prange(nq):
-        lists = np.empty(nprobe, np.int64)
-        select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
-        ftab = np.empty((1, 2 * rows, 16))
-        lut = np.empty((1, rows * 32), np.uint8)
-        scal = np.empty((1, 3), np.float32)
-        base, delta, err = build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut[0])
-        scal[0, 0], scal[0, 1], scal[0, 2] = _bound_terms(base, delta, err, rows)
-        buf = np.empty(BLOCK, np.uint16)
-        totals = np.empty(BLOCK, np.int32)
-        upper = np.empty(BLOCK, np.float32)
-        hs = np.full(k, -np.inf)
-        hi = np.full(k, -1, np.int64)
-        for j in range(nprobe):
-            l = lists[j]
-            shift = list_bias_mult * np.float64(qc[q, l])
-            lo = list_start[l]
-            end = lo + list_size[l]
-            for b in range(lo // BLOCK, (end + BLOCK - 1) // BLOCK):
-                _accumulate(flat, b * rows * BLOCK, rows, lut, 0, 1, buf, totals, simd)
-                # kth - shift rounds in float64, far inside the bound's float32 slack
-                if _upper_bounds(totals, 0, b * BLOCK, w, absw, bias_up, scal, 0, hs[0] - shift, upper):
-                    _rescore_block(b, end, upper, w, bias, flat, rows, ftab, 0, shift, hs, hi)
-        tmp = np.empty(k)
-        sorted_topk(hs, hi, k, tmp, out_i[q])
         out_s[q] = tmp
     return out_s, out_i
 
@@ -515,8 +518,9 @@ def quantized_sums(blocks, n, luts, simd):
         m = 4 if 4 * (q // 4) + 4 <= nq else 1
         if m == 4 and q % 4:
             continue   # done with its group of four
+        sel = np.arange(q, q + m)
         for b in range((n + BLOCK - 1) // BLOCK):
-            _accumulate(flat, b * rows * BLOCK, rows, luts, q, m, buf, totals, simd)
+            _accumulate(flat, b * rows * BLOCK, rows, luts, sel, m, buf, totals, simd)
             for j in range(m):
                 for p in range(BLOCK):
                     v = b * BLOCK + 2 * (p % 16) + p // 16

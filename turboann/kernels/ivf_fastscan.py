@@ -1,0 +1,223 @@
+"""Fast-scan over inverted lists: a batch of queries scans each probed list together.
+
+The lists hold codes in the blocked layout of `kernels.fastscan`, and one
+lookup table per query serves every list (see `kernels.ivf_scan`): only the
+additive <q, c_l> term differs per list, and it moves the query's threshold.
+
+List-major batches. A query scanning its own lists reads about nprobe / nlist
+of the codes, from memory, once per query. Here a batch of queries is first
+inverted into "which queries probe list l", then each list is read once and
+scanned for all of them, four queries per code load (`accumulate_avx2` with
+m = 4), while it sits in L1.
+
+Deferred re-scoring. Lists come in arena order, not in each query's order of
+nearness, so the running k-th best exact score would rise slowly and many
+vectors would be re-scored early. Instead each query keeps the k best lower
+bounds of its quantized scores (their root, tau, is at most the final k-th
+best exact score) and records every vector whose upper bound reaches tau.
+Afterwards each query re-scores its recorded vectors in order of falling
+upper bound, stopping at the first whose bound is below its k-th best exact
+score. Every vector of the exact top k is recorded (its upper bound is at
+least its score, at least the final k-th best, at least every tau) and
+re-scored (the k-th best at any time is at most the final one), so the top k
+equals the float path's, ties to the lower slot.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
+                       float_tables)
+from .ivf_scan import select_lists
+from .topk import heap_push, sorted_topk
+
+
+def batch_size(nq: int, threads: int) -> int:
+    """Queries per list-major batch: two batches a thread, so that a thread the OS runs less does less."""
+    return max(1, min(nq, 1024, -(-nq // (2 * threads))))
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
+                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd):
+    """Exact float top k over the nprobe nearest inverted lists of each query.
+
+    blocks (arena / 32, rows, 32) uint8 and wsplit (4, arena) float32 (from
+    `fastscan.split_factors`) hold the list arena; list l is slots
+    [list_start[l], list_start[l] + list_size[l]), list_start a multiple of 32.
+    qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32, probe_l2 and
+    list_bias_mult as in `ivf_scan.search_lists`: a vector's score is
+    w * partial + bias + list_bias_mult * qc[q, l]. qrot (nq, dim) float32,
+    qoff (nq,) float64, cents, bits, per_nibble, n_sub, simd as in
+    `fastscan.search_blocks`. Queries go in list-major batches of `batch`
+    (`batch_size`), one batch a task. Returns scores (nq, k) float32 best
+    first and arena slots (nq, k) int64, -1 padded.
+    """
+    nq = qrot.shape[0]
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for t in prange((nq + batch - 1) // batch):
+        q0 = t * batch
+        _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
+                      qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, q0, min(nq, q0 + batch), out_s, out_i)
+    return out_s, out_i
+
+
+@njit(cache=True, nogil=True)
+def _queries_by_list(probes, nlist):
+    """(first, by_list): batch queries probing list l are by_list[first[l]:first[l + 1]] (int64)."""
+    first = np.zeros(nlist + 1, np.int64)
+    for j in range(probes.shape[0]):
+        for r in range(probes.shape[1]):
+            first[probes[j, r] + 1] += 1
+    for l in range(nlist):
+        first[l + 1] += first[l]
+    fill = first[:nlist].copy()
+    by_list = np.empty(probes.size, np.int64)
+    for j in range(probes.shape[0]):
+        for r in range(probes.shape[1]):
+            l = probes[j, r]
+            by_list[fill[l]] = j
+            fill[l] += 1
+    return first, by_list
+
+
+@njit(cache=True, nogil=True)
+def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
+                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, q0, q1, out_s, out_i):
+    """Queries q0..q1-1 of `search_list_blocks`, written into out_s, out_i."""
+    nb = q1 - q0
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    probes = np.empty((nb, nprobe), np.int64)
+    lut = np.empty((nb, rows * 32), np.uint8)
+    scal = np.empty((nb, 3), np.float32)
+    ftab = np.empty((1, 2 * rows, 16))
+    for j in range(nb):
+        select_lists(qc[q0 + j], cnorm2, probe_l2, nprobe, probes[j])
+        base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut[j])
+        scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
+    first, by_list = _queries_by_list(probes, list_start.shape[0])
+
+    # Per query: a min-heap of the k best lower bounds (root: tau) and the
+    # recorded vectors (slot, upper bound + shift, shift).
+    low_s = np.full((nb, k), -np.inf)
+    low_i = np.full((nb, k), -1, np.int64)
+    cap = max(64, 8 * k)
+    rec_slot = np.empty((nb, cap), np.int64)
+    rec_up = np.empty((nb, cap))
+    rec_shift = np.empty((nb, cap))
+    n_rec = np.zeros(nb, np.int64)
+    w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+    sel = np.empty(4, np.int64)
+    shifts = np.empty(4)
+    buf = np.empty(BLOCK, np.uint16)
+    totals = np.empty(4 * BLOCK, np.int32)
+    upper = np.empty(BLOCK, np.float32)
+    for l in range(list_start.shape[0]):
+        end = list_start[l] + list_size[l]
+        g = first[l]
+        while g < first[l + 1] and list_size[l] > 0:
+            cnt = min(4, first[l + 1] - g)
+            m = 1 if cnt == 1 else 4   # three queries still share a load: the fourth repeats one
+            for j in range(4):
+                sel[j] = by_list[g + min(j, cnt - 1)]
+                shifts[j] = list_bias_mult * np.float64(qc[q0 + sel[j], l])
+            for b in range(list_start[l] // BLOCK, (end + BLOCK - 1) // BLOCK):
+                _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
+                for j in range(cnt):
+                    qj = sel[j]
+                    # kth - shift rounds in float64, far inside the bound's float32 slack
+                    if _upper_bounds(totals, j, b * BLOCK, w, absw, bias_up, scal, qj, low_s[qj, 0] - shifts[j],
+                                     upper):
+                        if n_rec[qj] + BLOCK > rec_slot.shape[1]:
+                            rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
+                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, absw, bias, scal, low_s, low_i,
+                                      rec_slot, rec_up, rec_shift, n_rec)
+            g += cnt
+
+    hs = np.empty(k)
+    hi = np.empty(k, np.int64)
+    lo = np.empty(2 * rows)
+    hi_tab = np.empty(2 * rows)
+    for j in range(nb):
+        float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
+        hs[:] = -np.inf
+        hi[:] = -1
+        c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
+        for r in np.argsort(-rec_up[j, :c]):
+            if rec_up[j, r] < hs[0]:
+                break   # bounds fall from here on: none can enter the top k
+            slot = rec_slot[j, r]
+            b = slot // BLOCK
+            lane = slot - b * BLOCK
+            at = b * BLOCK + (lane & 1) * 16 + (lane >> 1)
+            score = (np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
+                     + rec_shift[j, r])
+            if score > hs[0] or (score == hs[0] and slot < hi[0]):
+                heap_push(hs, hi, score, slot)
+        tmp = np.empty(k)
+        sorted_topk(hs, hi, k, tmp, out_i[q0 + j])
+        out_s[q0 + j] = tmp
+
+
+@njit(cache=True, nogil=True)
+def _record_block(b, end, j, qj, shift, totals, upper, w, absw, bias, scal, low_s, low_i,
+                  rec_slot, rec_up, rec_shift, n_rec):
+    """Record the block's vectors (slots below `end`) whose upper bound reaches query qj's tau,
+    and push their lower bounds into its heap (low_s, low_i).
+
+    upper: the block's upper bounds (`_upper_bounds`) for totals[32 j: 32 j + 32].
+    """
+    i0 = b * BLOCK
+    base, delta, err = np.float64(scal[qj, 0]), np.float64(scal[qj, 1]), np.float64(scal[qj, 2])
+    for lane in range(min(BLOCK, end - i0)):
+        p = (lane & 1) * 16 + (lane >> 1)
+        up = np.float64(upper[p]) + shift
+        if up < low_s[qj, 0]:
+            continue
+        # The upper bound's terms, with -|w| err: float64 keeps it inside err's float32 slack.
+        low = (np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * j + p]))
+               - np.float64(absw[i0 + p]) * err + np.float64(bias[i0 + p]) + shift)
+        if low > low_s[qj, 0]:
+            heap_push(low_s[qj], low_i[qj], low, i0 + lane)
+        r = n_rec[qj]
+        rec_slot[qj, r] = i0 + lane
+        rec_up[qj, r] = up
+        rec_shift[qj, r] = shift
+        n_rec[qj] = r + 1
+
+
+@njit(cache=True, nogil=True)
+def _drop_below(qj, tau, rec_slot, rec_up, rec_shift, n_rec):
+    """Keep query qj's records whose bound reaches tau (in order); returns how many."""
+    kept = 0
+    for r in range(n_rec[qj]):
+        if rec_up[qj, r] >= tau:
+            rec_slot[qj, kept] = rec_slot[qj, r]
+            rec_up[qj, kept] = rec_up[qj, r]
+            rec_shift[qj, kept] = rec_shift[qj, r]
+            kept += 1
+    n_rec[qj] = kept
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec):
+    """Room for one more block in query qj's records: drop those below its tau, else grow every row.
+
+    Returns the (possibly new) record arrays.
+    """
+    kept = _drop_below(qj, low_s[qj, 0], rec_slot, rec_up, rec_shift, n_rec)
+    cap = rec_slot.shape[1]
+    if kept <= cap // 2:   # cap >= 2 * BLOCK, so a block fits
+        return rec_slot, rec_up, rec_shift
+    nb = rec_slot.shape[0]
+    slot2 = np.empty((nb, 2 * cap), np.int64)
+    up2 = np.empty((nb, 2 * cap))
+    shift2 = np.empty((nb, 2 * cap))
+    slot2[:, :cap] = rec_slot
+    up2[:, :cap] = rec_up
+    shift2[:, :cap] = rec_shift
+    return slot2, up2, shift2
