@@ -108,6 +108,26 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     assert set(i[8]) == {5, *range(200, 209)}
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_search_blocks_by_estimate(path):
+    """exact=False: the top k by the u8-table estimate (shortlists for re-ranking), not re-scored."""
+    rng = np.random.default_rng(8)
+    dim, bits, n, k = 100, 4, 300, 20
+    lay, codes, blocks = _random_blocks(rng, n, dim, bits)
+    factors = rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    q = rng.standard_normal((9, dim)).astype(np.float32)
+    qoff = rng.standard_normal(9)
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
+                            k, 1, 4, fs.use_simd(path), False)
+    want_s, want_i = ref.topk(ref.fastscan_estimates(blocks, n, factors, q, qoff, cents, bits), k)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(s, want_s, rtol=1e-6)
+    exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble,
+                               lay.n_sub, k, 1, 4, fs.use_simd(path))[1]
+    assert (exact_i != i).any()   # the estimate does rank differently: the flag is not a no-op
+
+
 @pytest.fixture(scope="module")
 def data_40():
     x = clustered(1500, 40, seed=3, offset=1.0)
@@ -240,6 +260,19 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
     inside = np.concatenate([np.arange(a, a + m) for a, m in zip(start, size)])
     assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists
+    # exact=False: the top k of the probed lists by the u8-table estimate
+    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
+                                     batch, fs.use_simd(path), False)
+    est = np.full((nq, arena), -np.inf)
+    every = ref.fastscan_estimates(blocks, arena, factors, q, qoff, cents, bits)
+    for r, probed in enumerate(ref.select_lists(qc, cnorm2, probe_l2, 3)):
+        for l in probed:
+            at = slice(start[l], start[l] + size[l])
+            est[r, at] = every[r, at] + mult * np.float64(qc[r, l])
+    want_s, want_i = ref.topk(est, k)
+    want_i[~np.isfinite(want_s)] = -1
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_allclose(s, want_s, rtol=1e-6)
 
 
 def test_records_make_room_by_dropping_then_growing():

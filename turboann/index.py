@@ -277,12 +277,14 @@ class Index:
         D is the estimated similarity (descending) for "ip"/"cosine" and the
         estimated squared distance (ascending) for "l2". Missing results are
         id -1 with D -inf (similarity) or +inf (distance).
-        rerank=R (>= k, needs keep_vectors=True): take the R best by the codes,
-        then return the k best of those by the exact metric, with exact D.
+        rerank=R (>= k, needs keep_vectors=True): take the R best by the codes
+        (the fast-scan layout ranks them by its u8-table estimate, with no
+        exact re-scoring), then return the k best of those by the exact
+        metric, with exact D.
         """
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         with _thread_count(threads) as nthreads:
-            scores, slots = self._search_prepared(q, shortlist, nthreads)
+            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None)
             return self._results(q, q_exact, scores, slots, k, rerank)
 
     def _queries(self, q, k, rerank):
@@ -315,12 +317,14 @@ class Index:
                              f"got rerank={rerank} on an index without them")
         return rerank
 
-    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int):
+    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
+        """Kernel scores and slots of the k best; exact=False lets fast-scan rank by its u8 estimate
+        (a shortlist to re-rank from the vectors needs no exact code scores)."""
         n, nq = len(self._store), q.shape[0]
         if n == 0 or nq == 0:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
-            return self._search_fastscan(q, k, nthreads)
+            return self._search_fastscan(q, k, nthreads, exact)
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
@@ -349,7 +353,7 @@ class Index:
         return (np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64),
                 np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
 
-    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int):
+    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
         store, lay = self._store, self._store.layout
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
@@ -362,7 +366,8 @@ class Index:
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd())
+                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd(),
+                                     exact)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

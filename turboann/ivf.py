@@ -196,10 +196,10 @@ class IVFIndex(Index):
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         self._require_trained("search")
         with _thread_count(threads):
-            scores, positions = self._search_lists(q, shortlist, nprobe)
+            scores, positions = self._search_lists(q, shortlist, nprobe, exact=rerank is None)
             return self._results(q, q_exact, scores, positions, k, rerank)
 
-    def _search_lists(self, q: np.ndarray, k: int, nprobe: int):
+    def _search_lists(self, q: np.ndarray, k: int, nprobe: int, exact: bool = True):
         qc = np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
         lists = self._store
         if self.layout == "fastscan":
@@ -209,7 +209,7 @@ class IVFIndex(Index):
                 return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
                                                   self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
                                                   *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
-                                                  k, batch, _fs.use_simd())
+                                                  k, batch, _fs.use_simd(), exact)
         p = self._quant.plan
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,

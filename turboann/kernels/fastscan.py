@@ -437,9 +437,28 @@ def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi):
                 heap_push(hs, hi, score, i0 + lane)
 
 
+@njit(cache=True, nogil=True)
+def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi):
+    """Push the block's vectors (slots below `end`) by their u8-table estimate into the heap (hs, hi).
+
+    The estimate w * (base + delta * S) + bias + shift skips exact re-scoring:
+    for shortlists that are re-ranked from the vectors anyway. totals, jt,
+    w, bias, bound, jf as in `_upper_bounds`; ties go to the lower slot.
+    """
+    i0 = b * BLOCK
+    base, delta = np.float64(bound[jf, 0]), np.float64(bound[jf, 1])
+    for lane in range(min(BLOCK, end - i0)):
+        p = (lane & 1) * 16 + (lane >> 1)
+        est = np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * jt + p])) + bias[i0 + p] + shift
+        if est > hs[0] or (est == hs[0] and i0 + lane < hi[0]):
+            heap_push(hs, hi, est, i0 + lane)
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, k, n_chunks, group, simd):
-    """Exact float top k of slots 0..n-1 for each query.
+def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, k, n_chunks, group, simd,
+                  exact=True):
+    """Exact float top k of slots 0..n-1 for each query (exact=False: top k by the u8-table
+    estimate, see `push_estimates`).
 
     blocks
     (n_blocks, rows, 32) uint8; wsplit (4, n_blocks * 32) float32 from
@@ -486,9 +505,14 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                     sel[j] = j0 + j
                 _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
                 for j in range(j0, j0 + m):
-                    if _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j, part_s[q0 + j, ch, 0],
-                                     upper):
+                    if not _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j,
+                                         part_s[q0 + j, ch, 0], upper):
+                        continue
+                    if exact:
                         _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j, 0.0, part_s[q0 + j, ch],
+                                       part_i[q0 + j, ch])
+                    else:
+                        push_estimates(b, n, totals, j - j0, w, bias, scal, j, 0.0, part_s[q0 + j, ch],
                                        part_i[q0 + j, ch])
                 j0 += m
     out_s = np.empty((nq, k), np.float32)

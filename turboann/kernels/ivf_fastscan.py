@@ -21,6 +21,10 @@ score. Every vector of the exact top k is recorded (its upper bound is at
 least its score, at least the final k-th best, at least every tau) and
 re-scored (the k-th best at any time is at most the final one), so the top k
 equals the float path's, ties to the lower slot.
+
+Shortlists that are re-ranked from the kept vectors need no exact code
+scores: with exact=False the same pass keeps each query's top k by the u8
+estimate instead (`fastscan.push_estimates`) and nothing is re-scored.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
-                       float_tables)
+                       float_tables, push_estimates)
 from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
 
@@ -40,8 +44,9 @@ def batch_size(nq: int, threads: int) -> int:
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd):
-    """Exact float top k over the nprobe nearest inverted lists of each query.
+                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd, exact=True):
+    """Exact float top k over the nprobe nearest inverted lists of each query (exact=False: top k
+    by the u8-table estimate, see `fastscan.push_estimates`).
 
     blocks (arena / 32, rows, 32) uint8 and wsplit (4, arena) float32 (from
     `fastscan.split_factors`) hold the list arena; list l is slots
@@ -60,7 +65,8 @@ def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_
     for t in prange((nq + batch - 1) // batch):
         q0 = t * batch
         _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                      qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, q0, min(nq, q0 + batch), out_s, out_i)
+                      qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, min(nq, q0 + batch), out_s,
+                      out_i)
     return out_s, out_i
 
 
@@ -85,7 +91,7 @@ def _queries_by_list(probes, nlist):
 
 @njit(cache=True, nogil=True)
 def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, q0, q1, out_s, out_i):
+                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, q1, out_s, out_i):
     """Queries q0..q1-1 of `search_list_blocks`, written into out_s, out_i."""
     nb = q1 - q0
     rows = blocks.shape[1]
@@ -129,18 +135,28 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                 for j in range(cnt):
                     qj = sel[j]
                     # kth - shift rounds in float64, far inside the bound's float32 slack
-                    if _upper_bounds(totals, j, b * BLOCK, w, absw, bias_up, scal, qj, low_s[qj, 0] - shifts[j],
-                                     upper):
+                    if not _upper_bounds(totals, j, b * BLOCK, w, absw, bias_up, scal, qj,
+                                         low_s[qj, 0] - shifts[j], upper):
+                        continue
+                    if not exact:   # low_s, low_i hold the estimates' top k
+                        push_estimates(b, end, totals, j, w, bias, scal, qj, shifts[j], low_s[qj], low_i[qj])
+                    else:
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
-                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, absw, bias, scal, low_s, low_i,
-                                      rec_slot, rec_up, rec_shift, n_rec)
+                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, absw, bias, scal, low_s,
+                                      low_i, rec_slot, rec_up, rec_shift, n_rec)
             g += cnt
 
     hs = np.empty(k)
     hi = np.empty(k, np.int64)
     lo = np.empty(2 * rows)
     hi_tab = np.empty(2 * rows)
+    tmp = np.empty(k)
+    if not exact:
+        for j in range(nb):
+            sorted_topk(low_s[j], low_i[j], k, tmp, out_i[q0 + j])
+            out_s[q0 + j] = tmp
+        return
     for j in range(nb):
         float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
         hs[:] = -np.inf
@@ -157,7 +173,6 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                      + rec_shift[j, r])
             if score > hs[0] or (score == hs[0] and slot < hi[0]):
                 heap_push(hs, hi, score, slot)
-        tmp = np.empty(k)
         sorted_topk(hs, hi, k, tmp, out_i[q0 + j])
         out_s[q0 + j] = tmp
 

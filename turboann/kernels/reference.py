@@ -164,6 +164,20 @@ def quantized_sums(blocks: np.ndarray, n: int, luts: np.ndarray) -> np.ndarray:
     return luts.astype(np.int64)[:, idx].sum(axis=2)
 
 
+def fastscan_estimates(blocks: np.ndarray, n: int, factors: np.ndarray, q: np.ndarray, qoff: np.ndarray,
+                       cents: np.ndarray, bits: int) -> np.ndarray:
+    """Twin of `fastscan.push_estimates` over slots 0..n-1: (nq, n) float64
+    w * (base + delta * S) + bias, with base and delta rounded to float32 as the kernels keep them."""
+    out = np.empty((len(q), n))
+    bias = factors[:n, 1].astype(np.float64) if factors.shape[1] > 1 else np.zeros(n)
+    for i in range(len(q)):
+        _, lut, base, delta, _ = fastscan_tables(q[i], cents, bits, qoff[i])
+        sums = quantized_sums(blocks, n, lut[None])[0]
+        out[i] = (factors[:n, 0].astype(np.float64) * (np.float64(np.float32(base))
+                                                       + np.float64(np.float32(delta)) * sums) + bias)
+    return out
+
+
 def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe_l2: bool,
                        list_bias_mult: float, nprobe: int, qrot, qoff, cents, bits: int, k: int):
     """Twin of `fastscan.search_list_blocks`: float64 scores from the float tables, probed lists only, best k.
