@@ -291,3 +291,17 @@ def test_records_make_room_by_dropping_then_growing():
     slot2, up2, shift2 = ivf_fs._make_room(0, low_s, slot, up, shift, n_rec)
     assert slot2.shape == (2, 128) and n_rec[0] == 40
     np.testing.assert_array_equal(up2[0, :40], up[0, :40])
+
+
+def test_reservoir_cut_keeps_the_best_half_ties_to_lower_slots():
+    res_s = np.array([[5.0, 1.0, 3.0, 3.0, 0.0, 3.0, 2.0, 4.0], [2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 7.0, 2.0]])
+    res_i = np.array([[10, 11, 12, 13, 14, 15, 16, 17], [9, 8, 7, 6, 5, 4, 3, 2]])
+    n_res = np.array([8, 8])
+    thr = np.full(2, -np.inf)
+    ivf_fs._cut_reservoir(0, res_s, res_i, n_res, thr)
+    assert n_res[0] == 5 and thr[0] == 3.0   # ties with the 4th best all stay: the final sort decides
+    assert sorted(res_i[0, :5]) == [10, 12, 13, 15, 17]
+    ivf_fs._cut_reservoir(1, res_s, res_i, n_res, thr)
+    assert n_res[1] == 4 and thr[1] == 2.0
+    np.testing.assert_array_equal(res_i[1, :4], [3, 2, 4, 5])
+    np.testing.assert_array_equal(res_s[1, :4], [7.0, 2.0, 2.0, 2.0])

@@ -134,3 +134,16 @@ def test_padding_when_the_shortlist_is_short(data_64):
     index = _flat(x[:3], "l2")
     D, I = index.search(q[:2], 5, rerank=8)
     assert (I[:, 3:] == -1).all() and np.isposinf(D[:, 3:]).all() and (I[:, :3] >= 0).all()
+
+
+@pytest.mark.parametrize("stride", [1, 5, 10_000])
+def test_kept_vector_rows_dense_and_sparse_ids(stride):
+    """Compact ids use a dense table, spread ones a sorted search: the same rows either way."""
+    rng = np.random.default_rng(stride)
+    ids = rng.permutation(500) * stride
+    kept = KeptVectors(2)
+    kept.append(rng.standard_normal((500, 2)).astype(np.float32), ids)
+    asked = np.concatenate([rng.choice(ids, 300), [-1, ids.max() + 1, ids.max() + stride + 7, 10**12]])
+    rows = kept.rows(asked.reshape(2, -1))
+    np.testing.assert_array_equal(rows.ravel()[:300], [np.flatnonzero(ids == a)[0] for a in asked[:300]])
+    assert (rows.ravel()[300:] == -1).all()

@@ -7,7 +7,9 @@ from numba import njit, prange
 from .topk import sorted_topk
 
 
-@njit(parallel=True, cache=True, nogil=True)
+# Reassociation lets LLVM split each float64 sum over lanes: one running sum
+# is a chain of dependent adds (measured 50 us a query for 100 x 384).
+@njit(parallel=True, cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def rerank_rows(vectors, rows, q, l2, k):
     """Best k of each query's shortlist by the exact score.
 
