@@ -1,5 +1,7 @@
 """Fast-scan kernels against their NumPy twins, on every SIMD path this CPU runs,
 and the fast-scan Index against the float path."""
+import re
+
 import numpy as np
 import pytest
 from numba import njit
@@ -13,7 +15,7 @@ from turboann.kernels import reference as ref
 
 from conftest import clustered
 
-PATHS = list(_simd.AVAILABLE)
+PATHS = list(_simd.RUNNABLE)   # avx512 runs in ymm halves on an AVX2 CPU
 
 
 def _random_blocks(rng, n, dim, bits):
@@ -78,7 +80,7 @@ def test_quantized_sums_match_reference(path, bits, dim):
     row_tables[:, 0, 0] = 255   # one table of a row may take the whole byte when its partner is 0
     row_tables[:, 1, :] = 0
     luts[[2, 5]] = 127     # the largest sums, in a group of four and alone: 16-bit lanes need the flush
-    got = fs.quantized_sums(blocks, n, luts, fs.use_simd(path))
+    got = fs.quantized_sums(blocks, n, luts, fs.simd_level(path))
     np.testing.assert_array_equal(got, ref.quantized_sums(blocks, n, luts))
     assert (got[[2, 5]] == 127 * 2 * lay.rows).all()
 
@@ -99,7 +101,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
     qoff = rng.standard_normal(9)
     s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
-                            k, n_chunks, group, fs.use_simd(path))
+                            k, n_chunks, group, fs.simd_level(path))
     full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
              + qoff[:, None]) * factors[:, 0] + factors[:, 1])
     want_s, want_i = ref.topk(full, k)
@@ -119,12 +121,12 @@ def test_search_blocks_by_estimate(path):
     q = rng.standard_normal((9, dim)).astype(np.float32)
     qoff = rng.standard_normal(9)
     s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
-                            k, 1, 4, fs.use_simd(path), False)
+                            k, 1, 4, fs.simd_level(path), False)
     want_s, want_i = ref.topk(ref.fastscan_estimates(blocks, n, factors, q, qoff, cents, bits), k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
     exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble,
-                               lay.n_sub, k, 1, 4, fs.use_simd(path))[1]
+                               lay.n_sub, k, 1, 4, fs.simd_level(path))[1]
     assert (exact_i != i).any()   # the estimate does rank differently: the flag is not a no-op
 
 
@@ -191,11 +193,14 @@ def test_kernel_choice(monkeypatch):
     assert _simd.kernel_choice("portable") == "portable"
     assert _simd.kernel_choice("auto") == _simd.AVAILABLE[0]
     monkeypatch.setenv(_simd.ENV_VAR, "sse9")
-    with pytest.raises(ValueError, match="TURBOANN_SIMD must be one of 'auto', 'avx2', 'portable', got 'sse9'"):
+    with pytest.raises(ValueError, match="TURBOANN_SIMD must be one of 'auto', 'avx512', 'avx2', 'portable', "
+                                         "got 'sse9'"):
         _simd.kernel_choice()
+    assert _simd.AVAILABLE[0] == ("avx512" if _simd.HAS_AVX512BW else "avx2" if _simd.HAS_AVX2 else "portable")
     if not _simd.HAS_AVX2:
-        with pytest.raises(ValueError, match="needs a CPU with AVX2"):
-            _simd.kernel_choice("avx2")
+        for kernel in ("avx2", "avx512"):
+            with pytest.raises(ValueError, match="needs a CPU with AVX2"):
+                _simd.kernel_choice(kernel)
 
 
 def _shuffle_twin(table, index):
@@ -233,6 +238,16 @@ def test_avx2_kernel_emits_vpshufb():
     assert "vpshufb" in "".join(accumulate.inspect_asm().values())
 
 
+@pytest.mark.skipif(not _simd.HAS_AVX2, reason="needs AVX2")
+def test_avx512_kernel_shuffles_64_bytes():
+    """On AVX-512BW: zmm vpshufb; on AVX2 alone: the same kernel in ymm vpshufb pairs."""
+    accumulate = njit(fs.accumulate_avx512.py_func)
+    accumulate(np.zeros(96, np.uint8), 0, 3, np.zeros((4, 96), np.uint8), np.arange(4), 4, np.zeros(32, np.uint16),
+               np.zeros(128, np.int32))
+    asm = "".join(accumulate.inspect_asm().values())
+    assert re.search(r"vpshufb\s+%zmm" if _simd.HAS_AVX512BW else r"vpshufb\s+%ymm", asm)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bits,dim,probe_l2,mult,batch,k", [(1, 40, True, 2.0, 7, 12), (2, 100, False, 1.0, 3, 1),
                                                             (3, 40, True, 0.0, 1, 12), (4, 100, False, 2.0, 2, 40)])
@@ -254,7 +269,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     qoff = rng.standard_normal(nq)
     args = (start, size, qc, cnorm2, probe_l2, mult, 3, q, qoff, cents, bits)
     s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
-                                     batch, fs.use_simd(path))
+                                     batch, fs.simd_level(path))
     want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
@@ -262,7 +277,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists
     # exact=False: the top k of the probed lists by the u8-table estimate
     s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
-                                     batch, fs.use_simd(path), False)
+                                     batch, fs.simd_level(path), False)
     est = np.full((nq, arena), -np.inf)
     every = ref.fastscan_estimates(blocks, arena, factors, q, qoff, cents, bits)
     for r, probed in enumerate(ref.select_lists(qc, cnorm2, probe_l2, 3)):

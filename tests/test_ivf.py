@@ -345,7 +345,7 @@ def data_40():
     return x[:1200], x[1200:]
 
 
-@pytest.mark.parametrize("path", list(_simd.AVAILABLE))
+@pytest.mark.parametrize("path", list(_simd.RUNNABLE))
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("mode", MODES)

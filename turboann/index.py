@@ -366,7 +366,7 @@ class Index:
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.use_simd(),
+                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.simd_level(),
                                      exact)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):

@@ -209,7 +209,7 @@ class IVFIndex(Index):
                 return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
                                                   self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
                                                   *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
-                                                  k, batch, _fs.use_simd(), exact)
+                                                  k, batch, _fs.simd_level(), exact)
         p = self._quant.plan
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,

@@ -302,6 +302,63 @@ def accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals):
         r = end
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _lookup_add_pair(lut, at, lo, hi, full, odd):
+    """`_lookup_add` for two rows at once (u8x64: row r in the low 32 bytes, r + 1 in the high),
+    their four tables at lut[at: at + 64]."""
+    ab = _simd.add8(_simd.pshufb(_simd.load_tables_even(lut, at), lo),
+                    _simd.pshufb(_simd.load_tables_odd(lut, at), hi))
+    return _simd.add16(full, ab), _simd.add16(odd, _simd.shift_right16(ab, 8))
+
+
+@njit(cache=True, nogil=True)
+def accumulate_avx512(flat, offset, rows, luts, sel, m, buf, totals):
+    """Same result as `accumulate_avx2`, two rows (64 bytes) a step: one zmm `vpshufb` per nibble half.
+
+    Each half of a 64-byte sum holds every other row; the halves are added
+    before the flush, and a window of `_FLUSH_ROWS` rows still adds at most
+    256 * 255 per 16-bit lane. An odd last row takes a 32-byte step.
+    """
+    low = _simd.splat64(15)
+    low32 = _simd.splat(15)
+    totals[:BLOCK * m] = 0
+    r = 0
+    while r < rows:
+        end = min(rows, r + _FLUSH_ROWS)
+        pairs_end = r + (end - r) // 2 * 2
+        f0 = _simd.splat64(0)
+        o0 = _simd.splat64(0)
+        f1, o1, f2, o2, f3, o3 = f0, o0, f0, o0, f0, o0
+        for rr in range(r, pairs_end, 2):
+            x = _simd.load64(flat, offset + 32 * rr)
+            lo = _simd.and_(x, low)
+            hi = _simd.and_(_simd.shift_right16(x, 4), low)
+            f0, o0 = _lookup_add_pair(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
+            if m == 4:
+                f1, o1 = _lookup_add_pair(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
+                f2, o2 = _lookup_add_pair(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
+                f3, o3 = _lookup_add_pair(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
+        g0, p0 = _simd.fold_halves16(f0), _simd.fold_halves16(o0)
+        g1, p1 = _simd.fold_halves16(f1), _simd.fold_halves16(o1)
+        g2, p2 = _simd.fold_halves16(f2), _simd.fold_halves16(o2)
+        g3, p3 = _simd.fold_halves16(f3), _simd.fold_halves16(o3)
+        if pairs_end < end:
+            x = _simd.load(flat, offset + 32 * pairs_end)
+            lo = _simd.and_(x, low32)
+            hi = _simd.and_(_simd.shift_right16(x, 4), low32)
+            g0, p0 = _lookup_add(luts[sel[0]], 32 * pairs_end, lo, hi, g0, p0)
+            if m == 4:
+                g1, p1 = _lookup_add(luts[sel[1]], 32 * pairs_end, lo, hi, g1, p1)
+                g2, p2 = _lookup_add(luts[sel[2]], 32 * pairs_end, lo, hi, g2, p2)
+                g3, p3 = _lookup_add(luts[sel[3]], 32 * pairs_end, lo, hi, g3, p3)
+        _flush(g0, p0, buf, totals, 0)
+        if m == 4:
+            _flush(g1, p1, buf, totals, 1)
+            _flush(g2, p2, buf, totals, 2)
+            _flush(g3, p3, buf, totals, 3)
+        r = end
+
+
 @njit(cache=True, nogil=True)
 def accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals):
     """Same result as `accumulate_avx2`, in plain loops (any CPU)."""
@@ -357,7 +414,10 @@ def split_factors(factors, n):
 
 @njit(cache=True, nogil=True, inline="always")
 def _accumulate(flat, offset, rows, luts, sel, m, buf, totals, simd):
-    if simd:
+    """The accumulate kernel of SIMD level `simd` (`simd_level`)."""
+    if simd == 2:
+        accumulate_avx512(flat, offset, rows, luts, sel, m, buf, totals)
+    elif simd == 1:
         accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals)
     else:
         accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals)
@@ -469,8 +529,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     block while it is in cache; n_chunks > 1 splits the database across
     threads for small batches (call it under `numba.parallel_chunksize(1)`
     so threads take tasks one at a time). Returns scores (nq, k) float32 best first and
-    slots (nq, k) int64, -1 padded. simd: run `accumulate_avx2` (see
-    `use_simd`), else `accumulate_portable`.
+    slots (nq, k) int64, -1 padded. simd (`simd_level`): 2 runs
+    `accumulate_avx512`, 1 `accumulate_avx2`, 0 `accumulate_portable`.
     """
     nq = qrot.shape[0]
     rows = blocks.shape[1]
@@ -553,7 +613,7 @@ def quantized_sums(blocks, n, luts, simd):
     return out
 
 
-def use_simd(kernel: str | None = None) -> bool:
-    """The `simd` flag of the kernels for `kernel` ("auto", "avx2", "portable", or None:
-    $TURBOANN_SIMD, else the best this CPU runs)."""
-    return _simd.kernel_choice(kernel) == "avx2"
+def simd_level(kernel: str | None = None) -> int:
+    """The `simd` argument of the kernels for `kernel` ("auto", "avx512", "avx2", "portable", or
+    None: $TURBOANN_SIMD, else the best this CPU runs): 2 avx512, 1 avx2, 0 portable."""
+    return _simd.LEVELS[_simd.kernel_choice(kernel)]
