@@ -313,10 +313,10 @@ def test_reservoir_cut_keeps_the_best_half_ties_to_lower_slots():
     res_i = np.array([[10, 11, 12, 13, 14, 15, 16, 17], [9, 8, 7, 6, 5, 4, 3, 2]])
     n_res = np.array([8, 8])
     thr = np.full(2, -np.inf)
-    ivf_fs._cut_reservoir(0, res_s, res_i, n_res, thr)
+    ivf_fs._cut_reservoir(0, 4, res_s, res_i, n_res, thr)
     assert n_res[0] == 5 and thr[0] == 3.0   # ties with the 4th best all stay: the final sort decides
     assert sorted(res_i[0, :5]) == [10, 12, 13, 15, 17]
-    ivf_fs._cut_reservoir(1, res_s, res_i, n_res, thr)
+    ivf_fs._cut_reservoir(1, 4, res_s, res_i, n_res, thr)
     assert n_res[1] == 4 and thr[1] == 2.0
     np.testing.assert_array_equal(res_i[1, :4], [3, 2, 4, 5])
     np.testing.assert_array_equal(res_s[1, :4], [7.0, 2.0, 2.0, 2.0])

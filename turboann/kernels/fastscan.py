@@ -497,21 +497,32 @@ def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi):
                 heap_push(hs, hi, score, i0 + lane)
 
 
-@njit(cache=True, nogil=True)
-def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi):
-    """Push the block's vectors (slots below `end`) by their u8-table estimate into the heap (hs, hi).
+@njit(cache=True, nogil=True, inline="always")
+def estimates(totals, jt, i0, w, bias, bound, jf, est):
+    """est[p] = w * (base + delta * S) + bias in float32 for position p of the block at slot i0:
+    the u8-table estimate of a partial score (inputs as in `_upper_bounds`), eight lanes at a time."""
+    base, delta = bound[jf, 0], bound[jf, 1]
+    ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
+    for p in range(BLOCK):
+        up = np.uint64(p)
+        est[up] = w[ui + up] * (base + delta * np.float32(totals[ut + up])) + bias[ui + up]
 
-    The estimate w * (base + delta * S) + bias + shift skips exact re-scoring:
-    for shortlists that are re-ranked from the vectors anyway. totals, jt,
-    w, bias, bound, jf as in `_upper_bounds`; ties go to the lower slot.
+
+@njit(cache=True, nogil=True)
+def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est):
+    """Push the block's vectors (slots below `end`) by their u8-table estimate (`estimates`) + shift
+    into the heap (hs, hi); est (32,) float32 scratch.
+
+    The estimate skips exact re-scoring: for shortlists that are re-ranked
+    from the vectors anyway. totals, jt, w, bias, bound, jf as in
+    `_upper_bounds`; ties go to the lower slot.
     """
     i0 = b * BLOCK
-    base, delta = np.float64(bound[jf, 0]), np.float64(bound[jf, 1])
+    estimates(totals, jt, i0, w, bias, bound, jf, est)
     for lane in range(min(BLOCK, end - i0)):
-        p = (lane & 1) * 16 + (lane >> 1)
-        est = np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * jt + p])) + bias[i0 + p] + shift
-        if est > hs[0] or (est == hs[0] and i0 + lane < hi[0]):
-            heap_push(hs, hi, est, i0 + lane)
+        e = np.float64(est[(lane & 1) * 16 + (lane >> 1)]) + shift
+        if e > hs[0] or (e == hs[0] and i0 + lane < hi[0]):
+            heap_push(hs, hi, e, i0 + lane)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -573,7 +584,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                                        part_i[q0 + j, ch])
                     else:
                         push_estimates(b, n, totals, j - j0, w, bias, scal, j, 0.0, part_s[q0 + j, ch],
-                                       part_i[q0 + j, ch])
+                                       part_i[q0 + j, ch], upper)
                 j0 += m
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)

@@ -35,9 +35,11 @@ import numpy as np
 from numba import njit, prange
 
 from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
-                       float_tables)
+                       estimates, float_tables)
 from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
+
+_RESERVOIR = 4   # reservoir entries per shortlist place: a cut costs O(size) and frees size - k
 
 
 def batch_size(nq: int, threads: int) -> int:
@@ -113,8 +115,9 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     # recorded vectors (slot, upper bound + shift, shift).
     low_s = np.full((nb, k), -np.inf)
     low_i = np.full((nb, k), -1, np.int64)
-    res_s = np.empty((nb, 0 if exact else 2 * k))   # exact=False: the reservoirs and their thresholds
-    res_i = np.empty((nb, 0 if exact else 2 * k), np.int64)
+    size = 0 if exact else _RESERVOIR * k   # exact=False: the reservoirs and their thresholds
+    res_s = np.empty((nb, size))
+    res_i = np.empty((nb, size), np.int64)
     thr = np.full(nb, -np.inf)
     cap = max(64, 8 * k) if exact else 0
     rec_slot = np.empty((nb, cap), np.int64)
@@ -145,8 +148,8 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                                          (low_s[qj, 0] if exact else thr[qj]) - shifts[j], upper):
                         continue
                     if not exact:
-                        _reserve_estimates(b, end, j, qj, shifts[j], totals, w, bias, scal, res_s, res_i, n_rec,
-                                           thr)
+                        _reserve_estimates(b, end, j, qj, k, shifts[j], totals, w, bias, scal, res_s, res_i,
+                                           n_rec, thr, upper)
                     else:
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
@@ -212,29 +215,28 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, absw, bias, scal, low_
 
 
 @njit(cache=True, nogil=True)
-def _reserve_estimates(b, end, j, qj, shift, totals, w, bias, scal, res_s, res_i, n_res, thr):
-    """Add the block's vectors (slots below `end`) whose estimate reaches query qj's threshold
-    to its reservoir (res_s, res_i, n_res), cutting it back to its best k (`_cut_reservoir`) when full."""
+def _reserve_estimates(b, end, j, qj, k, shift, totals, w, bias, scal, res_s, res_i, n_res, thr, est):
+    """Add the block's vectors (slots below `end`) whose estimate (`fastscan.estimates`) + shift
+    reaches query qj's threshold to its reservoir (res_s, res_i, n_res), cutting it back to its best
+    k (`_cut_reservoir`) when full; est (32,) float32 scratch."""
     i0 = b * BLOCK
-    base, delta = np.float64(scal[qj, 0]), np.float64(scal[qj, 1])
+    estimates(totals, j, i0, w, bias, scal, qj, est)
     for lane in range(min(BLOCK, end - i0)):
-        p = (lane & 1) * 16 + (lane >> 1)
-        est = np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * j + p])) + bias[i0 + p] + shift
-        if est >= thr[qj]:   # ties stay: the final sort gives them to the lower slot
+        e = np.float64(est[(lane & 1) * 16 + (lane >> 1)]) + shift
+        if e >= thr[qj]:   # ties stay: the final sort gives them to the lower slot
             r = n_res[qj]
-            res_s[qj, r] = est
+            res_s[qj, r] = e
             res_i[qj, r] = i0 + lane
             n_res[qj] = r + 1
             if r + 1 == res_s.shape[1]:
-                _cut_reservoir(qj, res_s, res_i, n_res, thr)
+                _cut_reservoir(qj, k, res_s, res_i, n_res, thr)
 
 
 @njit(cache=True, nogil=True)
-def _cut_reservoir(qj, res_s, res_i, n_res, thr):
-    """Keep the entries of query qj's full reservoir at or above its k-th best estimate (k = half the
-    reservoir), which becomes its threshold; exact ties beyond k keep the lowest slots."""
+def _cut_reservoir(qj, k, res_s, res_i, n_res, thr):
+    """Keep the entries of query qj's full reservoir at or above its k-th best estimate, which becomes
+    its threshold; when the whole reservoir ties with it, the best k (ties to the lower slot)."""
     size = res_s.shape[1]
-    k = size // 2
     kth = np.partition(res_s[qj], size - k)[size - k]
     kept = 0
     for r in range(size):

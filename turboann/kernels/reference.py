@@ -166,15 +166,14 @@ def quantized_sums(blocks: np.ndarray, n: int, luts: np.ndarray) -> np.ndarray:
 
 def fastscan_estimates(blocks: np.ndarray, n: int, factors: np.ndarray, q: np.ndarray, qoff: np.ndarray,
                        cents: np.ndarray, bits: int) -> np.ndarray:
-    """Twin of `fastscan.push_estimates` over slots 0..n-1: (nq, n) float64
-    w * (base + delta * S) + bias, with base and delta rounded to float32 as the kernels keep them."""
-    out = np.empty((len(q), n))
-    bias = factors[:n, 1].astype(np.float64) if factors.shape[1] > 1 else np.zeros(n)
+    """Twin of `fastscan.estimates` over slots 0..n-1: (nq, n) float32 w * (base + delta * S) + bias,
+    in float32 arithmetic as the kernel does it."""
+    out = np.empty((len(q), n), np.float32)
+    bias = factors[:n, 1] if factors.shape[1] > 1 else np.zeros(n, np.float32)
     for i in range(len(q)):
         _, lut, base, delta, _ = fastscan_tables(q[i], cents, bits, qoff[i])
-        sums = quantized_sums(blocks, n, lut[None])[0]
-        out[i] = (factors[:n, 0].astype(np.float64) * (np.float64(np.float32(base))
-                                                       + np.float64(np.float32(delta)) * sums) + bias)
+        sums = quantized_sums(blocks, n, lut[None])[0].astype(np.float32)
+        out[i] = factors[:n, 0] * (np.float32(base) + np.float32(delta) * sums) + bias
     return out
 
 
