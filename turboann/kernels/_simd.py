@@ -276,3 +276,17 @@ def _generic_pshufb(builder, table, index, width):
         zero = builder.icmp_signed("<", idx, ir.Constant(i8, 0))
         out = builder.insert_element(out, builder.select(zero, ir.Constant(i8, 0), val), ir.Constant(_I32, i))
     return out
+
+
+@intrinsic
+def prefetch(typingctx, arr, offset):
+    """Hint the cache line holding element `offset` of a C-contiguous array into cache (any CPU:
+    llvm.prefetch, read, high locality); no effect on results."""
+    def codegen(context, builder, sig, args):
+        ptr = _pointer(context, builder, sig.args[0], args[0], args[1], ir.IntType(8))
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), _I32, _I32, _I32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, ir.Constant(_I32, 0), ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.void(arr, offset), codegen
