@@ -286,9 +286,11 @@ class ShardedIndex:
             if column not in batch or (id_column is not None and id_column not in batch):
                 raise ValueError(f"dataset must have columns {column!r}"
                                  f"{'' if id_column is None else f' and {id_column!r}'}, got {sorted(batch)}")
-            x = np.stack(batch[column]) if batch[column].dtype == object else batch[column]
-            self.add(x, None if id_column is None else batch[id_column])
-            added += len(x)
+            x = _column_vectors(batch[column], column, self.dim, added)
+            ids = None if id_column is None else _validate.ids(f"dataset column {id_column!r}",
+                                                                batch[id_column], x.shape[0])
+            self.add(x, ids)
+            added += x.shape[0]
         return added
 
     def _decide_centre(self, x: np.ndarray, norms: np.ndarray) -> None:
@@ -409,6 +411,29 @@ class ShardedIndex:
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
+
+
+def _column_vectors(col: np.ndarray, column: str, dim: int, first_row: int) -> np.ndarray:
+    """A numpy batch's vector column as (n, dim) real numbers, not yet converted.
+
+    Ray Data gives a fixed-shape tensor column as one (n, dim) array, but a
+    list column (or a ragged tensor column) as an (n,) object array of rows;
+    those are stacked, each row checked. first_row: the batch's first row
+    number in the dataset, for the error message.
+    """
+    name = f"dataset column {column!r}"
+    if col.dtype == object:
+        rows = [np.asarray(r) for r in col]
+        bad = next((i for i, r in enumerate(rows) if r.shape != (dim,)), None)
+        if bad is not None:
+            raise ValueError(f"{name} must hold vectors of length {dim} (the index dim), got shape "
+                             f"{rows[bad].shape} in row {first_row + bad}")
+        col = np.stack(rows) if rows else np.empty((0, dim), np.float32)
+    col = _validate.real_array(name, col)
+    if col.ndim != 2 or col.shape[1] != dim:
+        raise ValueError(f"{name} must hold vectors of length {dim} (the index dim): batches of shape "
+                         f"(n, {dim}), got shape {col.shape}")
+    return col
 
 
 def _read_manifest(directory: str) -> dict:
