@@ -234,13 +234,26 @@ class ShardedIndex:
     def train(self, sample, **kwargs) -> None:
         """IVF only: fit the coarse centroids once on the driver (see `IVFIndex.train`) and give
         them to every shard. Must come before the first add."""
-        if self._kind != "IVFIndex":
-            raise ValueError("train applies to IVF shards only: build with ivf={'nlist': N}, got flat shards")
-        if self._count:
-            raise ValueError(f"train must come before add: the index already holds {self._count} vectors")
+        self._check_untrained_ivf("train")
         self._template.train(sample, **kwargs)
+        self._share_centroids("train")
+
+    def set_centroids(self, centroids) -> None:
+        """IVF only: give every shard these coarse centroids (nlist, dim), as `IVFIndex.set_centroids`
+        (e.g. trained elsewhere, or shared with an in-process index). Must come before the first add."""
+        self._check_untrained_ivf("set_centroids")
+        self._template.set_centroids(centroids)
+        self._share_centroids("set_centroids")
+
+    def _check_untrained_ivf(self, action: str) -> None:
+        if self._kind != "IVFIndex":
+            raise ValueError(f"{action} applies to IVF shards only: build with ivf={{'nlist': N}}, got flat shards")
+        if self._count:
+            raise ValueError(f"{action} must come before add: the index already holds {self._count} vectors")
+
+    def _share_centroids(self, action: str) -> None:
         centroids = self._template.centroids
-        self._gather([a.reset.remote(self._kind, self._settings, centroids) for a in self._actors], "train")
+        self._gather([a.reset.remote(self._kind, self._settings, centroids) for a in self._actors], action)
 
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype; ids: optional unique int64 (n,), global.
