@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -227,11 +228,19 @@ def test_add_dataset_streams_batches(data):
     sh.close()
 
 
-def test_add_dataset_streams_a_ray_dataset(data):
+@pytest.fixture
+def rd():
+    """ray.data, progress bars off. Its DataContext warns about its own deprecated settings."""
+    module = _import_or_skip("ray.data")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="ray")
+        module.DataContext.get_current().enable_progress_bars = False
+    return module
+
+
+def test_add_dataset_streams_a_ray_dataset(data, rd):
     """A real Ray Dataset, in both forms Ray Data gives vectors in a numpy batch: a tensor
     column ((n, dim) float32) and a list column ((n,) object array of float64 rows)."""
-    rd = _import_or_skip("ray.data")
-    rd.DataContext.get_current().enable_progress_bars = False
     x, q = data
     ids = np.arange(len(x), dtype=np.int64) * 2 + 1
     single = ta.Index(DIM, bits=4, metric="cosine", seed=0, center=False)
@@ -249,9 +258,7 @@ def test_add_dataset_streams_a_ray_dataset(data):
         sh.close()
 
 
-def test_add_dataset_bad_columns_name_the_column(data):
-    rd = _import_or_skip("ray.data")
-    rd.DataContext.get_current().enable_progress_bars = False
+def test_add_dataset_bad_columns_name_the_column(data, rd):
     x, _ = data
     rows = [{"emb": x[i].tolist(), "key": i} for i in range(40)]
     rows[25]["emb"] = rows[25]["emb"][:-1]
