@@ -78,9 +78,13 @@ class _Shard:
             self.index.set_centroids(centroids)
 
     def absent(self, ids: np.ndarray) -> np.ndarray:
-        """(n,) bool: which ids this shard does not hold (as the index's own add checks: no
-        id -> slot dict is built for it, which would cost ~100 bytes a vector)."""
-        return ~self.index._store.contains(ids)
+        """(n,) bool: which ids this shard does not hold.
+
+        Through the store's id -> slot dict (built on first use, ~100 bytes a
+        vector): each later check costs O(len(ids)), where the dict-less
+        `contains` costs O(shard size) per call, too slow for streaming adds.
+        """
+        return self.index._store.slots(ids) < 0
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> int:
         self.index.add(x, ids)
