@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
-from turboann import _machine  # noqa: E402
+from turboann import _files, _machine  # noqa: E402
 # shared/ sits beside the repository (on developer machines and in CI alike).
 DATASETS = REPO.parent / "shared" / "datasets"
 
@@ -77,12 +77,10 @@ def table(rows: list[dict], columns: list[tuple[str, str, int, str]]) -> str:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Write obj as indented JSON, atomically (a crash never leaves half a file)."""
+    """Write obj as indented JSON, atomically (temp, fsync, rename: a crash never leaves half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    _files.write_text(path, json.dumps(obj, indent=1, default=_jsonable) + "\n")
 
 
 def _jsonable(value):

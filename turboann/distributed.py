@@ -78,7 +78,12 @@ class _Shard:
             self.index.set_centroids(centroids)
 
     def absent(self, ids: np.ndarray) -> np.ndarray:
-        """(n,) bool: which ids this shard does not hold."""
+        """(n,) bool: which ids this shard does not hold.
+
+        Through the store's id -> slot dict (built on first use, ~100 bytes a
+        vector): each later check costs O(len(ids)), where the dict-less
+        `contains` costs O(shard size) per call, too slow for streaming adds.
+        """
         return self.index._store.slots(ids) < 0
 
     def add(self, x: np.ndarray, ids: np.ndarray) -> int:
@@ -234,13 +239,26 @@ class ShardedIndex:
     def train(self, sample, **kwargs) -> None:
         """IVF only: fit the coarse centroids once on the driver (see `IVFIndex.train`) and give
         them to every shard. Must come before the first add."""
-        if self._kind != "IVFIndex":
-            raise ValueError("train applies to IVF shards only: build with ivf={'nlist': N}, got flat shards")
-        if self._count:
-            raise ValueError(f"train must come before add: the index already holds {self._count} vectors")
+        self._check_untrained_ivf("train")
         self._template.train(sample, **kwargs)
+        self._share_centroids("train")
+
+    def set_centroids(self, centroids) -> None:
+        """IVF only: give every shard these coarse centroids (nlist, dim), as `IVFIndex.set_centroids`
+        (e.g. trained elsewhere, or shared with an in-process index). Must come before the first add."""
+        self._check_untrained_ivf("set_centroids")
+        self._template.set_centroids(centroids)
+        self._share_centroids("set_centroids")
+
+    def _check_untrained_ivf(self, action: str) -> None:
+        if self._kind != "IVFIndex":
+            raise ValueError(f"{action} applies to IVF shards only: build with ivf={{'nlist': N}}, got flat shards")
+        if self._count:
+            raise ValueError(f"{action} must come before add: the index already holds {self._count} vectors")
+
+    def _share_centroids(self, action: str) -> None:
         centroids = self._template.centroids
-        self._gather([a.reset.remote(self._kind, self._settings, centroids) for a in self._actors], "train")
+        self._gather([a.reset.remote(self._kind, self._settings, centroids) for a in self._actors], action)
 
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype; ids: optional unique int64 (n,), global.
@@ -286,9 +304,11 @@ class ShardedIndex:
             if column not in batch or (id_column is not None and id_column not in batch):
                 raise ValueError(f"dataset must have columns {column!r}"
                                  f"{'' if id_column is None else f' and {id_column!r}'}, got {sorted(batch)}")
-            x = np.stack(batch[column]) if batch[column].dtype == object else batch[column]
-            self.add(x, None if id_column is None else batch[id_column])
-            added += len(x)
+            x = _column_vectors(batch[column], column, self.dim, added)
+            ids = None if id_column is None else _validate.ids(f"dataset column {id_column!r}",
+                                                                batch[id_column], x.shape[0])
+            self.add(x, ids)
+            added += x.shape[0]
         return added
 
     def _decide_centre(self, x: np.ndarray, norms: np.ndarray) -> None:
@@ -409,6 +429,29 @@ class ShardedIndex:
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
+
+
+def _column_vectors(col: np.ndarray, column: str, dim: int, first_row: int) -> np.ndarray:
+    """A numpy batch's vector column as (n, dim) real numbers, not yet converted.
+
+    Ray Data gives a fixed-shape tensor column as one (n, dim) array, but a
+    list column (or a ragged tensor column) as an (n,) object array of rows;
+    those are stacked, each row checked. first_row: the batch's first row
+    number in the dataset, for the error message.
+    """
+    name = f"dataset column {column!r}"
+    if col.dtype == object:
+        rows = [np.asarray(r) for r in col]
+        bad = next((i for i, r in enumerate(rows) if r.shape != (dim,)), None)
+        if bad is not None:
+            raise ValueError(f"{name} must hold vectors of length {dim} (the index dim), got shape "
+                             f"{rows[bad].shape} in row {first_row + bad}")
+        col = np.stack(rows) if rows else np.empty((0, dim), np.float32)
+    col = _validate.real_array(name, col)
+    if col.ndim != 2 or col.shape[1] != dim:
+        raise ValueError(f"{name} must hold vectors of length {dim} (the index dim): batches of shape "
+                         f"(n, {dim}), got shape {col.shape}")
+    return col
 
 
 def _read_manifest(directory: str) -> dict:
