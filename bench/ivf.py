@@ -18,7 +18,9 @@ rerank / k). Faiss uses L2 on unit vectors for "angular" files.
 The sweep searches all queries once per nprobe (k=10) and stops a row once it
 reaches the highest target; then for each target recall 10@10 (ann-benchmarks
 rule) the smallest nprobe reaching it is timed again: median of --repeat runs
-with --threads (default 1) and with --mt-threads (default all cores).
+with --threads (default 1) and with --mt-threads (default all cores), the
+repeats taken round-robin over every (row, target) so that load changes on a
+shared machine hit all rows alike.
 NumPy's BLAS (turboann's q . C^T) is pinned to --threads at start-up, so
 the all-threads figures keep it at that count.
 
@@ -56,6 +58,9 @@ def parse_args(argv=None):
 
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
+    # Idle OpenMP threads (Numba's and Faiss's own runtime) sleep instead of spinning on the
+    # cores the other library's threads need; as in bench/fastscan.py.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     # NumPy's OpenBLAS reads this once, when NumPy is first imported.
     os.environ["OPENBLAS_NUM_THREADS"] = str(ARGS.threads)
 
@@ -184,10 +189,15 @@ def sweep(data, method, q, nprobes, rerank, top_target, nlist):
     return points
 
 
-def timed_qps(method, q, nprobe, rerank, threads, repeat) -> float:
+def interleaved_qps(jobs, nq, threads, repeat) -> list[float]:
+    """QPS of each job (a no-argument search), median of `repeat`, the repeats taken round-robin over
+    the jobs so that a change of machine load hits every row alike."""
     ev.set_num_threads(threads)
-    times = _common.timed(lambda: method.search(q, nprobe, rerank), repeat)
-    return len(q) / _common.median(times)
+    times = [[] for _ in jobs]
+    for _ in range(repeat):
+        for t, job in zip(times, jobs):
+            t += _common.timed(job, 1)
+    return [nq / _common.median(t) for t in times]
 
 
 def main(args) -> None:
@@ -203,7 +213,7 @@ def main(args) -> None:
           for name, m in methods.items()}
     for name, m in methods.items():               # warm-up: JIT compilation, first-touch of the lists
         m.search(qs[name][:100], 8, 0)
-    results = []
+    results, timed = [], []
     for name, rerank in rows:
         m = methods[name]
         row = f"{name}+rr{rerank}" if rerank else name
@@ -214,14 +224,15 @@ def main(args) -> None:
                  "add_s": m.add_s, "sweep": points, "at": {}}
         for target in targets:
             hit = next((p for p in points if p["recall"] >= target), None)
-            if hit is None:
-                entry["at"][str(target)] = None
-                continue
-            entry["at"][str(target)] = {
-                "nprobe": hit["nprobe"], "recall": hit["recall"],
-                "qps": timed_qps(m, qs[name], hit["nprobe"], rerank, args.threads, args.repeat),
-                "qps_mt": timed_qps(m, qs[name], hit["nprobe"], rerank, args.mt_threads, args.repeat)}
+            entry["at"][str(target)] = hit and {"nprobe": hit["nprobe"], "recall": hit["recall"]}
+            if hit:
+                timed.append((entry["at"][str(target)],
+                              lambda m=m, q=qs[name], p=hit["nprobe"], r=rerank: m.search(q, p, r)))
         results.append(entry)
+    for key, threads in (("qps", args.threads), ("qps_mt", args.mt_threads)):
+        for (at, _), qps in zip(timed, interleaved_qps([job for _, job in timed], len(data.test), threads,
+                                                       args.repeat)):
+            at[key] = qps
     report(data, args, results, train_s, methods)
 
 
