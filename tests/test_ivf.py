@@ -389,3 +389,18 @@ def test_fastscan_layout_choice(tmp_path, data_32):
     assert index.code_bytes == 32 // 2 + 4          # 3 bits take a nibble each in blocks
     assert lists.blocks.shape == (lists.arena_size // BLOCK, 16, BLOCK)   # 32 nibbles, two a row
     assert lists.nbytes == 100 * (16 + 4 + 8)
+
+
+def test_blas_runs_one_thread_inside_the_context_and_comes_back():
+    from threadpoolctl import threadpool_info
+
+    from turboann import _blas
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before   # NumPy's BLAS is found
+    with _blas.one_thread():
+        assert all(n == 1 for n in blas_threads())
+    assert blas_threads() == before

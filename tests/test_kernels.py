@@ -107,3 +107,9 @@ def test_sorted_topk_breaks_ties_by_slot():
     sorted_topk(scores, slots, 5, out_s, out_i)
     assert out_i.tolist() == [2, 5, 7, 4, 9]
     assert out_s.tolist() == [3.0, 3.0, 3.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize("n", [1, 5000])   # the serial path and the parallel one
+def test_row_norms_match_numpy(n):
+    x = np.random.default_rng(n).standard_normal((n, 37)).astype(np.float32)
+    np.testing.assert_allclose(enc.row_norms(x), np.linalg.norm(x.astype(np.float64), axis=1), rtol=1e-12)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import _validate
+from . import _blas, _validate
 from .index import Index, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
 from .kernels import fastscan as _fs
@@ -200,7 +200,8 @@ class IVFIndex(Index):
             return self._results(q, q_exact, scores, positions, k, rerank)
 
     def _search_lists(self, q: np.ndarray, k: int, nprobe: int, exact: bool = True):
-        qc = np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
+        with _blas.one_thread():
+            qc = np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
         lists = self._store
         if self.layout == "fastscan":
             lay = lists.layout

@@ -173,12 +173,29 @@ def unpack_codes(codes, offset, bits, d, out):
             out[r, i] = c & mask
 
 
-@njit(parallel=True, cache=True, nogil=True)
+# Below this many rows a parallel launch costs more than it saves: 35 us against
+# 12 us for one query row on an idle machine, milliseconds when other
+# processes hold the cores the woken threads need.
+_PARALLEL_NORM_ROWS = 4096
+
+
 def row_norms(x):
     """Euclidean norm of each row of x (n, d) float32, accumulated in float64: (n,) float64."""
-    n, d = x.shape
-    out = np.empty(n, np.float64)
-    for r in prange(n):
+    return (_row_norms_serial if x.shape[0] < _PARALLEL_NORM_ROWS else _row_norms_parallel)(x)
+
+
+@njit(cache=True, nogil=True)
+def _row_norms_serial(x):
+    out = np.empty(x.shape[0], np.float64)
+    for r in range(x.shape[0]):
+        out[r] = np.sqrt(_sum_squares(x[r]))
+    return out
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _row_norms_parallel(x):
+    out = np.empty(x.shape[0], np.float64)
+    for r in prange(x.shape[0]):
         out[r] = np.sqrt(_sum_squares(x[r]))
     return out
 
