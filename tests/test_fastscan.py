@@ -320,3 +320,10 @@ def test_reservoir_cut_keeps_the_best_half_ties_to_lower_slots():
     assert n_res[1] == 4 and thr[1] == 2.0
     np.testing.assert_array_equal(res_i[1, :4], [3, 2, 4, 5])
     np.testing.assert_array_equal(res_s[1, :4], [7.0, 2.0, 2.0, 2.0])
+
+
+def test_list_major_batches_shrink_for_long_shortlists():
+    assert ivf_fs.batch_size(1000, 2, 10, 192) == 250           # two batches a thread
+    assert ivf_fs.batch_size(3, 2, 10, 192) == 1
+    assert ivf_fs.batch_size(1000, 1, 10_000, 192) == 34         # 64 MB of records at most
+    assert ivf_fs.batch_size(1000, 1, 10**7, 192) == 1

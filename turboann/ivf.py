@@ -205,7 +205,7 @@ class IVFIndex(Index):
         lists = self._store
         if self.layout == "fastscan":
             lay = lists.layout
-            batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads())
+            batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads(), k, lay.rows)
             with numba.parallel_chunksize(1):
                 return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
                                                   self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,

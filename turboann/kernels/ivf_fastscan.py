@@ -42,9 +42,16 @@ from .topk import heap_push, sorted_topk
 _RESERVOIR = 4   # reservoir entries per shortlist place: a cut costs O(size) and frees size - k
 
 
-def batch_size(nq: int, threads: int) -> int:
-    """Queries per list-major batch: two batches a thread, so that a thread the OS runs less does less."""
-    return max(1, min(nq, 1024, -(-nq // (2 * threads))))
+# Bytes of per-query state a batch may hold: u8 tables, and records or reservoir
+# (up to 8k records of 24 B, or 4k estimates of 16 B, a query).
+_BATCH_BYTES = 64 << 20
+
+
+def batch_size(nq: int, threads: int, k: int, rows: int) -> int:
+    """Queries per list-major batch: two batches a thread, so that a thread the OS runs less does
+    less, and no more than `_BATCH_BYTES` of state (long shortlists, k ~ 10^4, need small batches)."""
+    per_query = 32 * rows + 24 * max(64, 8 * k)
+    return max(1, min(nq, 1024, -(-nq // (2 * threads)), _BATCH_BYTES // per_query))
 
 
 @njit(parallel=True, cache=True, nogil=True)
