@@ -7,8 +7,8 @@ additive <q, c_l> term differs per list, and it moves the query's threshold.
 List-major batches. A query scanning its own lists reads about nprobe / nlist
 of the codes, from memory, once per query. Here a batch of queries is first
 inverted into "which queries probe list l", then each list is read once and
-scanned for all of them, four queries per code load (`accumulate_avx2` with
-m = 4), while it sits in L1.
+scanned for all of them, four queries per code load (`fastscan._accumulate`
+with m = 4), while it sits in L1.
 
 Deferred re-scoring. Lists come in arena order, not in each query's order of
 nearness, so the running k-th best exact score would rise slowly and many
@@ -24,10 +24,11 @@ equals the float path's, ties to the lower slot.
 
 Shortlists that are re-ranked from the kept vectors need no exact code
 scores: with exact=False the same pass keeps each query's top k by the u8
-estimate w * (base + delta * S) + bias + shift instead, and nothing is
-re-scored. Shortlists are long (k ~ 100), so the estimates go to a reservoir
-of 2k that is cut back to its best k by selection when full, rather than
-through a heap (a push costs log k; measured 50 us a query at k = 100).
+estimate (`fastscan.estimates`, eight lanes at a time) + shift instead, and
+nothing is re-scored. Shortlists are long (k ~ 100) and their threshold low,
+so many vectors pass: they go to a reservoir of `_RESERVOIR` * k entries that
+is cut back to its best k by selection when full (amortised O(1) a vector)
+rather than through a heap (log k a vector).
 """
 from __future__ import annotations
 
