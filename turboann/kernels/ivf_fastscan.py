@@ -170,29 +170,34 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     lo = np.empty(2 * rows)
     hi_tab = np.empty(2 * rows)
     tmp = np.empty(k)
-    if not exact:
-        for j in range(nb):
-            sorted_topk(res_s[j, :n_rec[j]], res_i[j, :n_rec[j]], k, tmp, out_i[q0 + j])
-            out_s[q0 + j] = tmp
-        return
     for j in range(nb):
-        float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
-        hs[:] = -np.inf
-        hi[:] = -1
-        c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
-        for r in np.argsort(-rec_up[j, :c]):
-            if rec_up[j, r] < hs[0]:
-                break   # bounds fall from here on: none can enter the top k
-            slot = rec_slot[j, r]
-            b = slot // BLOCK
-            lane = slot - b * BLOCK
-            at = b * BLOCK + (lane & 1) * 16 + (lane >> 1)
-            score = (np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
-                     + rec_shift[j, r])
-            if score > hs[0] or (score == hs[0] and slot < hi[0]):
-                heap_push(hs, hi, score, slot)
-        sorted_topk(hs, hi, k, tmp, out_i[q0 + j])
+        if exact:
+            float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
+            c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
+            _rescore_records(flat, rows, w, bias, ftab, rec_slot[j, :c], rec_up[j, :c], rec_shift[j, :c], hs, hi)
+            sorted_topk(hs, hi, k, tmp, out_i[q0 + j])
+        else:
+            sorted_topk(res_s[j, :n_rec[j]], res_i[j, :n_rec[j]], k, tmp, out_i[q0 + j])
         out_s[q0 + j] = tmp
+
+
+@njit(cache=True, nogil=True)
+def _rescore_records(flat, rows, w, bias, ftab, slots, ups, shifts, hs, hi):
+    """Exact top k (heap hs, hi, reset here) of one query's recorded vectors (slots, upper bounds
+    + shift, shifts), re-scored from the float tables ftab[0] in order of falling bound until a
+    bound falls below the k-th best score."""
+    hs[:] = -np.inf
+    hi[:] = -1
+    for r in np.argsort(-ups):
+        if ups[r] < hs[0]:
+            break   # bounds fall from here on: none can enter the top k
+        slot = slots[r]
+        b = slot // BLOCK
+        lane = slot - b * BLOCK
+        at = b * BLOCK + (lane & 1) * 16 + (lane >> 1)
+        score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at] + shifts[r]
+        if score > hs[0] or (score == hs[0] and slot < hi[0]):
+            heap_push(hs, hi, score, slot)
 
 
 @njit(cache=True, nogil=True)
