@@ -54,6 +54,16 @@ def timed(fn, repeat: int, budget_seconds: float = float("inf")) -> list[float]:
     return times
 
 
+def round_robin(jobs, repeat: int) -> list[list[float]]:
+    """Wall seconds of `repeat` calls of each no-argument job, taken in turn over the jobs
+    (job 0, 1, ..., then again) so that a change of machine load hits every job alike."""
+    times = [[] for _ in jobs]
+    for _ in range(repeat):
+        for t, job in zip(times, jobs):
+            t += timed(job, 1)
+    return times
+
+
 def median(values) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

@@ -58,17 +58,15 @@ DEFAULT_DATA = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
 def timings(methods: dict, queries: np.ndarray, repeat: int, single: int) -> dict:
     """Batch and single-query seconds of each method, interleaved round-robin so that a
     change of machine load over time hits every method alike (after one warm-up each)."""
-    out = {name: {"batch_s": [], "single_s": []} for name in methods}
     for m in methods.values():
         m.search(queries[:16], K)
         m.search(queries[:1], K)
-    for _ in range(repeat):
-        for name, m in methods.items():
-            out[name]["batch_s"] += _common.timed(lambda: m.search(queries, K), 1)
-    for i in range(single):
-        for name, m in methods.items():
-            out[name]["single_s"] += _common.timed(lambda: m.search(queries[i:i + 1], K), 1)
-    return out
+    batch = _common.round_robin([lambda m=m: m.search(queries, K) for m in methods.values()], repeat)
+    single_s = [[] for _ in methods]
+    for i in range(single):   # query i for every method, then query i + 1
+        for t, m in zip(single_s, methods.values()):
+            t += _common.timed(lambda: m.search(queries[i:i + 1], K), 1)
+    return {name: {"batch_s": b, "single_s": s} for name, b, s in zip(methods, batch, single_s)}
 
 
 def summarise(t: dict, nq: int) -> dict:

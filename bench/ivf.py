@@ -190,14 +190,9 @@ def sweep(data, method, q, nprobes, rerank, top_target, nlist):
 
 
 def interleaved_qps(jobs, nq, threads, repeat) -> list[float]:
-    """QPS of each job (a no-argument search), median of `repeat`, the repeats taken round-robin over
-    the jobs so that a change of machine load hits every row alike."""
+    """QPS of each job (a no-argument search), median of `repeat` taken round-robin over the jobs."""
     ev.set_num_threads(threads)
-    times = [[] for _ in jobs]
-    for _ in range(repeat):
-        for t, job in zip(times, jobs):
-            t += _common.timed(job, 1)
-    return [nq / _common.median(t) for t in times]
+    return [nq / _common.median(t) for t in _common.round_robin(jobs, repeat)]
 
 
 def main(args) -> None:
