@@ -247,6 +247,18 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
 # (`split_factors`) instead of interleaving the sums back.
 
 @njit(cache=True, nogil=True, inline="always")
+def split_lane(p):
+    """The block lane whose total sits at split-order position p."""
+    return 2 * (p % 16) + p // 16
+
+
+@njit(cache=True, nogil=True, inline="always")
+def split_position(lane):
+    """The split-order position of block lane `lane` (inverse of `split_lane`)."""
+    return (lane & 1) * 16 + (lane >> 1)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _lookup_add(lut, at, lo, hi, full, odd):
     """Add table entries of the nibbles lo and hi (sub-codes 2r, 2r + 1; tables at lut[at:]) in 16-bit lanes.
 
@@ -369,14 +381,13 @@ def accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals):
             base = offset + 32 * r
             for l in range(BLOCK):
                 x = np.int64(flat[base + l])
-                totals[BLOCK * j + (l & 1) * 16 + (l >> 1)] += (np.int32(lut[32 * r + (x & 15)])
-                                                       + np.int32(lut[32 * r + 16 + (x >> 4)]))
+                totals[BLOCK * j + split_position(l)] += (np.int32(lut[32 * r + (x & 15)])
+                                                        + np.int32(lut[32 * r + 16 + (x >> 4)]))
 
 
 def split_order() -> np.ndarray:
     """lane_of[p]: the block lane whose total sits at position p: (32,) int64."""
-    p = np.arange(BLOCK)
-    return 2 * (p % 16) + p // 16
+    return split_lane(np.arange(BLOCK))
 
 
 # The bound is evaluated in float32, eight lanes at a time; every rounding
@@ -396,7 +407,7 @@ def split_factors(factors, n):
     out = np.empty((4, nb * BLOCK), np.float32)
     for b in prange(nb):
         for p in range(BLOCK):
-            v = b * BLOCK + 2 * (p % 16) + p // 16
+            v = b * BLOCK + split_lane(p)
             i = b * BLOCK + p
             if v < n:
                 bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
@@ -489,7 +500,7 @@ def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi):
     i0 = b * BLOCK
     offset = b * rows * BLOCK
     for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
-        p = (lane & 1) * 16 + (lane >> 1)
+        p = split_position(lane)
         if upper[p] + shift >= hs[0]:
             score = (np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
                      + shift)
@@ -520,7 +531,7 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est):
     i0 = b * BLOCK
     estimates(totals, jt, i0, w, bias, bound, jf, est)
     for lane in range(min(BLOCK, end - i0)):
-        e = np.float64(est[(lane & 1) * 16 + (lane >> 1)]) + shift
+        e = np.float64(est[split_position(lane)]) + shift
         if e > hs[0] or (e == hs[0] and i0 + lane < hi[0]):
             heap_push(hs, hi, e, i0 + lane)
 
@@ -618,7 +629,7 @@ def quantized_sums(blocks, n, luts, simd):
             _accumulate(flat, b * rows * BLOCK, rows, luts, sel, m, buf, totals, simd)
             for j in range(m):
                 for p in range(BLOCK):
-                    v = b * BLOCK + 2 * (p % 16) + p // 16
+                    v = b * BLOCK + split_lane(p)
                     if v < n:
                         out[q + j, v] = np.int64(totals[BLOCK * j + p])
     return out

@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
-                       estimates, float_tables)
+                       estimates, float_tables, split_position)
 from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
 
@@ -172,6 +172,8 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     tmp = np.empty(k)
     for j in range(nb):
         if exact:
+            # Rebuilt rather than kept from the first pass: 49 KB a query at d = 384
+            # for a whole batch would cost more cache than the ~5 us rebuild.
             float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
             c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
             _rescore_records(flat, rows, w, bias, ftab, rec_slot[j, :c], rec_up[j, :c], rec_shift[j, :c], hs, hi)
@@ -194,7 +196,7 @@ def _rescore_records(flat, rows, w, bias, ftab, slots, ups, shifts, hs, hi):
         slot = slots[r]
         b = slot // BLOCK
         lane = slot - b * BLOCK
-        at = b * BLOCK + (lane & 1) * 16 + (lane >> 1)
+        at = b * BLOCK + split_position(lane)
         score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at] + shifts[r]
         if score > hs[0] or (score == hs[0] and slot < hi[0]):
             heap_push(hs, hi, score, slot)
@@ -211,7 +213,7 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, absw, bias, scal, low_
     i0 = b * BLOCK
     base, delta, err = np.float64(scal[qj, 0]), np.float64(scal[qj, 1]), np.float64(scal[qj, 2])
     for lane in range(min(BLOCK, end - i0)):
-        p = (lane & 1) * 16 + (lane >> 1)
+        p = split_position(lane)
         up = np.float64(upper[p]) + shift
         if up < low_s[qj, 0]:
             continue
@@ -235,7 +237,7 @@ def _reserve_estimates(b, end, j, qj, k, shift, totals, w, bias, scal, res_s, re
     i0 = b * BLOCK
     estimates(totals, j, i0, w, bias, scal, qj, est)
     for lane in range(min(BLOCK, end - i0)):
-        e = np.float64(est[(lane & 1) * 16 + (lane >> 1)]) + shift
+        e = np.float64(est[split_position(lane)]) + shift
         if e >= thr[qj]:   # ties stay: the final sort gives them to the lower slot
             r = n_res[qj]
             res_s[qj, r] = e
