@@ -21,7 +21,7 @@ class KeptVectors:
         self._x = np.zeros((0, dim), np.float32)
         self._ids = np.zeros(0, np.int64)
         self._n = 0
-        self._lookup: tuple | None = None   # see _row_lookup
+        self._lookup: tuple | None = None   # built by _row_lookup on the first `rows` call
 
     def __len__(self) -> int:
         return self._n
@@ -46,32 +46,32 @@ class KeptVectors:
         self._lookup = None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Row of every id (any shape, int64); -1 for ids not held (e.g. the -1 padding)."""
+        """Row of every id (any shape, int64); -1 for ids not held (e.g. the -1 padding).
+
+        Compact ids (the usual 0..n-1) go through a dense id -> row table, one
+        gather each: 0.7 ms against searchsorted's 27 ms for 10^5 lookups among
+        116,659 ids. Spread ids take a binary search over the sorted ids.
+        """
         if self._lookup is None:
             self._lookup = self._row_lookup()
-        if len(self._lookup) == 1:   # a dense table: one gather instead of a binary search per id
-            (row_of,) = self._lookup
-            held = (ids >= 0) & (ids < len(row_of))
+        row_of, keys, order = self._lookup
+        if row_of is not None:
+            held = (ids >= 0) & (ids < len(row_of))    # ids are >= 0: the table needs no offset
             return np.where(held, row_of[np.where(held, ids, 0)], -1).astype(np.int64)
-        keys, order = self._lookup
-        at = np.minimum(np.searchsorted(keys, ids), max(len(keys) - 1, 0))
         if not len(keys):
             return np.full(ids.shape, -1, np.int64)
+        at = np.minimum(np.searchsorted(keys, ids), len(keys) - 1)
         return np.where(keys[at] == ids, order[at], -1).astype(np.int64)
 
     def _row_lookup(self) -> tuple:
-        """(row_of,) indexed by id when the ids are compact, else (sorted ids, their rows).
-
-        A dense table is one gather per id: 0.7 ms against searchsorted's 27 ms
-        for 10^5 lookups among 116,659 ids (ids are >= 0, so it needs no offset).
-        """
+        """(dense id -> row table, None, None) when the ids are compact, else (None, sorted ids, their rows)."""
         ids = self._ids[:self._n]
         if self._n and int(ids.max()) < 4 * self._n + 1024:
             row_of = np.full(int(ids.max()) + 1, -1, np.int64)
             row_of[ids] = np.arange(self._n)
-            return (row_of,)
+            return row_of, None, None
         order = np.argsort(ids, kind="stable")
-        return ids[order], order
+        return None, ids[order], order
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop the rows of the held ones among ids."""
