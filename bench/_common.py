@@ -19,6 +19,23 @@ from turboann import _files, _machine  # noqa: E402
 DATASETS = REPO.parent / "shared" / "datasets"
 
 
+def run_child(script: str, spec: dict, argv: list[str], rayon_threads: int) -> dict:
+    """The JSON a bench script prints last when run again as `script --worker SPEC ARGV...` in a fresh
+    process whose rayon pool (turbovec's) has `rayon_threads`: the pool takes its size once a process."""
+    cmd = [sys.executable, script, "--worker", json.dumps(spec), *argv]
+    done = subprocess.run(cmd, env=dict(os.environ, RAYON_NUM_THREADS=str(rayon_threads)),
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"child for {spec.get('method')} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def dataset_recall(ds, ids, k: int) -> float:
+    """ann-benchmarks recall k@k of the found ids (nq, k) on an ann-benchmarks dataset."""
+    from turboann import eval as ev
+    return ev.mean_knn_recall(ds.distances, ev.true_distances(ds.train, ds.test, ids, ds.distance), k)
+
+
 def csv_list(text: str, kind=str) -> list:
     """A comma-separated option as a list of `kind`, empty items dropped: "2,4" -> [2, 4]."""
     return [kind(v) for v in text.split(",") if v.strip()]

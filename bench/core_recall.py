@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -149,16 +148,10 @@ def measure_row(ds: datasets.Dataset, row: str, method: str, options: dict, bits
 
 def qps_in_child(args, method: str, bits: int, options: dict) -> dict:
     """Batch-search timings of `method` in a fresh process whose rayon pool has mt_threads."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps({"method": method, "bits": bits, "options": options}),
-           "--data", str(args.data), "--repeat", str(args.repeat), "--threads", str(args.mt_threads),
-           "--seed", str(args.seed)]
-    if args.queries:
-        cmd += ["--queries", str(args.queries)]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.mt_threads))
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"child for {method} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = ["--data", str(args.data), "--repeat", str(args.repeat), "--threads", str(args.mt_threads),
+            "--seed", str(args.seed)] + (["--queries", str(args.queries)] if args.queries else [])
+    return _common.run_child(__file__, {"method": method, "bits": bits, "options": options}, argv,
+                             args.mt_threads)
 
 
 def worker(args) -> None:
@@ -168,7 +161,7 @@ def worker(args) -> None:
     ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
     m = build(ds, spec["method"], spec["bits"], spec["options"], args.seed)
     _, I = m.search(ds.test, K)
-    recall = ev.mean_knn_recall(ds.distances, ev.true_distances(ds.train, ds.test, I, ds.distance), K)
+    recall = _common.dataset_recall(ds, I, K)
     times = measure_qps(m, ds.test, args.repeat)
     print(json.dumps({"times": times, "recall10": recall, "threads": ev.set_num_threads(args.threads)}))
 

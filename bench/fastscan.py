@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -81,20 +80,14 @@ def build(ds: datasets.Dataset, method: str, bits: int, seed: int, **options) ->
 
 def recall10(ds: datasets.Dataset, m: ev.Method) -> tuple[float, np.ndarray]:
     _, I = m.search(ds.test, K)
-    return ev.mean_knn_recall(ds.distances, ev.true_distances(ds.train, ds.test, I, ds.distance), K), I
+    return _common.dataset_recall(ds, I, K), I
 
 
 def in_child(args, method: str, bits: int, threads: int) -> dict:
     """Timings of `method` in a fresh process whose rayon pool has `threads`."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps({"method": method, "bits": bits, "threads": threads}),
-           "--data", str(args.data), "--repeat", str(args.repeat), "--single", str(args.single),
-           "--seed", str(args.seed)]
-    if args.queries:
-        cmd += ["--queries", str(args.queries)]
-    done = subprocess.run(cmd, env=dict(os.environ, RAYON_NUM_THREADS=str(threads)), capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"child for {method} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    argv = ["--data", str(args.data), "--repeat", str(args.repeat), "--single", str(args.single),
+            "--seed", str(args.seed)] + (["--queries", str(args.queries)] if args.queries else [])
+    return _common.run_child(__file__, {"method": method, "bits": bits, "threads": threads}, argv, threads)
 
 
 def worker(args) -> None:

@@ -171,7 +171,7 @@ def build(data, centroids, names, seed):
 
 
 def recall_of(data, I) -> float:
-    return ev.mean_knn_recall(data.distances, ev.true_distances(data.train, data.test, I, data.distance), K)
+    return _common.dataset_recall(data, I, K)
 
 
 def sweep(data, method, q, nprobes, rerank, top_target, nlist):
