@@ -181,23 +181,25 @@ _PARALLEL_NORM_ROWS = 4096
 
 def row_norms(x):
     """Euclidean norm of each row of x (n, d) float32, accumulated in float64: (n,) float64."""
-    return (_row_norms_serial if x.shape[0] < _PARALLEL_NORM_ROWS else _row_norms_parallel)(x)
+    out = np.empty(x.shape[0], np.float64)
+    if x.shape[0] < _PARALLEL_NORM_ROWS:
+        _row_norms_into(x, out)
+    else:
+        _row_norms_parallel(x, out, _PARALLEL_NORM_ROWS)
+    return out
 
 
 @njit(cache=True, nogil=True)
-def _row_norms_serial(x):
-    out = np.empty(x.shape[0], np.float64)
+def _row_norms_into(x, out):
     for r in range(x.shape[0]):
         out[r] = np.sqrt(_sum_squares(x[r]))
-    return out
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _row_norms_parallel(x):
-    out = np.empty(x.shape[0], np.float64)
-    for r in prange(x.shape[0]):
-        out[r] = np.sqrt(_sum_squares(x[r]))
-    return out
+def _row_norms_parallel(x, out, chunk):
+    """`_row_norms_into` over chunks of `chunk` rows, one task a chunk."""
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        _row_norms_into(x[c * chunk:(c + 1) * chunk], out[c * chunk:(c + 1) * chunk])
 
 
 @njit(parallel=True, cache=True, nogil=True)
