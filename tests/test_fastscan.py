@@ -67,6 +67,38 @@ def test_tables_match_reference_and_bound_the_error(bits, dim):
     assert np.abs(approx - exact).max() > 0.05 * err   # the bound is not vacuous
 
 
+@njit(cache=True)
+def _partials(blocks, n, qp, off, cx, per_nibble, ftab):
+    """(direct_partial, _exact_partial) of slots 0..n-1: (2, n) float64."""
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    out = np.empty((2, n))
+    for s in range(n):
+        b, lane = s // 32, s % 32
+        out[0, s] = fs.direct_partial(flat, b * rows * 32, rows, lane, qp, off, cx, per_nibble)
+        out[1, s] = fs._exact_partial(flat, b * rows * 32, rows, lane, ftab, 0)
+    return out
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("dim", [33, 40, 101])
+def test_direct_partial_is_the_float_table_partial_bit_for_bit(bits, dim):
+    """Scores computed from the query equal those looked up in the float tables exactly, padding included."""
+    rng = np.random.default_rng(bits * dim)
+    lay, codes, blocks = _random_blocks(rng, 70, dim, bits)
+    q = rng.standard_normal(dim).astype(np.float32)
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    ftab = np.empty((1, 2 * lay.rows, 16))
+    fs.float_tables(q, 0.25, cents, bits, lay.per_nibble, lay.n_sub, ftab[0], np.empty(2 * lay.rows),
+                    np.empty(2 * lay.rows))
+    direct, table = _partials(blocks, 70, fs.padded_query(q, lay.rows, lay.per_nibble), 0.25,
+                              fs.coordinate_centroids(cents, bits, lay.per_nibble), lay.per_nibble, ftab)
+    np.testing.assert_array_equal(direct, table)
+    want = ref.fastscan_tables(q, cents, bits, 0.25)[0]
+    nib = ref.nibbles(codes, bits, dim)
+    np.testing.assert_allclose(direct, want[np.arange(nib.shape[1]), nib].sum(axis=1), rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("bits,dim", [(1, 40), (2, 100), (3, 40), (4, 100), (4, 600)])
 def test_quantized_sums_match_reference(path, bits, dim):

@@ -132,6 +132,8 @@ def test_select_lists_equals_reference(probe_l2):
         out = np.empty(7, np.int64)
         ivf_scan.select_lists(qc[i], cnorm2, probe_l2, 7, out)
         np.testing.assert_array_equal(out, want[i])
+        ivf_scan.nearest_lists(qc[i], cnorm2, probe_l2, np.empty(7, np.float32), out)   # the same set, unsorted
+        np.testing.assert_array_equal(np.sort(out), np.sort(want[i]))
 
 
 def test_many_small_adds_equal_one_add(data_32):

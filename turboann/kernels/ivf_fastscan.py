@@ -35,24 +35,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
-                       estimates, float_tables, split_position)
-from .ivf_scan import select_lists
+from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables, coordinate_centroids,
+                       direct_partial, estimates, float_tables, padded_query, split_position)
+from .ivf_scan import nearest_lists
 from .topk import heap_push, sorted_topk
 
 _RESERVOIR = 4   # reservoir entries per shortlist place: a cut costs O(size) and frees size - k
 
 
 # Bytes of per-query state a batch may hold: u8 tables, and records or reservoir
-# (up to 8k records of 24 B, or 4k estimates of 16 B, a query).
+# (records of 24 B, `_records_cap`, or 4k estimates of 16 B, a query).
 _BATCH_BYTES = 64 << 20
 
 
 def batch_size(nq: int, threads: int, k: int, rows: int) -> int:
     """Queries per list-major batch: two batches a thread, so that a thread the OS runs less does
     less, and no more than `_BATCH_BYTES` of state (long shortlists, k ~ 10^4, need small batches)."""
-    per_query = 32 * rows + 24 * max(64, 8 * k)
+    per_query = 32 * rows + 24 * _records_cap(k)
     return max(1, min(nq, 1024, -(-nq // (2 * threads)), _BATCH_BYTES // per_query))
+
+
+@njit(cache=True, nogil=True)
+def _records_cap(k):
+    """Initial records a query (slot, bound, shift: 24 B each). About 230 a query pass tau on wordnet
+    at k = 10, and each time the records fill up, those below tau are dropped (`_make_room`)."""
+    return max(256, 8 * k)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -113,8 +120,9 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     lut = np.empty((nb, rows * 32), np.uint8)
     scal = np.empty((nb, 3), np.float32)
     ftab = np.empty((1, 2 * rows, 16))
+    keys = np.empty(nprobe, np.float32)
     for j in range(nb):
-        select_lists(qc[q0 + j], cnorm2, probe_l2, nprobe, probes[j])
+        nearest_lists(qc[q0 + j], cnorm2, probe_l2, keys, probes[j])
         base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut[j])
         scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
     first, by_list = _queries_by_list(probes, list_start.shape[0])
@@ -127,7 +135,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     res_s = np.empty((nb, size))
     res_i = np.empty((nb, size), np.int64)
     thr = np.full(nb, -np.inf)
-    cap = max(64, 8 * k) if exact else 0
+    cap = _records_cap(k) if exact else 0
     rec_slot = np.empty((nb, cap), np.int64)
     rec_up = np.empty((nb, cap))
     rec_shift = np.empty((nb, cap))
@@ -167,16 +175,18 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
 
     hs = np.empty(k)
     hi = np.empty(k, np.int64)
+    tmp = np.empty(k)
+    cx = coordinate_centroids(cents, bits, per_nibble)
     lo = np.empty(2 * rows)
     hi_tab = np.empty(2 * rows)
-    tmp = np.empty(k)
     for j in range(nb):
         if exact:
-            # Rebuilt rather than kept from the first pass: 49 KB a query at d = 384
-            # for a whole batch would cost more cache than the ~5 us rebuild.
-            float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
+            qp = padded_query(qrot[q0 + j], rows, per_nibble)
+            if per_nibble > 1:
+                float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
             c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
-            _rescore_records(flat, rows, w, bias, ftab, rec_slot[j, :c], rec_up[j, :c], rec_shift[j, :c], hs, hi)
+            _rescore_records(flat, rows, w, bias, ftab, qp, qoff[q0 + j], cx, per_nibble, rec_slot[j, :c],
+                             rec_up[j, :c], rec_shift[j, :c], hs, hi)
             sorted_topk(hs, hi, k, tmp, out_i[q0 + j])
         else:
             sorted_topk(res_s[j, :n_rec[j]], res_i[j, :n_rec[j]], k, tmp, out_i[q0 + j])
@@ -184,10 +194,12 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
 
 
 @njit(cache=True, nogil=True)
-def _rescore_records(flat, rows, w, bias, ftab, slots, ups, shifts, hs, hi):
+def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, ups, shifts, hs, hi):
     """Exact top k (heap hs, hi, reset here) of one query's recorded vectors (slots, upper bounds
-    + shift, shifts), re-scored from the float tables ftab[0] in order of falling bound until a
-    bound falls below the k-th best score."""
+    + shift, shifts), re-scored in order of falling bound until a bound falls below the k-th best
+    score. One coordinate a nibble (3, 4 bits): from qp, off, cx by `fastscan.direct_partial`
+    (float tables would cost ~5 us a query to rebuild, and miss L1 at d = 384: 49 KB). More
+    (1, 2 bits): from the float tables ftab[0], which fit in L1 and save as many products."""
     hs[:] = -np.inf
     hi[:] = -1
     for r in np.argsort(-ups):
@@ -197,7 +209,10 @@ def _rescore_records(flat, rows, w, bias, ftab, slots, ups, shifts, hs, hi):
         b = slot // BLOCK
         lane = slot - b * BLOCK
         at = b * BLOCK + split_position(lane)
-        score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at] + shifts[r]
+        offset = b * rows * BLOCK
+        partial = (direct_partial(flat, offset, rows, lane, qp, off, cx, 1) if per_nibble == 1
+                   else _exact_partial(flat, offset, rows, lane, ftab, 0))
+        score = np.float64(w[at]) * partial + bias[at] + shifts[r]
         if score > hs[0] or (score == hs[0] and slot < hi[0]):
             heap_push(hs, hi, score, slot)
 

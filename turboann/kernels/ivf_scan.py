@@ -28,14 +28,23 @@ def select_lists(qc, cnorm2, probe_l2, nprobe, out):
     qc (nlist,) float32 holds <q, c_l>; "nearest" is the largest
     2<q, c_l> - ||c_l||^2 (smallest ||q - c_l||) when probe_l2, else the largest <q, c_l>.
     """
-    hs = np.full(nprobe, -np.inf, np.float32)
-    hi = np.full(nprobe, -1, np.int64)
-    for l in range(qc.shape[0]):
-        key = np.float32(2.0) * qc[l] - cnorm2[l] if probe_l2 else qc[l]
-        if key > hs[0]:
-            heap_push(hs, hi, key, l)
+    hs = np.empty(nprobe, np.float32)
+    hi = np.empty(nprobe, np.int64)
+    nearest_lists(qc, cnorm2, probe_l2, hs, hi)
     best = np.empty(nprobe, np.float32)
     sorted_topk(hs, hi, nprobe, best, out)
+
+
+@njit(cache=True, nogil=True)
+def nearest_lists(qc, cnorm2, probe_l2, keys, lists):
+    """The nprobe = len(lists) lists of `select_lists`, in heap order (no sort: for callers that
+    visit lists in their own order), into lists (nprobe,) int64; keys (nprobe,) float32 scratch."""
+    keys[:] = -np.inf
+    lists[:] = -1
+    for l in range(qc.shape[0]):
+        key = np.float32(2.0) * qc[l] - cnorm2[l] if probe_l2 else qc[l]
+        if key > keys[0]:
+            heap_push(keys, lists, key, l)
 
 
 @njit(parallel=True, cache=True, nogil=True)
