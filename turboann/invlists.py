@@ -270,7 +270,7 @@ class BlockedInvertedLists(InvertedLists):
         return self.layout.rows
 
     def split_factors(self) -> np.ndarray:
-        """(4, arena size) float32: see `kernels.fastscan.split_factors`."""
+        """(2, arena size) float32: see `kernels.fastscan.split_factors`."""
         if self._split is None:
             self._split = _fs.split_factors(self._factors, self.arena_size)
         return self._split

@@ -171,7 +171,7 @@ class BlockedCodeStore(CodeStore):
         return self.layout.rows
 
     def split_factors(self) -> np.ndarray:
-        """(4, n_blocks * 32) float32: see `kernels.fastscan.split_factors`."""
+        """(2, n_blocks * 32) float32: see `kernels.fastscan.split_factors`."""
         if self._split is None:
             self._split = _fs.split_factors(self.factors, self._n)
         return self._split

@@ -394,32 +394,29 @@ def split_order() -> np.ndarray:
 # of it is below 2**-24 of the magnitudes involved, so adding 2**-20 of them
 # keeps it an upper bound.
 _F32_SLACK = 2.0 ** -20
+_LOWEST = np.float32(-np.finfo(np.float32).max)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def split_factors(factors, n):
-    """Per-vector weight, |weight|, bias rounded up and bias of slots 0..n-1, in split order.
+    """Per-vector weight and bias of slots 0..n-1, in split order.
 
-    factors (n, 1 or 2) float32 (weight, bias); returns (4, n_blocks * 32)
-    float32; padding lanes get weight 0 and bias -inf, so they never pass.
+    factors (n, 1 or 2) float32 (weight, bias); returns (2, n_blocks * 32)
+    float32. Padding lanes get weight 0 and the lowest float32 bias, so their
+    bounds never pass (and stay finite: `_upper_bounds` widens the bias).
     """
     nb = (n + BLOCK - 1) // BLOCK
-    out = np.empty((4, nb * BLOCK), np.float32)
+    out = np.empty((2, nb * BLOCK), np.float32)
     for b in prange(nb):
         for p in range(BLOCK):
             v = b * BLOCK + split_lane(p)
             i = b * BLOCK + p
             if v < n:
-                bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
                 out[0, i] = factors[v, 0]
-                out[1, i] = abs(factors[v, 0])
-                out[2, i] = bias + abs(bias) * _F32_SLACK
-                out[3, i] = bias
+                out[1, i] = factors[v, 1] if factors.shape[1] > 1 else np.float32(0.0)
             else:
                 out[0, i] = 0.0
-                out[1, i] = 0.0
-                out[2, i] = -np.inf
-                out[3, i] = -np.inf
+                out[1, i] = _LOWEST
     return out
 
 
@@ -562,24 +559,27 @@ def _bound_terms(base, delta, err, rows):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _upper_bounds(totals, jt, i0, w, absw, bias_up, bound, jf, kth, upper):
+def _upper_bounds(totals, jt, i0, w, bias, bound, jf, kth, upper):
     """upper[p] = the upper bound of position p of the block at slot i0; True if any reaches kth.
 
-    totals[32 jt: 32 jt + 32]: the block's u8 sums; w, absw, bias_up: rows of
+    totals[32 jt: 32 jt + 32]: the block's u8 sums; w, bias: rows of
     `split_factors`; bound[jf] = (base, delta, err), float32 (`_bound_terms`).
+    The bias is widened by _F32_SLACK of itself, like the table terms.
     """
     thr = np.float32(kth)
     if thr > kth:   # round the threshold down, never up
         thr = np.nextafter(thr, np.float32(-np.inf))
     base, delta, err = bound[jf, 0], bound[jf, 1], bound[jf, 2]
+    slack = np.float32(_F32_SLACK)
     hit = 0
     # Branch-free float32 with an or-reduction, and unsigned indices (no
     # negative-index fix-up), so that LLVM vectorises it.
     ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
     for p in range(BLOCK):
         up = np.uint64(p)
-        u = (w[ui + up] * (base + delta * np.float32(totals[ut + up])) + absw[ui + up] * err
-             + bias_up[ui + up])
+        wv = w[ui + up]
+        bv = bias[ui + up]
+        u = wv * (base + delta * np.float32(totals[ut + up])) + abs(wv) * err + (bv + abs(bv) * slack)
         upper[up] = u
         hit |= np.int32(u >= thr)
     return hit != 0
@@ -637,7 +637,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     estimate, see `push_estimates`).
 
     blocks
-    (n_blocks, rows, 32) uint8; wsplit (4, n_blocks * 32) float32 from
+    (n_blocks, rows, 32) uint8; wsplit (2, n_blocks * 32) float32 from
     `split_factors`;
     qrot (nq, dim) float32 rotated queries; qoff (nq,) float64 partial-score
     offsets (see `build_tables`); cents (2**bits,) float32.
@@ -671,7 +671,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         buf = np.empty(BLOCK, np.uint16)
         totals = np.empty(4 * BLOCK, np.int32)
         upper = np.empty(BLOCK, np.float32)
-        w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+        w, bias = wsplit[0], wsplit[1]
         sel = np.empty(4, np.int64)
         for b in range(ch * step, min(nb, (ch + 1) * step)):
             j0 = 0
@@ -681,7 +681,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                     sel[j] = j0 + j
                 _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
                 for j in range(j0, j0 + m):
-                    if not _upper_bounds(totals, j - j0, b * BLOCK, w, absw, bias_up, scal, j,
+                    if not _upper_bounds(totals, j - j0, b * BLOCK, w, bias, scal, j,
                                          part_s[q0 + j, ch, 0], upper):
                         continue
                     if exact:

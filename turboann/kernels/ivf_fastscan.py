@@ -68,7 +68,7 @@ def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_
     """Exact float top k over the nprobe nearest inverted lists of each query (exact=False: top k
     by the u8-table estimate, see above).
 
-    blocks (arena / 32, rows, 32) uint8 and wsplit (4, arena) float32 (from
+    blocks (arena / 32, rows, 32) uint8 and wsplit (2, arena) float32 (from
     `fastscan.split_factors`) hold the list arena; list l is slots
     [list_start[l], list_start[l] + list_size[l]), list_start a multiple of 32.
     qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32, probe_l2 and
@@ -140,7 +140,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     rec_up = np.empty((nb, cap))
     rec_shift = np.empty((nb, cap))
     n_rec = np.zeros(nb, np.int64)   # records (exact) or reservoir entries (exact=False) per query
-    w, absw, bias_up, bias = wsplit[0], wsplit[1], wsplit[2], wsplit[3]
+    w, bias = wsplit[0], wsplit[1]
     sel = np.empty(4, np.int64)
     shifts = np.empty(4)
     buf = np.empty(BLOCK, np.uint16)
@@ -160,7 +160,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                 for j in range(cnt):
                     qj = sel[j]
                     # kth - shift rounds in float64, far inside the bound's float32 slack
-                    if not _upper_bounds(totals, j, b * BLOCK, w, absw, bias_up, scal, qj,
+                    if not _upper_bounds(totals, j, b * BLOCK, w, bias, scal, qj,
                                          (low_s[qj, 0] if exact else thr[qj]) - shifts[j], upper):
                         continue
                     if not exact:
@@ -169,7 +169,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                     else:
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
-                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, absw, bias, scal, low_s,
+                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, bias, scal, low_s,
                                       low_i, rec_slot, rec_up, rec_shift, n_rec)
             g += cnt
 
@@ -218,7 +218,7 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
 
 
 @njit(cache=True, nogil=True)
-def _record_block(b, end, j, qj, shift, totals, upper, w, absw, bias, scal, low_s, low_i,
+def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low_i,
                   rec_slot, rec_up, rec_shift, n_rec):
     """Record the block's vectors (slots below `end`) whose upper bound reaches query qj's tau,
     and push their lower bounds into its heap (low_s, low_i).
@@ -234,7 +234,7 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, absw, bias, scal, low_
             continue
         # The upper bound's terms, with -|w| err: float64 keeps it inside err's float32 slack.
         low = (np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * j + p]))
-               - np.float64(absw[i0 + p]) * err + np.float64(bias[i0 + p]) + shift)
+               - abs(np.float64(w[i0 + p])) * err + np.float64(bias[i0 + p]) + shift)
         if low > low_s[qj, 0]:
             heap_push(low_s[qj], low_i[qj], low, i0 + lane)
         r = n_rec[qj]
