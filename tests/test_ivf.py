@@ -390,7 +390,7 @@ def test_fastscan_layout_choice(tmp_path, data_32):
     lists = index._store
     assert index.code_bytes == 32 // 2 + 4          # 3 bits take a nibble each in blocks
     assert lists.blocks.shape == (lists.arena_size // BLOCK, 16, BLOCK)   # 32 nibbles, two a row
-    assert lists.nbytes == 100 * (16 + 4 + 8)
+    assert lists.nbytes == 100 * (16 + 4 + 8 + 8)           # + the split-order factor copy
 
 
 def test_blas_runs_one_thread_inside_the_context_and_comes_back():
