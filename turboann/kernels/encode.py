@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..rotation import LANES, rotate_lanes_forward, scaled_rounds
+from ..rotation import LANES, rotate_lanes_forward, scaled_rounds, scatter_targets
 
 
 # Up to this many boundaries, bucketing compares against every boundary: a
@@ -213,7 +213,9 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, translate, centre, 
     rounds (`rotation.HadamardRounds`). Other arguments as `encode_directions`.
     """
     n, d = x.shape
+    flat = x.reshape(n * d)
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
+    position, factor = scatter_targets(index[0], scaled[0])
     steps = (centroids[1:] - centroids[:-1]).astype(np.float32)
     n_blocks = (n + LANES - 1) // LANES
     per_task = _ROWS_PER_TASK // LANES
@@ -221,6 +223,7 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, translate, centre, 
         # Scratch once per task, not per block of LANES rows.
         buf_a = np.empty(d * LANES, np.float32)
         buf_b = np.empty(d * LANES, np.float32)
+        tile = np.empty(LANES * LANES, np.float32)
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
         c = np.empty(d, np.float32)
@@ -228,7 +231,8 @@ def encode_hadamard(x, weights, index, overlap_signs, scale, translate, centre, 
         for block in range(task * per_task, min(n_blocks, (task + 1) * per_task)):
             r0 = block * LANES
             m = min(LANES, n - r0)
-            cur = rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, buf_a, buf_b)
+            cur, _ = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
+                                          buf_a, buf_b, tile)
             for lane in range(m):
                 for i in range(d):
                     u[i] = cur[i * LANES + lane]
