@@ -197,3 +197,41 @@ def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe
     out_s, out_i = topk(scores, k)
     out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
+
+
+# -- code targets and the lane encoder (kernels.encode) ----------------------------------
+
+def restream(codes: np.ndarray, offset: int, bits: int, d: int, width: int) -> np.ndarray:
+    """The `bits`-bit segment at byte `offset` of row-major codes re-packed at `width` bits a
+    coordinate: (n, ceil(d * width / 8)) uint8."""
+    return pack_codes(unpack_codes(codes, offset, bits, d), width)
+
+
+def code_addresses(slots: np.ndarray, nbytes: int, base: int, block_stride: int, lane_stride: int,
+                   byte_stride: int) -> np.ndarray:
+    """(len(slots), nbytes) int64: where each byte of each slot's code sits in a `CodeTarget`'s dest."""
+    s = np.asarray(slots, np.int64)[:, None]
+    return base + (s // 32) * block_stride + (s % 32) * lane_stride + np.arange(nbytes)[None, :] * byte_stride
+
+
+def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndarray, start: int, base: int,
+                block_stride: int, lane_stride: int, byte_stride: int, width: int) -> np.ndarray:
+    """Twin of `kernels.encode.write_codes`: a copy of dest with the codes written."""
+    stream = restream(codes, offset, bits, d, width)
+    out = dest.copy()
+    out[code_addresses(start + np.arange(len(codes)), stream.shape[1], base, block_stride, lane_stride,
+                       byte_stride)] = stream
+    return out
+
+
+def encode_lanes(y: np.ndarray, scale: np.ndarray, unit: bool, translate: np.ndarray, centre: np.ndarray,
+                 boundaries: np.ndarray, centroids: np.ndarray, width: int):
+    """Twin of `kernels.encode.encode_lanes` with zero rounds (rows y already rotated):
+    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, x_norms, norms, dots)."""
+    x_norms = np.sqrt((y.astype(np.float64) ** 2).sum(axis=1))
+    if scale.shape[0] == 0:
+        scale = np.where(x_norms > 0, 1.0 / np.where(x_norms > 0, x_norms, 1.0), 0.0) if unit else np.ones(len(y))
+    bits = int(np.log2(len(centroids)))
+    codes, norms, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
+    return restream(codes, 0, bits, y.shape[1], width), x_norms, norms, dots
+
