@@ -106,3 +106,16 @@ def test_write_codes_matches_reference(bits, width, start):
     before = target.dest.copy()
     enc.write_codes(read_only(codes), 1, bits, dim, target.dest, start, *target[1:5], width)
     np.testing.assert_array_equal(target.dest, ref.write_codes(codes, 1, bits, dim, before, start, *target[1:]))
+
+
+@pytest.mark.parametrize("unit", [False, True])
+@pytest.mark.parametrize("n,step", [(10, 1), (9000, 2), (9001, 3)])   # one task, and several
+def test_sample_sum_matches_reference(unit, n, step):
+    x = np.random.default_rng(n).standard_normal((n, 9)).astype(np.float32)
+    x[3] = 0.0
+    total, count = enc.sample_sum(x, step, unit)
+    want, want_count = ref.sample_sum(x, step, unit)
+    assert count == want_count
+    np.testing.assert_allclose(total, want, rtol=1e-9, atol=1e-9)
+    x[6] = np.nan
+    assert np.isnan(enc.sample_sum(x, 3, unit)[0]).all()

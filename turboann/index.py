@@ -52,17 +52,12 @@ def _thread_count(threads):
 def _estimate_centre(x: np.ndarray, directions: bool, max_rows: int = 65536) -> np.ndarray:
     """Mean of the rows, or of their unit directions x / ||x|| (zero rows skipped), float32 (dim,).
 
-    Over at most max_rows evenly spaced rows: more would not move it
-    measurably. NaN where one of them is not finite.
+    x (n, dim) float32, C-contiguous. Over at most max_rows evenly spaced
+    rows: more would not move it measurably. NaN where one of them is not
+    finite.
     """
-    step = max(1, -(-x.shape[0] // max_rows))
-    rows = x[::step]
-    if not directions:
-        return rows.mean(axis=0, dtype=np.float64).astype(np.float32)
-    rn = _enc.row_norms(x)[::step]
-    inv = np.where(rn > 0, 1.0 / np.where(rn > 0, rn, 1.0), 0.0)
-    with np.errstate(invalid="ignore"):   # a row that is not finite: rejected after the encoding pass
-        return ((inv / max(1, int((rn > 0).sum()))).astype(np.float32) @ rows).astype(np.float32)
+    total, count = _enc.sample_sum(x, max(1, -(-x.shape[0] // max_rows)), directions)
+    return (total / max(1, count)).astype(np.float32)
 
 
 def estimate_centre(x: np.ndarray, metric: str) -> np.ndarray:

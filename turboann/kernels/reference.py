@@ -235,3 +235,10 @@ def encode_lanes(y: np.ndarray, scale: np.ndarray, unit: bool, translate: np.nda
     codes, norms, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
     return restream(codes, 0, bits, y.shape[1], width), x_norms, norms, dots
 
+def sample_sum(x: np.ndarray, step: int, unit: bool):
+    """Twin of `kernels.encode.sample_sum`: (float64 sum over rows 0, step, ... (d,), rows summed)."""
+    rows = x[::step].astype(np.float64)
+    if unit:
+        norms = np.sqrt((rows ** 2).sum(axis=1))
+        rows = rows[norms > 0] / norms[norms > 0, None]
+    return rows.sum(axis=0), len(rows)
