@@ -209,6 +209,17 @@ def test_a_failed_add_changes_nothing(data_64, layout):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("dim", [64, 300])   # the dense rotation and the Hadamard one
+def test_rows_too_large_for_float32_are_rejected(dim):
+    x = np.ones((5, dim), np.float32)
+    x[2] = 1e38   # finite, but its norm is not a float32
+    index = ta.Index(dim, bits=2, metric="ip")
+    with pytest.raises(ValueError, match=r"x row 2 is too large to encode: it overflows float32 "
+                                         r"\(largest magnitude 1e\+38\)"):
+        index.add(x)
+    assert len(index) == 0
+
+
 def test_bad_input_errors(data_64):
     x, q = data_64
     index = ta.Index(64, bits=4, metric="cosine")

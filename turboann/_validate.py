@@ -76,11 +76,18 @@ def rows(name: str, x, dim: int, *, allow_empty: bool = True) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def finite_rows(name: str, norms: np.ndarray) -> None:
-    """Raise naming the first row of `name` whose float64 norm (n,) is not finite."""
+def finite_rows(name: str, norms: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Raise naming the first row of `name` whose float64 norm (n,) is not finite.
+
+    With the rows themselves (n, dim) float32, a finite row whose norm is not
+    (it overflowed float32 on the way, say once rotated) gets its own message.
+    """
     finite = np.isfinite(norms)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
+        if rows is not None and np.isfinite(rows[row]).all():
+            raise ValueError(f"{name} row {row} is too large to encode: it overflows float32 "
+                             f"(largest magnitude {float(np.abs(rows[row]).max()):.3g})")
         raise ValueError(f"{name} must be finite: row {row} holds NaN or inf "
                          f"(after conversion to float32)")
 

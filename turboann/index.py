@@ -203,19 +203,22 @@ class Index:
             if self.center is True or n >= MIN_CENTER_SAMPLE:
                 mean = _estimate_centre(x, directions=self.metric != "l2")
         translate, centre, gain = self._centring(mean)
-        # One pass over x: the encoder normalises and centres after the
-        # rotation (it commutes with both), computes the norms that tell
-        # whether x is finite, and writes the codes where the store keeps
-        # them; nothing is committed until the checks pass.
+        # One pass over x: the encoder rotates, then translates and
+        # normalises (the rotation commutes with both), and writes the codes
+        # where the store keeps them. The norms it computes on the way tell
+        # whether x is finite (and, unrotated, ||x||): nothing is committed
+        # until the checks pass.
         target = self._store.code_target(n, self._quant.bits)
-        enc = self._quant._encode_into(x, target, len(self._store), unit=self.metric == "cosine",
-                                       translate=translate, centre=centre, gain=gain)
-        _validate.finite_rows("x", enc.x_norms)
-        scale = self._row_scale(enc.x_norms, "x")
+        enc = self._quant._encode_into(x, target, len(self._store), translate=translate, centre=centre, gain=gain)
+        _validate.finite_rows("x", enc.norms, x)
+        scale = self._row_scale(enc.norms, "x")
+        with np.errstate(over="ignore"):   # inf for a huge row, rejected below
+            norms = np.ones(n, np.float32) if self.metric == "cosine" else enc.norms.astype(np.float32)
+        factors = self._scan_factors(norms, enc.dots, enc.gammas)
+        _validate.finite_rows("x", np.abs(factors).max(axis=1), x)   # float32 factors of huge rows
         if mean is not self._mean:
             self._set_mean(mean)
-        norms = np.ones(n, np.float32) if self.metric == "cosine" else enc.norms
-        self._store.commit(self._scan_factors(norms, enc.dots, enc.gammas), ids)
+        self._store.commit(factors, ids)
         self._keep(x, scale, ids)
 
     def _new_ids(self, ids, n: int) -> np.ndarray:
@@ -265,8 +268,8 @@ class Index:
         return 1.0 / norms
 
     def _scan_factors(self, norms: np.ndarray, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
-        """Per-vector kernel weights from the encoder's (n,) float32 norms, dots and gammas:
-        score = sum_s w_s * partial_s (+ bias for l2)."""
+        """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms, dots
+        and gammas: score = sum_s w_s * partial_s (+ bias for l2)."""
         norms = norms.astype(np.float64)
         if self.variant == "prod":
             weights = [norms, norms * gammas]
@@ -278,7 +281,8 @@ class Index:
         if self.metric == "l2":
             # -||q - x||^2 = 2<q, x> - ||x||^2 - ||q||^2; the last term is added per query.
             weights = [2.0 * w for w in weights] + [-norms * norms]
-        return np.stack(weights, axis=1).astype(np.float32)
+        with np.errstate(over="ignore"):   # inf for a huge row, which add rejects
+            return np.stack(weights, axis=1).astype(np.float32)
 
     # -- searching -----------------------------------------------------------
     def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):

@@ -173,7 +173,7 @@ class IVFIndex(Index):
             residuals = self._centroids[lists]
             enc = self._quant._encode(np.subtract(rows, residuals, out=residuals))
         else:
-            enc = self._quant._encode(x, scale)
+            enc = self._quant._encode(x)   # normalised after the rotation, as Index.add does
             if unit:
                 enc.norms[:] = 1.0
         factors = self._scan_factors(enc.norms, enc.dots, enc.gammas)

@@ -18,16 +18,10 @@ import numpy as np
 
 from . import _validate, codebook
 from .kernels import encode as _enc
-from .kernels.encode import row_norms
 from .kernels.scan import ScanPlan, make_plan, segment_bytes
 from .rotation import Rotation, read_only
 
 _QJL_TAG = 0x51_4A_4C  # seed stream of the QJL Gaussian matrix, apart from the rotation's
-
-
-def _inverse(norms: np.ndarray) -> np.ndarray:
-    """1 / norms where positive, 0 elsewhere: (n,) float64."""
-    return np.divide(1.0, norms, out=np.zeros(norms.shape[0]), where=norms > 0)
 
 
 def _no_rounds(dim: int):
@@ -57,10 +51,11 @@ class EncodedVectors:
 class Factors(NamedTuple):
     """Per-vector results of `TurboQuantMSE._encode_into`, whose codes went to a `CodeTarget`.
 
-    x_norms (n,) float64 ||x|| of the input rows: NaN or inf where a row is not finite
-    norms, dots, gammas (n,) float32 as in `EncodedVectors`
+    norms (n,) float64 ||v|| of the encoded rows v = rotated(x) * scale - translate
+          (||x|| up to rounding without scale and translate); NaN or inf where
+          a row of x is not finite, or overflows float32 once rotated
+    dots, gammas (n,) float32 as in `EncodedVectors`
     """
-    x_norms: np.ndarray
     norms: np.ndarray
     dots: np.ndarray
     gammas: np.ndarray
@@ -120,46 +115,40 @@ class TurboQuantMSE:
         if not self._lane_encodes():
             return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain)
         codes = np.empty((x.shape[0], self.code_bytes), np.uint8)   # the kernel writes every byte
-        f = self._encode_into(x, _enc.row_major_target(codes, 0, self.bits), 0, scale, False, translate,
-                              centre, gain)
-        return EncodedVectors(codes, f.norms, f.dots, f.gammas)
+        f = self._encode_into(x, _enc.row_major_target(codes, 0, self.bits), 0, scale, translate, centre, gain)
+        return EncodedVectors(codes, f.norms.astype(np.float32), f.dots, f.gammas)
 
     def _lane_encodes(self) -> bool:
         """Whether `kernels.encode.encode_lanes` makes these codes: MSE codes of at most 4 bits."""
         return self.variant == "mse" and self.bits <= 4
 
-    def _encode_into(self, x: np.ndarray, target: _enc.CodeTarget, start: int, scale=None, unit: bool = False,
-                     translate=None, centre=None, gain: float = 1.0) -> Factors:
+    def _encode_into(self, x: np.ndarray, target: _enc.CodeTarget, start: int, scale=None, translate=None,
+                     centre=None, gain: float = 1.0) -> Factors:
         """Encode rows x (n, dim) float32, C-contiguous, into slots start..start+n-1 of `target`.
 
-        x need not be checked for NaN/inf: `Factors.x_norms` tells which rows
-        are not finite (their codes are garbage). scale (n,) float64, or None:
-        1 / ||x[r]|| when `unit`, else 1. translate, centre and gain as in
-        `_encode_rotated`. Unless `_lane_encodes()`, target must be
-        row-major with `code_bytes` a row.
+        x need not be checked for NaN/inf: `Factors.norms` tells which rows
+        are not finite (their codes are garbage). scale, translate, centre
+        and gain as in `_encode_rotated`. Unless `_lane_encodes()`, target
+        must be row-major with `code_bytes` a row.
         """
         n = x.shape[0]
         if not self._lane_encodes():
-            x_norms = row_norms(x)
-            enc = self._encode(x, _inverse(x_norms) if scale is None and unit else scale, translate, centre, gain)
+            enc = self._encode(x, scale, translate, centre, gain)
             _enc.write_codes(read_only(enc.codes), 0, 8, self.code_bytes, target.dest, start, target.base,
                              target.block_stride, target.lane_stride, target.byte_stride, 8)
-            return Factors(x_norms, enc.norms, enc.dots, enc.gammas)
-        x_norms, norms, dots = np.empty(n), np.empty(n, np.float32), np.empty(n, np.float32)
+            return Factors(enc.norms.astype(np.float64), enc.dots, enc.gammas)
+        norms, dots = np.empty(n), np.empty(n, np.float32)
         if self.rotation.kind == "hadamard":
-            rows, r = x, self.rotation._rounds
-            rounds, lane_norms = (r.signs, r.perms, r.overlap_signs), x_norms
+            r = self.rotation._rounds
+            rows, rounds = x, (r.signs, r.perms, r.overlap_signs)
         else:   # dense: one BLAS product, then the lane encoder with no rounds
-            x_norms = row_norms(x)
-            if scale is None and unit:
-                scale = _inverse(x_norms)
-            rows, rounds, lane_norms = self.rotation.apply(x), _no_rounds(self.dim), np.empty(n)
+            rows, rounds = self.rotation.apply(x), _no_rounds(self.dim)
         zero = np.zeros(self.dim, np.float32)
-        _enc.encode_lanes(read_only(rows), *rounds, np.empty(0) if scale is None else scale, unit,
+        _enc.encode_lanes(read_only(rows), *rounds, np.empty(0) if scale is None else scale,
                           zero if translate is None else translate, zero if centre is None else centre,
                           *self._codebook(gain), target.dest, start, target.base, target.block_stride,
-                          target.lane_stride, target.byte_stride, target.width, lane_norms, norms, dots)
-        return Factors(x_norms, norms, dots, np.zeros(n, np.float32))
+                          target.lane_stride, target.byte_stride, target.width, norms, dots)
+        return Factors(norms, dots, np.zeros(n, np.float32))
 
     def _codebook(self, gain: float):
         """(boundaries, centroids) float32 of the MSE code for data `gain` times narrower than the law."""

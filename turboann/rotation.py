@@ -331,41 +331,26 @@ def scatter_targets(index, weight):
 
 
 @njit(cache=True, nogil=True)
-def _put_column(col, j, position, factor, dst, squares):
-    """Column j of a tile (coordinate j of LANES rows) into the lane buffer; returns squares + its squares."""
-    L.store(dst, position[j] * LANES, L.splat(factor[j]) * col)
-    wide = L.widen(col)
-    return squares + wide * wide
-
-
-@njit(cache=True, nogil=True)
 def load_lanes(flat, r0, m, d, position, factor, dst, tile):
     """Rows r0..r0+m-1 (m <= LANES) of a C-contiguous (n, d) float32 array, given flattened as
     flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l, times factor[j],
-    at [position[j] * LANES + l]; lanes >= m get zeros. tile (LANES * LANES,) float32 scratch.
-
-    Returns an f64x8 whose lane l is the sum of squares of row r0 + l in
-    float64 (0 for lanes >= m).
-    """
-    # Two sums, of the even and the odd columns of each tile: one chain of
-    # dependent additions would wait on every one of them.
-    even = odd = L.widen(L.splat(0.0))
+    at [position[j] * LANES + l]; lanes >= m get zeros. tile (LANES * LANES,) float32 scratch."""
     last = flat.shape[0] - 1
     for j in range(0, d, LANES):
         if j % 16 == 0:   # one cache line of each row PREFETCH_ROWS ahead (the rows read LANES at a time
             # in lockstep defeat the hardware prefetcher; measured 2x faster loads)
             for r in range(LANES):
                 prefetch(flat, min(last, (r0 + PREFETCH_ROWS + r) * d + j))
-        if m == LANES and j + LANES <= d:
+        if m == LANES and j + LANES <= d:   # a whole tile, its columns written out
             c0, c1, c2, c3, c4, c5, c6, c7 = L.transpose(flat, r0 * d + j, d)
-            even = _put_column(c0, j, position, factor, dst, even)
-            odd = _put_column(c1, j + 1, position, factor, dst, odd)
-            even = _put_column(c2, j + 2, position, factor, dst, even)
-            odd = _put_column(c3, j + 3, position, factor, dst, odd)
-            even = _put_column(c4, j + 4, position, factor, dst, even)
-            odd = _put_column(c5, j + 5, position, factor, dst, odd)
-            even = _put_column(c6, j + 6, position, factor, dst, even)
-            odd = _put_column(c7, j + 7, position, factor, dst, odd)
+            L.store(dst, position[j] * LANES, L.splat(factor[j]) * c0)
+            L.store(dst, position[j + 1] * LANES, L.splat(factor[j + 1]) * c1)
+            L.store(dst, position[j + 2] * LANES, L.splat(factor[j + 2]) * c2)
+            L.store(dst, position[j + 3] * LANES, L.splat(factor[j + 3]) * c3)
+            L.store(dst, position[j + 4] * LANES, L.splat(factor[j + 4]) * c4)
+            L.store(dst, position[j + 5] * LANES, L.splat(factor[j + 5]) * c5)
+            L.store(dst, position[j + 6] * LANES, L.splat(factor[j + 6]) * c6)
+            L.store(dst, position[j + 7] * LANES, L.splat(factor[j + 7]) * c7)
             continue
         for r in range(LANES):
             for c in range(LANES):
@@ -373,8 +358,7 @@ def load_lanes(flat, r0, m, d, position, factor, dst, tile):
                 tile[r * LANES + c] = flat[(r0 + r) * d + j + c] if inside else np.float32(0.0)
         cols = L.transpose(tile, 0, LANES)
         for c in range(min(LANES, d - j)):
-            even = _put_column(cols[c], j + c, position, factor, dst, even)
-    return even + odd
+            L.store(dst, position[j + c] * LANES, L.splat(factor[j + c]) * cols[c])
 
 
 @njit(cache=True, nogil=True)
@@ -395,20 +379,20 @@ def store_lanes(src, r0, m, d, out, tile):
 def rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor, cur, nxt, tile):
     """Rotate rows r0..r0+m-1 (m <= LANES) of x (n, d) float32, given flattened as flat (n * d,).
 
-    Returns (the lane buffer holding them, the rows' f64x8 squared norms,
-    see `load_lanes`). cur, nxt (d * LANES,) float32 scratch, the result is
-    one of them, with coordinate i of row r0 + l at [i * LANES + l] (lanes
-    >= m are zero); tile (LANES * LANES,) float32 scratch. scaled, index,
+    Returns the lane buffer holding them: cur, nxt (d * LANES,) float32
+    scratch, the result is one of them, with coordinate i of row r0 + l at
+    [i * LANES + l] (lanes >= m are zero); tile (LANES * LANES,) float32
+    scratch. scaled, index,
     overlap_scaled, p as from `scaled_rounds` and `HadamardRounds`;
     position, factor = scatter_targets(index[0], scaled[0]).
     """
-    squares = load_lanes(flat, r0, m, d, position, factor, cur, tile)
+    load_lanes(flat, r0, m, d, position, factor, cur, tile)
     _round_transforms(cur, d, p, overlap_scaled[0], False)
     for k in range(1, scaled.shape[0]):
         _gather_lanes(cur, index[k], scaled[k], nxt)
         _round_transforms(nxt, d, p, overlap_scaled[k], False)
         cur, nxt = nxt, cur
-    return cur, squares
+    return cur
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -441,8 +425,8 @@ def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
         r0 = block * LANES
         m = min(LANES, n - r0)
         if not transpose:
-            cur, _ = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
-                                          cur, nxt, tile)
+            cur = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
+                                       cur, nxt, tile)
             store_lanes(cur, r0, m, d, out, tile)
         else:
             load_lanes(flat, r0, m, d, position, factor, cur, tile)

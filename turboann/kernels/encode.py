@@ -396,6 +396,26 @@ def _scale_lanes(v, d, scale, translate):
 
 
 @njit(cache=True, nogil=True)
+def _add_squares(v, i, squares):
+    wide = L.widen(L.load(v, i * LANES))
+    return squares + wide * wide
+
+
+@njit(cache=True, nogil=True)
+def _lane_squares(v, d):
+    """The lanes' f64x8 squared norms: `_scale_lanes` with scale 1 and translate 0, which change nothing."""
+    s0 = s1 = s2 = s3 = L.widen(L.splat(0.0))
+    for i in range(0, d - 3, 4):
+        s0 = _add_squares(v, i, s0)
+        s1 = _add_squares(v, i + 1, s1)
+        s2 = _add_squares(v, i + 2, s2)
+        s3 = _add_squares(v, i + 3, s3)
+    for i in range(d - d % 4, d):
+        s0 = _add_squares(v, i, s0)
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(cache=True, nogil=True)
 def _quantize(v, d, inv, centre, tables, bits, width, out, at, step):
     """`_quantize_lanes` for one (bits, width): both literal, so the search unrolls and shifts are constant."""
     numba.literally(bits)
@@ -455,22 +475,22 @@ def _quantize_lanes(v, d, inv, centre, tables, bits, width, out, at, step):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def encode_lanes(x, weights, index, overlap_signs, scale, unit, translate, centre, boundaries, centroids,
-                 dest, start, base, block_stride, lane_stride, byte_stride, width, x_norms, norms, dots):
+def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, boundaries, centroids,
+                 dest, start, base, block_stride, lane_stride, byte_stride, width, norms, dots):
     """Rotate (Hadamard rounds, or none), normalise, bucket and pack rows straight into a code target.
 
     x          (n, d) float32 C-contiguous rows
     weights, index, overlap_signs  the forward rounds (`rotation.HadamardRounds`);
                zero rounds (shapes (0, d), (0, d), (0, 0)) take x as already rotated
-    scale      (n,) float64 row factors, or shape (0,): then 1 / x_norms if `unit`, else 1
+    scale      (n,) float64 row factors, or shape (0,) for all 1
     translate, centre  (d,) float32, rotated: row r is mapped to
                v = rotated(x[r]) * scale[r] - translate, and its unit direction
                u = v / ||v|| is quantized as codes of u - centre
     boundaries (2**b - 1,) float32, centroids (2**b,) float32, b <= 4
     dest, start, base, block_stride, lane_stride, byte_stride, width: slots
                start..start+n-1 of a `CodeTarget`, every byte of their codes written
-    x_norms    (n,) float64 out: ||x[r]|| (NaN or inf for a row that is not finite)
-    norms      (n,) float32 out: ||v||
+    norms      (n,) float64 out: ||v||; NaN or inf where x[r] is not finite (or
+               overflows float32 once rotated)
     dots       (n,) float32 out: <u, u_hat>, u_hat = centroids[code] + centre (0 for a zero v)
 
     The float operations of `encode_directions` on the rotated rows, but for
@@ -485,6 +505,8 @@ def encode_lanes(x, weights, index, overlap_signs, scale, unit, translate, centr
     else:
         p, scaled, overlap_scaled = d, weights, overlap_signs
         position, factor = np.arange(d), np.ones(d, np.float32)
+    # Without row factors or a translation, v is the rotated row: one read-only pass for its norm.
+    plain = scale.shape[0] == 0 and not np.any(translate != 0)
     bits, search, sums = bucket_tables(boundaries, centroids)
     tables = (L.splat(search[0]), L.load(search, LANES), L.load(search, 2 * LANES), L.load(search, 3 * LANES),
               L.load(sums, 0), L.load(sums, LANES))
@@ -496,27 +518,23 @@ def encode_lanes(x, weights, index, overlap_signs, scale, unit, translate, centr
         buf_b = np.empty(d * LANES, np.float32)
         tile = np.empty(LANES * LANES, np.float32)
         packed = np.empty(nbytes * LANES, np.uint8)
-        lane_scale = np.zeros(LANES, np.float32)
+        lane_scale = np.ones(LANES, np.float32)
         lane_norm = np.zeros(LANES, np.float64)
         for group in range(task * per_task, min(n_groups, (task + 1) * per_task)):
             r0 = group * LANES
             m = min(LANES, n - r0)
             if rounds:
-                cur, squares = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p,
-                                                    position, factor, buf_a, buf_b, tile)
+                cur = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
+                                           buf_a, buf_b, tile)
             else:
                 cur = buf_a
-                squares = load_lanes(flat, r0, m, d, position, factor, cur, tile)
-            for lane in range(m):
-                r = r0 + lane
-                x_norms[r] = np.sqrt(L.get(squares, lane))
-                if scale.shape[0]:
-                    lane_scale[lane] = scale[r]
-                elif unit:
-                    lane_scale[lane] = 1.0 / x_norms[r] if x_norms[r] > 0.0 else 0.0
-                else:
-                    lane_scale[lane] = 1.0
-            squares = _scale_lanes(cur, d, L.load(lane_scale, 0), translate)
+                load_lanes(flat, r0, m, d, position, factor, cur, tile)
+            if plain:
+                squares = _lane_squares(cur, d)
+            else:
+                for lane in range(LANES):
+                    lane_scale[lane] = scale[r0 + lane] if scale.shape[0] and lane < m else 1.0
+                squares = _scale_lanes(cur, d, L.load(lane_scale, 0), translate)
             for lane in range(LANES):
                 lane_norm[lane] = np.sqrt(L.get(squares, lane))
                 lane_scale[lane] = 1.0 / lane_norm[lane] if lane_norm[lane] > 0.0 else 0.0

@@ -224,16 +224,16 @@ def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndar
     return out
 
 
-def encode_lanes(y: np.ndarray, scale: np.ndarray, unit: bool, translate: np.ndarray, centre: np.ndarray,
+def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
                  boundaries: np.ndarray, centroids: np.ndarray, width: int):
     """Twin of `kernels.encode.encode_lanes` with zero rounds (rows y already rotated):
-    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, x_norms, norms, dots)."""
-    x_norms = np.sqrt((y.astype(np.float64) ** 2).sum(axis=1))
-    if scale.shape[0] == 0:
-        scale = np.where(x_norms > 0, 1.0 / np.where(x_norms > 0, x_norms, 1.0), 0.0) if unit else np.ones(len(y))
+    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, norms float64, dots)."""
+    scale = np.ones(len(y)) if scale.shape[0] == 0 else scale
+    norms = np.sqrt(((y * scale.astype(np.float32)[:, None] - translate).astype(np.float64) ** 2).sum(axis=1))
     bits = int(np.log2(len(centroids)))
-    codes, norms, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
-    return restream(codes, 0, bits, y.shape[1], width), x_norms, norms, dots
+    codes, _, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
+    return restream(codes, 0, bits, y.shape[1], width), norms, dots
+
 
 def sample_sum(x: np.ndarray, step: int, unit: bool):
     """Twin of `kernels.encode.sample_sum`: (float64 sum over rows 0, step, ... (d,), rows summed)."""
