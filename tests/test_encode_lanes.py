@@ -4,6 +4,7 @@ import pytest
 
 import turboann as ta
 from turboann import codebook
+from turboann.index import estimate_centre
 from turboann.kernels import encode as enc
 from turboann.kernels import reference as ref
 from turboann.quantizer import _no_rounds
@@ -103,13 +104,23 @@ def test_write_codes_matches_reference(bits, width, start):
 
 
 @pytest.mark.parametrize("unit", [False, True])
-@pytest.mark.parametrize("n,step", [(10, 1), (9000, 2), (9001, 3)])   # one task, and several
-def test_sample_sum_matches_reference(unit, n, step):
-    x = np.random.default_rng(n).standard_normal((n, 9)).astype(np.float32)
+@pytest.mark.parametrize("starts,lengths", [([0], [10]), ([0, 300, 301, 700], [300, 1, 5, 301])])
+def test_sample_sum_matches_reference(unit, starts, lengths):
+    x = np.random.default_rng(len(starts)).standard_normal((1001, 9)).astype(np.float32)
     x[3] = 0.0
-    total, count = enc.sample_sum(x, step, unit)
-    want, want_count = ref.sample_sum(x, step, unit)
+    starts, lengths = np.array(starts, np.int64), np.array(lengths, np.int64)
+    total, count = enc.sample_sum(x, starts, lengths, unit)
+    want, want_count = ref.sample_sum(x, starts, lengths, unit)
     assert count == want_count
     np.testing.assert_allclose(total, want, rtol=1e-9, atol=1e-9)
     x[6] = np.nan
-    assert np.isnan(enc.sample_sum(x, 3, unit)[0]).all()
+    assert np.isnan(enc.sample_sum(x, starts, lengths, unit)[0]).all()
+
+
+@pytest.mark.parametrize("n", [3000, 70_000])   # all rows; runs of rows
+def test_centre_estimate_is_the_mean_of_its_rows(n):
+    x = np.random.default_rng(n).standard_normal((n, 4)).astype(np.float32) + 5
+    got = estimate_centre(x, "cosine")
+    want = ref.sample_sum(x, np.arange(n), np.ones(n, np.int64), True)[0] / n
+    np.testing.assert_allclose(got, want, rtol=2e-3 if n > 65536 else 1e-6)
+    np.testing.assert_allclose(estimate_centre(x, "l2"), x.astype(np.float64).mean(0), rtol=2e-3 if n > 65536 else 1e-6)

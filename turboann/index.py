@@ -49,14 +49,30 @@ def _thread_count(threads):
         numba.set_num_threads(old)
 
 
+# Rows of a centre estimate read one after the other: 256 rows of 384 float32
+# are 384 KB. Reading every k-th row instead costs as much as reading x.
+_CENTRE_RUN = 256
+
+
 def _estimate_centre(x: np.ndarray, directions: bool, max_rows: int = 65536) -> np.ndarray:
     """Mean of the rows, or of their unit directions x / ||x|| (zero rows skipped), float32 (dim,).
 
-    x (n, dim) float32, C-contiguous. Over at most max_rows evenly spaced
-    rows: more would not move it measurably. NaN where one of them is not
-    finite.
+    x (n, dim) float32, C-contiguous. Over all rows, or, beyond max_rows,
+    over max_rows of them in evenly spaced runs of _CENTRE_RUN consecutive
+    rows: more would not move it measurably (wordnet, 116,659 rows: recall
+    10@10 0.8742 / 0.9670 at 2 / 4 bits with these runs, 0.8739 / 0.9670
+    with every second row, 0.8755 / 0.9663 with all rows). NaN where a row
+    summed is not finite.
     """
-    total, count = _enc.sample_sum(x, max(1, -(-x.shape[0] // max_rows)), directions)
+    n = x.shape[0]
+    if n <= max_rows:   # ranges of _CENTRE_RUN rows only to give threads tasks
+        starts = np.arange(0, n, _CENTRE_RUN)
+        lengths = np.minimum(_CENTRE_RUN, n - starts)
+    else:
+        runs = max(1, max_rows // _CENTRE_RUN)
+        starts = np.round(np.linspace(0, n - _CENTRE_RUN, runs)).astype(np.int64)
+        lengths = np.full(runs, _CENTRE_RUN)
+    total, count = _enc.sample_sum(x, starts.astype(np.int64), lengths.astype(np.int64), directions)
     return (total / max(1, count)).astype(np.float32)
 
 

@@ -235,9 +235,9 @@ def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre
     return restream(codes, 0, bits, y.shape[1], width), norms, dots
 
 
-def sample_sum(x: np.ndarray, step: int, unit: bool):
-    """Twin of `kernels.encode.sample_sum`: (float64 sum over rows 0, step, ... (d,), rows summed)."""
-    rows = x[::step].astype(np.float64)
+def sample_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray, unit: bool):
+    """Twin of `kernels.encode.sample_sum`: (float64 sum over the row ranges (d,), rows summed)."""
+    rows = np.concatenate([x[s:s + k] for s, k in zip(starts, lengths)]).astype(np.float64)
     if unit:
         norms = np.sqrt((rows ** 2).sum(axis=1))
         rows = rows[norms > 0] / norms[norms > 0, None]
