@@ -222,8 +222,8 @@ class Index:
         # One pass over x: the encoder rotates, then translates and
         # normalises (the rotation commutes with both), and writes the codes
         # where the store keeps them. The norms it computes on the way tell
-        # whether x is finite (and, unrotated, ||x||): nothing is committed
-        # until the checks pass.
+        # which rows are not finite (and, where nothing is translated, they
+        # are ||x||): nothing is committed until the checks pass.
         target = self._store.code_target(n, self._quant.bits)
         enc = self._quant._encode_into(x, target, len(self._store), translate=translate, centre=centre, gain=gain)
         _validate.finite_rows("x", enc.norms, x)

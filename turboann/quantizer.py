@@ -134,8 +134,7 @@ class TurboQuantMSE:
         n = x.shape[0]
         if not self._lane_encodes():
             enc = self._encode(x, scale, translate, centre, gain)
-            _enc.write_codes(read_only(enc.codes), 0, 8, self.code_bytes, target.dest, start, target.base,
-                             target.block_stride, target.lane_stride, target.byte_stride, 8)
+            _enc.write_into(enc.codes, 0, 8, self.code_bytes, target, start, width=8)   # whole bytes
             return Factors(enc.norms.astype(np.float64), enc.dots, enc.gammas)
         norms, dots = np.empty(n), np.empty(n, np.float32)
         if self.rotation.kind == "hadamard":

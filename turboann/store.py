@@ -13,7 +13,6 @@ import numpy as np
 
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
-from .rotation import read_only
 
 
 def grown(arr: np.ndarray, used: int, rows: int) -> np.ndarray:
@@ -205,9 +204,7 @@ class BlockedCodeStore(CodeStore):
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
         lay = self.layout
-        target = _enc.blocked_target(self._blocks, lay.bits)
-        _enc.write_codes(read_only(codes), 0, lay.bits, lay.dim, target.dest, start, target.base, target.block_stride,
-                         target.lane_stride, target.byte_stride, target.width)
+        _enc.write_into(codes, 0, lay.bits, lay.dim, _enc.blocked_target(self._blocks, lay.bits), start)
 
     def _move_code(self, src: int, dst: int) -> None:
         _fs.move_slot(self._blocks, src, dst)

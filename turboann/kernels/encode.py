@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..rotation import LANES, load_lanes, rotate_lanes_forward, scaled_rounds, scatter_targets
+from ..rotation import LANES, load_lanes, read_only, rotate_lanes_forward, scaled_rounds, scatter_targets
 from . import _lanes as L
 from ._simd import prefetch
 from .fastscan import BLOCK
@@ -300,6 +300,14 @@ def blocked_target(blocks: np.ndarray, bits: int) -> CodeTarget:
 @njit(cache=True, nogil=True)
 def _code_address(s, base, block_stride, lane_stride):
     return base + (s // BLOCK) * block_stride + (s % BLOCK) * lane_stride
+
+
+def write_into(codes: np.ndarray, offset: int, bits: int, d: int, target: CodeTarget, start: int,
+               width: int | None = None) -> None:
+    """`write_codes` of a segment of row-major codes into slots start.. of `target` (at its width, or
+    `width`)."""
+    write_codes(read_only(codes), offset, bits, d, target.dest, start, target.base, target.block_stride,
+                target.lane_stride, target.byte_stride, target.width if width is None else width)
 
 
 @njit(parallel=True, cache=True, nogil=True)
