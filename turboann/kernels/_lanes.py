@@ -132,6 +132,13 @@ def transpose(typingctx, arr, offset, stride):
 
 # -- construction and lanes ----------------------------------------------------------
 
+def _named(typer, name: str, doc: str | None = None):
+    """The intrinsic of a typing function made by a factory, under its own name."""
+    typer.__name__ = typer.__qualname__ = name
+    typer.__doc__ = doc
+    return intrinsic(typer)
+
+
 def _splatter(vt: Lanes):
     def typer(typingctx, value):
         if not isinstance(value, (types.Float, types.Integer)):
@@ -141,9 +148,7 @@ def _splatter(vt: Lanes):
             scalar = context.cast(builder, args[0], sig.args[0], _SCALAR[vt.kind])
             return _broadcast(builder, scalar, _ir(vt))
         return vt(value), codegen
-    typer.__name__ = typer.__qualname__ = f"splat_{vt.kind}"
-    typer.__doc__ = f"A {vt.name} with every lane equal to `value` (converted to {vt.kind})."
-    return intrinsic(typer)
+    return _named(typer, f"splat_{vt.kind}", f"A {vt.name} with every lane equal to `value` (converted to {vt.kind}).")
 
 
 splat = _splatter(f32x8)
@@ -230,8 +235,7 @@ def _binary(float_op: str | None, int_op: str | None, name: str):
         def codegen(context, builder, sig, args):
             return getattr(builder, op)(args[0], args[1])
         return a(a, b), codegen
-    typer.__name__ = typer.__qualname__ = name
-    return intrinsic(typer)
+    return _named(typer, name)
 
 
 def _shift(op: str, name: str):
@@ -244,8 +248,7 @@ def _shift(op: str, name: str):
             count = context.cast(builder, args[1], sig.args[1], types.int32)
             return getattr(builder, op)(args[0], _broadcast(builder, count, _ir(i32x8)))
         return v(v, n), codegen
-    typer.__name__ = typer.__qualname__ = name
-    return intrinsic(typer)
+    return _named(typer, name)
 
 
 _OPERATORS = [(operator.add, _binary("fadd", "add", "add")), (operator.sub, _binary("fsub", "sub", "sub")),
