@@ -186,6 +186,40 @@ def test_threads_argument_gives_same_results(data_64):
         index.search(q, 1, threads=0)
 
 
+@pytest.mark.parametrize("layout", ["fastscan", "flat"])
+def test_a_failed_add_changes_nothing(data_64, layout):
+    """Codes are written where the store keeps them before x is checked: a rejected add must leave no trace."""
+    x, q = data_64
+    index = ta.Index(64, bits=2, layout=layout)
+    bad = x[:1000].copy()
+    bad[700, 3] = np.inf
+    with pytest.raises(ValueError, match="x must be finite: row 700 holds NaN or inf"):
+        index.add(bad)   # would have set the centre (center="auto", >= 256 rows)
+    assert len(index) == 0 and index.mean is None
+    index.add(x[:37])    # a partial block of 32, whose free lanes the next, failing, add writes into
+    with pytest.raises(ValueError, match="x row 2 is a zero vector"):
+        index.add(np.concatenate([x[37:39], np.zeros((1, 64), np.float32), x[39:100]]))
+    index.add(x[37:])
+    clean = ta.Index(64, bits=2, layout=layout)
+    clean.add(x[:37])
+    clean.add(x[37:])
+    np.testing.assert_array_equal(index._store.codes, clean._store.codes)
+    np.testing.assert_array_equal(index._store.factors, clean._store.factors)
+    for got, want in zip(index.search(q, 10), clean.search(q, 10)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dim", [64, 300])   # the dense rotation and the Hadamard one
+def test_rows_too_large_for_float32_are_rejected(dim):
+    x = np.ones((5, dim), np.float32)
+    x[2] = 1e38   # finite, but its norm is not a float32
+    index = ta.Index(dim, bits=2, metric="ip")
+    with pytest.raises(ValueError, match=r"x row 2 is too large to encode: it overflows float32 "
+                                         r"\(largest magnitude 1e\+38\)"):
+        index.add(x)
+    assert len(index) == 0
+
+
 def test_bad_input_errors(data_64):
     x, q = data_64
     index = ta.Index(64, bits=4, metric="cosine")

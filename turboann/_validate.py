@@ -52,6 +52,17 @@ def real_array(name: str, x) -> np.ndarray:
 
 def vectors_and_norms(name: str, x, dim: int, *, allow_empty: bool = True):
     """`vectors`, plus the (n,) float64 row norms it computed to check finiteness."""
+    arr = rows(name, x, dim, allow_empty=allow_empty)
+    # A float64 sum of float32 squares cannot overflow, so a row's norm is
+    # finite exactly when the row is: one pass serves both.
+    norms = row_norms(arr)
+    finite_rows(name, norms)
+    return arr, norms
+
+
+def rows(name: str, x, dim: int, *, allow_empty: bool = True) -> np.ndarray:
+    """`vectors` without the NaN/inf check: for callers that compute the row norms in a later pass
+    anyway and then call `finite_rows` on them."""
     arr = real_array(name, x)
     if arr.ndim == 1 and arr.shape[0] == dim:
         arr = arr[None, :]
@@ -62,16 +73,23 @@ def vectors_and_norms(name: str, x, dim: int, *, allow_empty: bool = True):
         raise ValueError(f"{name} must have {dim} columns (the index dim), got shape {arr.shape}")
     if not allow_empty and arr.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one row, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    # A float64 sum of float32 squares cannot overflow, so a row's norm is
-    # finite exactly when the row is: one pass serves both.
-    norms = row_norms(arr)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def finite_rows(name: str, norms: np.ndarray, rows: np.ndarray | None = None) -> None:
+    """Raise naming the first row of `name` whose float64 norm (n,) is not finite.
+
+    With the rows themselves (n, dim) float32, a finite row whose norm is not
+    (it overflowed float32 on the way, say once rotated) gets its own message.
+    """
     finite = np.isfinite(norms)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
+        if rows is not None and np.isfinite(rows[row]).all():
+            raise ValueError(f"{name} row {row} is too large to encode: it overflows float32 "
+                             f"(largest magnitude {float(np.abs(rows[row]).max()):.3g})")
         raise ValueError(f"{name} must be finite: row {row} holds NaN or inf "
                          f"(after conversion to float32)")
-    return arr, norms
 
 
 def ids(name: str, value, n: int | None = None) -> np.ndarray:

@@ -284,7 +284,7 @@ class ShardedIndex:
         if n == 0:
             return
         self._template._row_scale(norms, "x")   # rejects zero rows under cosine, as Index does
-        self._decide_centre(x, norms)
+        self._decide_centre(x)
         calls = [(s, self._actors[s].add.remote(x[p], ids[p])) for s, p in enumerate(parts) if p.size]
         self._gather([r for _, r in calls], "add")
         self._count += n
@@ -311,12 +311,12 @@ class ShardedIndex:
             added += x.shape[0]
         return added
 
-    def _decide_centre(self, x: np.ndarray, norms: np.ndarray) -> None:
+    def _decide_centre(self, x: np.ndarray) -> None:
         """Estimate the centre from the first add exactly as `Index` would, and give it to every shard."""
         if self._kind != "Index" or self._mean is not None or self._center is False or self._count:
             return
         if self._center is True or x.shape[0] >= MIN_CENTER_SAMPLE:
-            self._mean = _estimate_centre(x, norms, directions=self.metric != "l2")
+            self._mean = _estimate_centre(x, directions=self.metric != "l2")
             self._gather([a.reset.remote(self._kind, self._shard_settings()) for a in self._actors], "add")
 
     # -- searching --------------------------------------------------------------

@@ -263,6 +263,7 @@ class Method:
 
     name: str = ""
     normalize_cosine = True   # feed unit rows under "cosine"
+    checks_rows = False       # the library rejects NaN/inf rows itself: no pass of ours over them
 
     def __init__(self, dim: int, bits: int, metric: str, *, seed: int = 0):
         self.dim = _validate.integer("dim", dim, low=1)
@@ -304,6 +305,8 @@ class Method:
 
     # -- helpers for subclasses
     def _prepare(self, name: str, x) -> np.ndarray:
+        if self.checks_rows:
+            return _validate.rows(name, x, self.dim)
         x = _float_rows(name, x, self.dim)
         if self.metric == "cosine" and self.normalize_cosine:
             norms = np.linalg.norm(x, axis=1)
@@ -587,6 +590,7 @@ class Turboann(Method):
 
     name = "turboann"
     normalize_cosine = False
+    checks_rows = True
 
     def __init__(self, dim, bits, metric, *, seed=0, **options):
         super().__init__(dim, bits, metric, seed=seed)

@@ -173,10 +173,10 @@ class IVFIndex(Index):
             residuals = self._centroids[lists]
             enc = self._quant._encode(np.subtract(rows, residuals, out=residuals))
         else:
-            enc = self._quant._encode(x, scale)
+            enc = self._quant._encode(x)   # normalised after the rotation, as Index.add does
             if unit:
                 enc.norms[:] = 1.0
-        factors = self._scan_factors(enc)
+        factors = self._scan_factors(enc.norms, enc.dots, enc.gammas)
         if self.metric == "l2" and self.mode == "residual":
             # The bias is the exact -||x||^2 (not -||r||^2): see kernels.ivf_scan.
             factors[:, -1] = -(norms * norms)

@@ -12,15 +12,21 @@ Both describe their codes as segments (`segment_bits`, `centroid_table`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from . import _validate, codebook
 from .kernels import encode as _enc
 from .kernels.scan import ScanPlan, make_plan, segment_bytes
-from .rotation import Rotation
+from .rotation import Rotation, read_only
 
 _QJL_TAG = 0x51_4A_4C  # seed stream of the QJL Gaussian matrix, apart from the rotation's
+
+
+def _no_rounds(dim: int):
+    """The Hadamard-round arrays of zero rounds: `kernels.encode.encode_lanes` then rotates nothing."""
+    return np.zeros((0, dim), np.float32), np.zeros((0, dim), np.int64), np.zeros((0, 0), np.float32)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,19 @@ class EncodedVectors:
 
     def __len__(self) -> int:
         return self.codes.shape[0]
+
+
+class Factors(NamedTuple):
+    """Per-vector results of `TurboQuantMSE._encode_into`, whose codes went to a `CodeTarget`.
+
+    norms (n,) float64 ||v|| of the encoded rows v = rotated(x) * scale - translate
+          (||x|| up to rounding without scale and translate); NaN or inf where
+          a row of x is not finite, or overflows float32 once rotated
+    dots, gammas (n,) float32 as in `EncodedVectors`
+    """
+    norms: np.ndarray
+    dots: np.ndarray
+    gammas: np.ndarray
 
 
 class TurboQuantMSE:
@@ -92,10 +111,43 @@ class TurboQuantMSE:
         return self._encode(_validate.vectors("x", x, self.dim))
 
     def _encode(self, x: np.ndarray, scale=None, translate=None, centre=None, gain: float = 1.0) -> EncodedVectors:
-        """Rotate and encode validated rows (see `_encode_rotated`)."""
-        if self.rotation.kind == "hadamard" and self.variant == "mse":
-            return self._encode_fused(x, scale, translate, centre, gain)
-        return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain)
+        """Rotate and encode validated rows into row-major codes (see `_encode_rotated`)."""
+        if not self._lane_encodes():
+            return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain)
+        codes = np.empty((x.shape[0], self.code_bytes), np.uint8)   # the kernel writes every byte
+        f = self._encode_into(x, _enc.row_major_target(codes, 0, self.bits), 0, scale, translate, centre, gain)
+        return EncodedVectors(codes, f.norms.astype(np.float32), f.dots, f.gammas)
+
+    def _lane_encodes(self) -> bool:
+        """Whether `kernels.encode.encode_lanes` makes these codes: MSE codes of at most 4 bits."""
+        return self.variant == "mse" and self.bits <= 4
+
+    def _encode_into(self, x: np.ndarray, target: _enc.CodeTarget, start: int, scale=None, translate=None,
+                     centre=None, gain: float = 1.0) -> Factors:
+        """Encode rows x (n, dim) float32, C-contiguous, into slots start..start+n-1 of `target`.
+
+        x need not be checked for NaN/inf: `Factors.norms` tells which rows
+        are not finite (their codes are garbage). scale, translate, centre
+        and gain as in `_encode_rotated`. Unless `_lane_encodes()`, target
+        must be row-major with `code_bytes` a row.
+        """
+        n = x.shape[0]
+        if not self._lane_encodes():
+            enc = self._encode(x, scale, translate, centre, gain)
+            _enc.write_into(enc.codes, 0, 8, self.code_bytes, target, start, width=8)   # whole bytes
+            return Factors(enc.norms.astype(np.float64), enc.dots, enc.gammas)
+        norms, dots = np.empty(n), np.empty(n, np.float32)
+        if self.rotation.kind == "hadamard":
+            r = self.rotation._rounds
+            rows, rounds = x, (r.signs, r.perms, r.overlap_signs)
+        else:   # dense: one BLAS product, then the lane encoder with no rounds
+            rows, rounds = self.rotation.apply(x), _no_rounds(self.dim)
+        zero = np.zeros(self.dim, np.float32)
+        _enc.encode_lanes(read_only(rows), *rounds, np.empty(0) if scale is None else scale,
+                          zero if translate is None else translate, zero if centre is None else centre,
+                          *self._codebook(gain), target.dest, start, target.base, target.block_stride,
+                          target.lane_stride, target.byte_stride, target.width, norms, dots)
+        return Factors(norms, dots, np.zeros(n, np.float32))
 
     def _codebook(self, gain: float):
         """(boundaries, centroids) float32 of the MSE code for data `gain` times narrower than the law."""
@@ -109,20 +161,6 @@ class TurboQuantMSE:
         table = self.centroid_table.copy()
         table[0] /= np.float32(gain)
         return table
-
-    def _encode_fused(self, x: np.ndarray, scale, translate, centre, gain) -> EncodedVectors:
-        # Rotation and encoding in one pass; same codes as _encode_rotated(rotation.apply(x)).
-        n = x.shape[0]
-        codes = np.empty((n, self.code_bytes), np.uint8)
-        norms = np.empty(n, np.float32)
-        dots = np.empty(n, np.float32)
-        scale, translate, centre = self._offsets(n, scale, translate, centre)
-        r = self.rotation._rounds
-        _enc.encode_hadamard(x, r.signs, r.perms, r.overlap_signs, scale, translate, centre,
-                             *self._codebook(gain),
-                             self._mse_bits(), codes, 0, norms, dots,
-                             np.empty((0, 0), np.float32))
-        return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
 
     def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
                         gain: float = 1.0) -> EncodedVectors:

@@ -30,6 +30,8 @@ import numpy as np
 from numba import njit, prange
 
 from . import _validate
+from .kernels import _lanes as L
+from .kernels._simd import prefetch
 
 KINDS = ("dense", "hadamard")
 
@@ -100,7 +102,7 @@ class Rotation:
             return x @ self._matrix.T
         out = np.empty_like(x)
         r = self._rounds
-        hadamard_rotate(_read_only(x), r.signs, r.perms, r.overlap_signs, False, out)
+        hadamard_rotate(read_only(x), r.signs, r.perms, r.overlap_signs, False, out)
         return out
 
     def apply_transpose(self, y: np.ndarray) -> np.ndarray:
@@ -110,7 +112,7 @@ class Rotation:
             return y @ self._matrix
         out = np.empty_like(y)
         r = self._inverse_rounds
-        hadamard_rotate(_read_only(y), r.signs, r.perms, r.overlap_signs, True, out)
+        hadamard_rotate(read_only(y), r.signs, r.perms, r.overlap_signs, True, out)
         return out
 
     def matrix(self) -> np.ndarray:
@@ -129,9 +131,12 @@ class Rotation:
         return np.ascontiguousarray(x)
 
 
-def _read_only(x: np.ndarray) -> np.ndarray:
-    # Numba compiles read-only and writable arrays separately (~10 s each, cold);
-    # always passing a read-only view keeps it to one specialisation.
+def read_only(x: np.ndarray) -> np.ndarray:
+    """A read-only view of x, for kernel inputs.
+
+    Numba compiles read-only and writable arrays separately (~10 s each,
+    cold); always passing a read-only view keeps it to one specialisation.
+    """
     view = x.view()
     view.setflags(write=False)
     return view
@@ -195,82 +200,75 @@ def largest_power_of_two(dim: int) -> int:
 #
 # Rows are processed LANES at a time in a coordinate-major buffer,
 # v[i * LANES + l] = coordinate i of row l, so every butterfly works on one
-# full AVX2 register of float32 whatever its stride; transforming one row at
-# a time leaves the first log2(8) stages scalar.
+# full AVX2 register of float32 (`kernels._lanes.f32x8`) whatever its
+# stride; transforming one row at a time leaves the first log2(8) stages
+# scalar. Offsets into the buffer below are in floats (coordinates * LANES).
 
-LANES = 8
+LANES = L.WIDTH
+# How far ahead `load_lanes` prefetches rows: two groups of LANES.
+PREFETCH_ROWS = 2 * LANES
 
 
 @njit(cache=True, nogil=True)
-def _radix8_pass(v, lo, hi):
-    """First three butterfly stages of the transform of v[lo:hi], in registers."""
-    s = LANES
-    for i in range(lo, hi, 8 * s):
-        g = v[i:i + 8 * s]
-        for t in range(s):
-            x0, x1, x2, x3 = g[t], g[s + t], g[2 * s + t], g[3 * s + t]
-            x4, x5, x6, x7 = g[4 * s + t], g[5 * s + t], g[6 * s + t], g[7 * s + t]
+def _radix8_pass(v, lo, hi, h):
+    """Three butterfly stages, at distances h, 2h and 4h (floats), over v[lo:hi], in registers."""
+    for base in range(lo, hi, 8 * h):
+        for t in range(base, base + h, LANES):
+            x0, x1, x2, x3 = L.load(v, t), L.load(v, t + h), L.load(v, t + 2 * h), L.load(v, t + 3 * h)
+            x4, x5, x6, x7 = L.load(v, t + 4 * h), L.load(v, t + 5 * h), L.load(v, t + 6 * h), L.load(v, t + 7 * h)
             a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
             a4, a5, a6, a7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
             b0, b1, b2, b3 = a0 + a2, a1 + a3, a0 - a2, a1 - a3
             b4, b5, b6, b7 = a4 + a6, a5 + a7, a4 - a6, a5 - a7
-            g[t], g[4 * s + t] = b0 + b4, b0 - b4
-            g[s + t], g[5 * s + t] = b1 + b5, b1 - b5
-            g[2 * s + t], g[6 * s + t] = b2 + b6, b2 - b6
-            g[3 * s + t], g[7 * s + t] = b3 + b7, b3 - b7
+            L.store(v, t, b0 + b4)
+            L.store(v, t + h, b1 + b5)
+            L.store(v, t + 2 * h, b2 + b6)
+            L.store(v, t + 3 * h, b3 + b7)
+            L.store(v, t + 4 * h, b0 - b4)
+            L.store(v, t + 5 * h, b1 - b5)
+            L.store(v, t + 6 * h, b2 - b6)
+            L.store(v, t + 7 * h, b3 - b7)
+
+
+@njit(cache=True, nogil=True)
+def _radix4_pass(v, lo, hi, h):
+    """Two butterfly stages at distances h and 2h (floats) over v[lo:hi]."""
+    for base in range(lo, hi, 4 * h):
+        for t in range(base, base + h, LANES):
+            a, b, c, e = L.load(v, t), L.load(v, t + h), L.load(v, t + 2 * h), L.load(v, t + 3 * h)
+            s01, d01, s23, d23 = a + b, a - b, c + e, c - e
+            L.store(v, t, s01 + s23)
+            L.store(v, t + h, d01 + d23)
+            L.store(v, t + 2 * h, s01 - s23)
+            L.store(v, t + 3 * h, d01 - d23)
 
 
 @njit(cache=True, nogil=True)
 def _radix2_pass(v, lo, hi, h):
     """One butterfly stage at distance h (floats) over v[lo:hi]."""
-    for i in range(lo, hi, 2 * h):
-        # Views indexed from 0 let LLVM drop negative-index wraparound and vectorise.
-        va = v[i:i + h]
-        vb = v[i + h:i + 2 * h]
-        for t in range(h):
-            a = va[t]
-            b = vb[t]
-            va[t] = a + b
-            vb[t] = a - b
-
-
-@njit(cache=True, nogil=True)
-def _radix4_pass(v, lo, hi, h):
-    """Two butterfly stages at distances h and 2h over v[lo:hi]: half the loads and stores."""
-    for i in range(lo, hi, 4 * h):
-        v0 = v[i:i + h]
-        v1 = v[i + h:i + 2 * h]
-        v2 = v[i + 2 * h:i + 3 * h]
-        v3 = v[i + 3 * h:i + 4 * h]
-        for t in range(h):
-            a = v0[t]
-            b = v1[t]
-            c = v2[t]
-            e = v3[t]
-            s01, d01, s23, d23 = a + b, a - b, c + e, c - e
-            v0[t] = s01 + s23
-            v1[t] = d01 + d23
-            v2[t] = s01 - s23
-            v3[t] = d01 - d23
+    for base in range(lo, hi, 2 * h):
+        for t in range(base, base + h, LANES):
+            a, b = L.load(v, t), L.load(v, t + h)
+            L.store(v, t, a + b)
+            L.store(v, t + h, a - b)
 
 
 @njit(cache=True, nogil=True)
 def _fwht_lanes(v, lo, hi):
-    """Unnormalised Walsh-Hadamard transform of coordinates [lo, hi) / LANES of every lane."""
+    """Unnormalised Walsh-Hadamard transform of coordinates [lo, hi) / LANES of every lane.
+
+    Stages run at distances 1, 2, 4, ... coordinates, three at a time while
+    they last: the same butterflies in the same order whatever the grouping.
+    """
     size = hi - lo
     h = LANES
-    if size >= 8 * LANES:
-        _radix8_pass(v, lo, hi)
-        h = 8 * LANES
-    stages = 0
-    while (h << stages) < size:
-        stages += 1
-    if stages % 2 == 1:
-        _radix2_pass(v, lo, hi, h)
-        h *= 2
-    while h < size:
+    while 8 * h <= size:
+        _radix8_pass(v, lo, hi, h)
+        h *= 8
+    if 4 * h <= size:
         _radix4_pass(v, lo, hi, h)
-        h *= 4
+    elif 2 * h <= size:
+        _radix2_pass(v, lo, hi, h)
 
 
 @njit(cache=True, nogil=True)
@@ -290,10 +288,8 @@ def _round_transforms(v, d, p, overlap_weights, transpose):
     else:
         _fwht_lanes(v, 0, p * LANES)
     for j in range(2 * p - d):
-        w = overlap_weights[j]
-        lanes = v[(d - p + j) * LANES:(d - p + j + 1) * LANES]
-        for lane in range(LANES):
-            lanes[lane] *= w
+        at = (d - p + j) * LANES
+        L.store(v, at, L.load(v, at) * L.splat(overlap_weights[j]))
     if transpose:
         _fwht_lanes(v, 0, p * LANES)
     else:
@@ -304,12 +300,7 @@ def _round_transforms(v, d, p, overlap_weights, transpose):
 def _gather_lanes(src, index, weight, dst):
     """dst coordinate i = weight[i] * src coordinate index[i], for every lane."""
     for i in range(index.shape[0]):
-        j = index[i] * LANES
-        w = weight[i]
-        s = src[j:j + LANES]
-        t = dst[i * LANES:(i + 1) * LANES]
-        for lane in range(LANES):
-            t[lane] = w * s[lane]
+        L.store(dst, i * LANES, L.splat(weight[i]) * L.load(src, index[i] * LANES))
 
 
 @njit(cache=True, nogil=True)
@@ -327,21 +318,75 @@ def scaled_rounds(weights, overlap_signs, d):
 
 
 @njit(cache=True, nogil=True)
-def rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, cur, nxt):
-    """Rotate rows x[r0:r0 + m] (m <= LANES) into the lane layout; returns the buffer holding them.
+def scatter_targets(index, weight):
+    """(position, factor) (d,) int64 and float32 with position[index[i]] = i, factor[index[i]] = weight[i]:
+    a gather dst[i] = weight[i] * src[index[i]] as a scatter from each source coordinate."""
+    d = index.shape[0]
+    position = np.empty(d, np.int64)
+    factor = np.empty(d, np.float32)
+    for i in range(d):
+        position[index[i]] = i
+        factor[index[i]] = weight[i]
+    return position, factor
 
-    cur, nxt (d * LANES,) float32 scratch; the result is one of them, with
-    coordinate i of row r0 + l at [i * LANES + l] (lanes >= m are zero).
-    scaled, index, overlap_scaled, p as from `scaled_rounds` and `HadamardRounds`.
-    """
-    d = x.shape[1]
+
+@njit(cache=True, nogil=True)
+def load_lanes(flat, r0, m, d, position, factor, dst, tile):
+    """Rows r0..r0+m-1 (m <= LANES) of a C-contiguous (n, d) float32 array, given flattened as
+    flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l, times factor[j],
+    at [position[j] * LANES + l]; lanes >= m get zeros. tile (LANES * LANES,) float32 scratch."""
+    last = flat.shape[0] - 1
+    for j in range(0, d, LANES):
+        if j % 16 == 0:   # one cache line of each row PREFETCH_ROWS ahead (the rows read LANES at a time
+            # in lockstep defeat the hardware prefetcher; measured 2x faster loads)
+            for r in range(LANES):
+                prefetch(flat, min(last, (r0 + PREFETCH_ROWS + r) * d + j))
+        if m == LANES and j + LANES <= d:   # a whole tile, its columns written out
+            c0, c1, c2, c3, c4, c5, c6, c7 = L.transpose(flat, r0 * d + j, d)
+            L.store(dst, position[j] * LANES, L.splat(factor[j]) * c0)
+            L.store(dst, position[j + 1] * LANES, L.splat(factor[j + 1]) * c1)
+            L.store(dst, position[j + 2] * LANES, L.splat(factor[j + 2]) * c2)
+            L.store(dst, position[j + 3] * LANES, L.splat(factor[j + 3]) * c3)
+            L.store(dst, position[j + 4] * LANES, L.splat(factor[j + 4]) * c4)
+            L.store(dst, position[j + 5] * LANES, L.splat(factor[j + 5]) * c5)
+            L.store(dst, position[j + 6] * LANES, L.splat(factor[j + 6]) * c6)
+            L.store(dst, position[j + 7] * LANES, L.splat(factor[j + 7]) * c7)
+            continue
+        for r in range(LANES):
+            for c in range(LANES):
+                inside = r < m and j + c < d
+                tile[r * LANES + c] = flat[(r0 + r) * d + j + c] if inside else np.float32(0.0)
+        cols = L.transpose(tile, 0, LANES)
+        for c in range(min(LANES, d - j)):
+            L.store(dst, position[j + c] * LANES, L.splat(factor[j + c]) * cols[c])
+
+
+@njit(cache=True, nogil=True)
+def store_lanes(src, r0, m, d, out, tile):
+    """Inverse of an unpermuted, unscaled `load_lanes`: lanes 0..m-1 of the lane buffer src into rows
+    r0..r0+m-1 of out (n, d) float32, C-contiguous. tile (LANES * LANES,) float32 scratch."""
+    flat = out.reshape(out.shape[0] * d)
+    for i in range(0, d - LANES + 1, LANES):
+        rows = L.transpose(src, i * LANES, LANES)
+        for lane in range(m):
+            L.store(flat, (r0 + lane) * d + i, rows[lane])
     for lane in range(m):
-        row = x[r0 + lane]
-        for i in range(d):
-            cur[i * LANES + lane] = scaled[0, i] * row[index[0, i]]
-    for lane in range(m, LANES):
-        for i in range(d):
-            cur[i * LANES + lane] = 0.0
+        for i in range(d - d % LANES, d):
+            flat[(r0 + lane) * d + i] = src[i * LANES + lane]
+
+
+@njit(cache=True, nogil=True)
+def rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor, cur, nxt, tile):
+    """Rotate rows r0..r0+m-1 (m <= LANES) of x (n, d) float32, given flattened as flat (n * d,).
+
+    Returns the lane buffer holding them: cur, nxt (d * LANES,) float32
+    scratch, the result is one of them, with coordinate i of row r0 + l at
+    [i * LANES + l] (lanes >= m are zero); tile (LANES * LANES,) float32
+    scratch. scaled, index,
+    overlap_scaled, p as from `scaled_rounds` and `HadamardRounds`;
+    position, factor = scatter_targets(index[0], scaled[0]).
+    """
+    load_lanes(flat, r0, m, d, position, factor, cur, tile)
     _round_transforms(cur, d, p, overlap_scaled[0], False)
     for k in range(1, scaled.shape[0]):
         _gather_lanes(cur, index[k], scaled[k], nxt)
@@ -368,31 +413,30 @@ def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
     """
     n, d = x.shape
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
+    flat = x.reshape(n * d)
+    if transpose:   # rows enter the lanes as they are
+        position, factor = np.arange(d), np.ones(d, np.float32)
+    else:           # round 0's gather, done while loading
+        position, factor = scatter_targets(index[0], scaled[0])
     for block in prange((n + LANES - 1) // LANES):
-        cur = np.zeros(d * LANES, np.float32)
+        cur = np.empty(d * LANES, np.float32)
         nxt = np.empty(d * LANES, np.float32)
+        tile = np.empty(LANES * LANES, np.float32)
         r0 = block * LANES
         m = min(LANES, n - r0)
         if not transpose:
-            cur = rotate_lanes_forward(x, r0, m, scaled, index, overlap_scaled, p, cur, nxt)
-            for lane in range(m):
-                row_out = out[r0 + lane]
-                for i in range(d):
-                    row_out[i] = cur[i * LANES + lane]
+            cur = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
+                                       cur, nxt, tile)
+            store_lanes(cur, r0, m, d, out, tile)
         else:
-            for lane in range(m):
-                row = x[r0 + lane]
-                for i in range(d):
-                    cur[i * LANES + lane] = row[i]
+            load_lanes(flat, r0, m, d, position, factor, cur, tile)
             for k in range(scaled.shape[0] - 1, 0, -1):
                 _round_transforms(cur, d, p, overlap_scaled[k], True)
                 _gather_lanes(cur, index[k], scaled[k], nxt)
                 cur, nxt = nxt, cur
             _round_transforms(cur, d, p, overlap_scaled[0], True)
-            for lane in range(m):
-                row_out = out[r0 + lane]
-                for i in range(d):
-                    row_out[i] = scaled[0, i] * cur[index[0, i] * LANES + lane]
+            _gather_lanes(cur, index[0], scaled[0], nxt)
+            store_lanes(nxt, r0, m, d, out, tile)
 
 
 def _hadamard_rotate_reference(x: np.ndarray, rounds: HadamardRounds,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 
 
@@ -92,11 +93,21 @@ class CodeStore:
             return np.fromiter((int(i) in self._slot_of for i in ids), bool, len(ids))
         return np.isin(ids, self.ids)
 
+    def code_target(self, m: int, bits: int) -> _enc.CodeTarget:
+        """Room for m more vectors: where the codes of slots len(self)..len(self)+m-1 go, for an encoder
+        to write before `commit`. bits: per coordinate of the codes' first segment."""
+        self._reserve(self._n + m)
+        return _enc.row_major_target(self._codes, 0, bits)
+
     def append(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray) -> None:
         """Append rows; ids must be checked for uniqueness by the caller."""
-        n, m = self._n, codes.shape[0]
-        self._reserve(n + m)
-        self._write_codes(n, codes)
+        self._reserve(self._n + codes.shape[0])
+        self._write_codes(self._n, codes)
+        self.commit(factors, ids)
+
+    def commit(self, factors: np.ndarray, ids: np.ndarray) -> None:
+        """Take in the next len(ids) slots, whose codes are written (`code_target`, `append`)."""
+        n, m = self._n, ids.shape[0]
         self._factors[n:n + m] = factors
         self._ids[n:n + m] = ids
         if self._slot_of is not None:
@@ -176,9 +187,13 @@ class BlockedCodeStore(CodeStore):
             self._split = _fs.split_factors(self.factors, self._n)
         return self._split
 
-    def append(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray) -> None:
+    def code_target(self, m: int, bits: int) -> _enc.CodeTarget:
+        self._reserve(self._n + m)
+        return _enc.blocked_target(self._blocks, self.layout.bits)
+
+    def commit(self, factors: np.ndarray, ids: np.ndarray) -> None:
         self._split = None
-        super().append(codes, factors, ids)
+        super().commit(factors, ids)
 
     def remove(self, ids: np.ndarray) -> int:
         self._split = None
@@ -188,7 +203,8 @@ class BlockedCodeStore(CodeStore):
         self._blocks = grown(self._blocks, _fs.n_blocks(self._n), _fs.n_blocks(cap))
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
-        _fs.pack_blocks(codes, self.layout.width, self.layout.n_sub, self._blocks, start)
+        lay = self.layout
+        _enc.write_into(codes, 0, lay.bits, lay.dim, _enc.blocked_target(self._blocks, lay.bits), start)
 
     def _move_code(self, src: int, dst: int) -> None:
         _fs.move_slot(self._blocks, src, dst)

@@ -197,3 +197,48 @@ def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe
     out_s, out_i = topk(scores, k)
     out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
+
+
+# -- code targets and the lane encoder (kernels.encode) ----------------------------------
+
+def restream(codes: np.ndarray, offset: int, bits: int, d: int, width: int) -> np.ndarray:
+    """The `bits`-bit segment at byte `offset` of row-major codes re-packed at `width` bits a
+    coordinate: (n, ceil(d * width / 8)) uint8."""
+    return pack_codes(unpack_codes(codes, offset, bits, d), width)
+
+
+def code_addresses(slots: np.ndarray, nbytes: int, base: int, block_stride: int, lane_stride: int,
+                   byte_stride: int) -> np.ndarray:
+    """(len(slots), nbytes) int64: where each byte of each slot's code sits in a `CodeTarget`'s dest."""
+    s = np.asarray(slots, np.int64)[:, None]
+    return base + (s // 32) * block_stride + (s % 32) * lane_stride + np.arange(nbytes)[None, :] * byte_stride
+
+
+def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndarray, start: int, base: int,
+                block_stride: int, lane_stride: int, byte_stride: int, width: int) -> np.ndarray:
+    """Twin of `kernels.encode.write_codes`: a copy of dest with the codes written."""
+    stream = restream(codes, offset, bits, d, width)
+    out = dest.copy()
+    out[code_addresses(start + np.arange(len(codes)), stream.shape[1], base, block_stride, lane_stride,
+                       byte_stride)] = stream
+    return out
+
+
+def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
+                 boundaries: np.ndarray, centroids: np.ndarray, width: int):
+    """Twin of `kernels.encode.encode_lanes` with zero rounds (rows y already rotated):
+    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, norms float64, dots)."""
+    scale = np.ones(len(y)) if scale.shape[0] == 0 else scale
+    norms = np.sqrt(((y * scale.astype(np.float32)[:, None] - translate).astype(np.float64) ** 2).sum(axis=1))
+    bits = int(np.log2(len(centroids)))
+    codes, _, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
+    return restream(codes, 0, bits, y.shape[1], width), norms, dots
+
+
+def sample_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray, unit: bool):
+    """Twin of `kernels.encode.sample_sum`: (float64 sum over the row ranges (d,), rows summed)."""
+    rows = np.concatenate([x[s:s + k] for s, k in zip(starts, lengths)]).astype(np.float64)
+    if unit:
+        norms = np.sqrt((rows ** 2).sum(axis=1))
+        rows = rows[norms > 0] / norms[norms > 0, None]
+    return rows.sum(axis=0), len(rows)
