@@ -162,7 +162,10 @@ def test_nbytes_and_code_bytes():
     index = ta.Index(384, bits=2, metric="cosine", center=False)
     assert index.code_bytes == 96 + 4
     index.add(np.random.default_rng(0).standard_normal((10, 384)))
-    assert index.nbytes == 10 * (96 + 4 + 8)
+    assert index.nbytes == 10 * (96 + 4 + 8 + 8)     # fast-scan also holds the factors in split order
+    flat = ta.Index(384, bits=2, metric="cosine", center=False, layout="flat")
+    flat.add(np.random.default_rng(0).standard_normal((10, 384)))
+    assert flat.nbytes == 10 * (96 + 4 + 8)
     assert ta.Index(384, bits=2, metric="l2").code_bytes == 96 + 8
     assert ta.Index(384, bits=2, variant="prod").code_bytes == 96 + 8
 

@@ -241,9 +241,6 @@ class InvertedLists:
         self.next_id = next_id
 
 
-_SPLIT_BYTES = 8   # weight and bias, float32, of `kernels.fastscan.split_factors`
-
-
 class BlockedInvertedLists(InvertedLists):
     """Inverted lists whose arena codes are fast-scan blocks (arena size / 32, rows, 32) uint8.
 
@@ -276,11 +273,11 @@ class BlockedInvertedLists(InvertedLists):
     def nbytes(self) -> int:
         """As `InvertedLists.nbytes`, plus the factors' copy in split order (8 B a vector) that the
         first search builds."""
-        return super().nbytes + _SPLIT_BYTES * len(self)
+        return super().nbytes + _fs.SPLIT_BYTES * len(self)
 
     @property
     def reserved_bytes(self) -> int:
-        return super().reserved_bytes + _SPLIT_BYTES * self.arena_size
+        return super().reserved_bytes + _fs.SPLIT_BYTES * self.arena_size
 
     def split_factors(self) -> np.ndarray:
         """(2, arena size) float32: see `kernels.fastscan.split_factors`."""

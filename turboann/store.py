@@ -181,6 +181,12 @@ class BlockedCodeStore(CodeStore):
     def vector_code_bytes(self) -> int:
         return self.layout.rows
 
+    @property
+    def nbytes(self) -> int:
+        """As `CodeStore.nbytes`, plus the factors' copy in split order (8 B a vector) that the first
+        search builds."""
+        return super().nbytes + _fs.SPLIT_BYTES * self._n
+
     def split_factors(self) -> np.ndarray:
         """(2, n_blocks * 32) float32: see `kernels.fastscan.split_factors`."""
         if self._split is None:

@@ -123,10 +123,11 @@ def pack_slots(codes, width, n_sub, blocks, slots):
         slot = slots[v]
         b = slot // BLOCK
         lane = slot - b * BLOCK
+        row = codes[v]   # one row view a vector, not one a byte (each is a reference-counted object)
         for r in range(rows):
             j = 2 * r
-            lo = _bits_at(codes[v], j * width, width) if j < n_sub else 0
-            hi = _bits_at(codes[v], (j + 1) * width, width) if j + 1 < n_sub else 0
+            lo = _bits_at(row, j * width, width) if j < n_sub else 0
+            hi = _bits_at(row, (j + 1) * width, width) if j + 1 < n_sub else 0
             blocks[b, r, lane] = np.uint8(lo | (hi << 4))
 
 
@@ -395,6 +396,9 @@ def split_order() -> np.ndarray:
 # keeps it an upper bound.
 _F32_SLACK = 2.0 ** -20
 _LOWEST = np.float32(-np.finfo(np.float32).max)
+
+
+SPLIT_BYTES = 8   # per vector held by `split_factors`: weight and bias, float32
 
 
 @njit(parallel=True, cache=True, nogil=True)
