@@ -281,6 +281,30 @@ def _flush(full, odd, buf, totals, j):
         totals[BLOCK * j + p] += np.int32(buf[p])
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_row(flat, offset, rr, low, luts, sel, m, f0, o0, f1, o1, f2, o2, f3, o3):
+    """The 16-bit sums (f_j, o_j) of queries sel[j], j < m (1 or 4), plus block row rr (32 bytes)."""
+    x = _simd.load(flat, offset + 32 * rr)
+    lo = _simd.and_(x, low)
+    hi = _simd.and_(_simd.shift_right16(x, 4), low)
+    f0, o0 = _lookup_add(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
+    if m == 4:
+        f1, o1 = _lookup_add(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
+        f2, o2 = _lookup_add(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
+        f3, o3 = _lookup_add(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
+    return f0, o0, f1, o1, f2, o2, f3, o3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _flush_sums(f0, o0, f1, o1, f2, o2, f3, o3, m, buf, totals):
+    """`_flush` the 16-bit sums of the first m (1 or 4) queries into totals."""
+    _flush(f0, o0, buf, totals, 0)
+    if m == 4:
+        _flush(f1, o1, buf, totals, 1)
+        _flush(f2, o2, buf, totals, 2)
+        _flush(f3, o3, buf, totals, 3)
+
+
 @njit(cache=True, nogil=True)
 def accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals):
     """totals[32 j + p] = sum_s luts[sel[j], 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
@@ -298,20 +322,17 @@ def accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals):
         f0 = _simd.splat(0)
         o0 = _simd.splat(0)
         f1, o1, f2, o2, f3, o3 = f0, o0, f0, o0, f0, o0
-        for rr in range(r, end):
-            x = _simd.load(flat, offset + 32 * rr)
-            lo = _simd.and_(x, low)
-            hi = _simd.and_(_simd.shift_right16(x, 4), low)
-            f0, o0 = _lookup_add(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
-            if m == 4:
-                f1, o1 = _lookup_add(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
-                f2, o2 = _lookup_add(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
-                f3, o3 = _lookup_add(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
-        _flush(f0, o0, buf, totals, 0)
+        # One loop per m, with m a constant inside: LLVM then unrolls the
+        # four-query loop as it did with the row step written out here.
         if m == 4:
-            _flush(f1, o1, buf, totals, 1)
-            _flush(f2, o2, buf, totals, 2)
-            _flush(f3, o3, buf, totals, 3)
+            for rr in range(r, end):
+                f0, o0, f1, o1, f2, o2, f3, o3 = _add_row(flat, offset, rr, low, luts, sel, 4,
+                                                          f0, o0, f1, o1, f2, o2, f3, o3)
+        else:
+            for rr in range(r, end):
+                f0, o0, f1, o1, f2, o2, f3, o3 = _add_row(flat, offset, rr, low, luts, sel, 1,
+                                                          f0, o0, f1, o1, f2, o2, f3, o3)
+        _flush_sums(f0, o0, f1, o1, f2, o2, f3, o3, m, buf, totals)
         r = end
 
 
@@ -356,19 +377,9 @@ def accumulate_avx512(flat, offset, rows, luts, sel, m, buf, totals):
         g2, p2 = _simd.fold_halves16(f2), _simd.fold_halves16(o2)
         g3, p3 = _simd.fold_halves16(f3), _simd.fold_halves16(o3)
         if pairs_end < end:
-            x = _simd.load(flat, offset + 32 * pairs_end)
-            lo = _simd.and_(x, low32)
-            hi = _simd.and_(_simd.shift_right16(x, 4), low32)
-            g0, p0 = _lookup_add(luts[sel[0]], 32 * pairs_end, lo, hi, g0, p0)
-            if m == 4:
-                g1, p1 = _lookup_add(luts[sel[1]], 32 * pairs_end, lo, hi, g1, p1)
-                g2, p2 = _lookup_add(luts[sel[2]], 32 * pairs_end, lo, hi, g2, p2)
-                g3, p3 = _lookup_add(luts[sel[3]], 32 * pairs_end, lo, hi, g3, p3)
-        _flush(g0, p0, buf, totals, 0)
-        if m == 4:
-            _flush(g1, p1, buf, totals, 1)
-            _flush(g2, p2, buf, totals, 2)
-            _flush(g3, p3, buf, totals, 3)
+            g0, p0, g1, p1, g2, p2, g3, p3 = _add_row(flat, offset, pairs_end, low32, luts, sel, m,
+                                                      g0, p0, g1, p1, g2, p2, g3, p3)
+        _flush_sums(g0, p0, g1, p1, g2, p2, g3, p3, m, buf, totals)
         r = end
 
 
