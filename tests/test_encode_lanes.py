@@ -99,8 +99,9 @@ def test_write_codes_matches_reference(bits, width, start):
     target, nbytes = _target("blocks" if width == 4 else "rows", start + n, dim, bits)
     target = target._replace(width=width)
     before = target.dest.copy()
-    enc.write_codes(read_only(codes), 1, bits, dim, target.dest, start, *target[1:5], width)
-    np.testing.assert_array_equal(target.dest, ref.write_codes(codes, 1, bits, dim, before, start, *target[1:]))
+    slots = start + np.arange(n)
+    enc.write_codes(read_only(codes), 1, bits, dim, target.dest, slots, *target[1:5], width)
+    np.testing.assert_array_equal(target.dest, ref.write_codes(codes, 1, bits, dim, before, slots, *target[1:]))
 
 
 @pytest.mark.parametrize("unit", [False, True])

@@ -9,6 +9,7 @@ from numba import njit
 import turboann as ta
 from turboann import codebook
 from turboann.kernels import _simd
+from turboann.kernels import encode as enc
 from turboann.kernels import fastscan as fs
 from turboann.kernels import ivf_fastscan as ivf_fs
 from turboann.kernels import reference as ref
@@ -22,7 +23,7 @@ def _random_blocks(rng, n, dim, bits):
     lay = fs.block_layout(dim, bits)
     codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
     blocks = np.zeros((fs.n_blocks(n), lay.rows, 32), np.uint8)
-    fs.pack_blocks(codes, lay.width, lay.n_sub, blocks, 0)
+    enc.write_into(codes, 0, bits, dim, enc.blocked_target(blocks, bits), 0)
     return lay, codes, blocks
 
 
@@ -35,7 +36,7 @@ def test_block_layout_round_trip_and_move(bits, dim):
     np.testing.assert_array_equal(blocks, ref.pack_blocks(codes, bits, dim))
     np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), codes)
     scattered = np.zeros_like(blocks)
-    fs.pack_slots(codes, lay.width, lay.n_sub, scattered, np.arange(n)[::-1].copy())
+    enc.write_into(codes, 0, bits, dim, enc.blocked_target(scattered, bits), np.arange(n)[::-1].copy())
     np.testing.assert_array_equal(scattered, ref.pack_blocks(codes[::-1], bits, dim))
     fs.move_slot(blocks, 74, 3)
     moved = codes.copy()
@@ -125,7 +126,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     dim, bits, n, k = 100, 2, 300, 10
     lay, codes, blocks = _random_blocks(rng, n, dim, bits)
     codes[200:210] = codes[5]   # exact ties across blocks
-    fs.pack_blocks(codes, lay.width, lay.n_sub, blocks, 0)
+    enc.write_into(codes, 0, bits, dim, enc.blocked_target(blocks, bits), 0)
     factors = rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)
     factors[200:210] = factors[5]
     cents = codebook.centroids(dim, bits).astype(np.float32)

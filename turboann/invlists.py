@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 
 BLOCK = _fs.BLOCK
@@ -292,7 +293,8 @@ class BlockedInvertedLists(InvertedLists):
         return np.zeros((_fs.n_blocks(size), self.layout.rows, BLOCK), np.uint8)
 
     def _write_codes(self, pos: np.ndarray, codes: np.ndarray) -> None:
-        _fs.pack_slots(codes, self.layout.width, self.layout.n_sub, self._codes, pos)
+        lay = self.layout
+        _enc.write_into(codes, 0, lay.bits, lay.dim, _enc.blocked_target(self._codes, lay.bits), pos)
 
     def _copy_run(self, src: np.ndarray, s: int, dst: np.ndarray, t: int, n: int) -> None:
         nb = _fs.n_blocks(n)

@@ -302,24 +302,37 @@ def _code_address(s, base, block_stride, lane_stride):
     return base + (s // BLOCK) * block_stride + (s % BLOCK) * lane_stride
 
 
-def write_into(codes: np.ndarray, offset: int, bits: int, d: int, target: CodeTarget, start: int,
+def write_into(codes: np.ndarray, offset: int, bits: int, d: int, target: CodeTarget, slots,
                width: int | None = None) -> None:
-    """`write_codes` of a segment of row-major codes into slots start.. of `target` (at its width, or
-    `width`)."""
-    write_codes(read_only(codes), offset, bits, d, target.dest, start, target.base, target.block_stride,
+    """`write_codes` of a segment of row-major codes (m, code_bytes) into `target` (at its width, or
+    `width`): into slots slots.. when slots is an int, else into slots[v] (m,) int64 for row v."""
+    if isinstance(slots, (int, np.integer)):
+        slots = np.arange(slots, slots + codes.shape[0], dtype=np.int64)
+    write_codes(read_only(codes), offset, bits, d, target.dest, slots, target.base, target.block_stride,
                 target.lane_stride, target.byte_stride, target.width if width is None else width)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def write_codes(codes, offset, bits, d, dest, start, base, block_stride, lane_stride, byte_stride, width):
-    """Copy the `bits`-bit segment at byte `offset` of row-major codes (m, code_bytes) uint8 into slots
-    start..start+m-1 of a target (dest, base, ..., width: see `CodeTarget`), every byte of them."""
+def write_codes(codes, offset, bits, d, dest, slots, base, block_stride, lane_stride, byte_stride, width):
+    """Copy the `bits`-bit segment at byte `offset` of row-major codes (m, code_bytes) uint8 into slot
+    slots[v] (m,) int64 of a target (dest, base, ..., width: see `CodeTarget`), every byte of them.
+
+    One call for scattered slots too (all the lists of an IVF add): a parallel
+    launch costs milliseconds on a loaded machine."""
     m = codes.shape[0]
     nbytes = (d * width + 7) // 8
     mask = (1 << bits) - 1
+    tail = (d * bits) & 7   # bits of the segment's last byte that hold codes (0: all 8)
     for v in prange(m):
         row = codes[v]
-        at = _code_address(start + v, base, block_stride, lane_stride)
+        at = _code_address(slots[v], base, block_stride, lane_stride)
+        if width == bits:   # the same bitstream: copy its bytes (3x faster at 4 bits than restreaming)
+            for k in range(nbytes):
+                byte = row[offset + k]
+                if k == nbytes - 1 and tail:
+                    byte &= np.uint8((1 << tail) - 1)
+                dest[at + k * byte_stride] = byte
+            continue
         acc = 0
         shift = 0
         k = 0

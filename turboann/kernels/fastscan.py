@@ -88,52 +88,10 @@ def n_blocks(n: int) -> int:
 
 # -- layout kernels ---------------------------------------------------------------
 
-@njit(cache=True, nogil=True, inline="always")
-def _bits_at(row, pos, width):
-    """`width` (<= 8) bits of the LSB-first bitstream `row` from bit `pos`; 0 past its end."""
-    byte = pos >> 3
-    shift = pos & 7
-    if byte >= row.shape[0]:
-        return 0
-    v = np.int32(row[byte]) >> shift
-    if shift + width > 8 and byte + 1 < row.shape[0]:
-        v |= np.int32(row[byte + 1]) << (8 - shift)
-    return v & ((1 << width) - 1)
-
-
-def pack_blocks(codes, width, n_sub, blocks, start):
-    """Write row-major codes (m, code_bytes) uint8 into slots start..start+m-1 of blocks.
-
-    blocks (n_blocks, rows, 32) uint8 must already hold those slots; width and
-    n_sub come from `block_layout`.
-    """
-    pack_slots(codes, width, n_sub, blocks, np.arange(start, start + codes.shape[0], dtype=np.int64))
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def pack_slots(codes, width, n_sub, blocks, slots):
-    """Write row-major code v (codes (m, code_bytes) uint8) into slot slots[v] (int64) of blocks.
-
-    One call for scattered slots (all the lists of an IVF add): a parallel
-    launch costs milliseconds on a loaded machine.
-    """
-    m = codes.shape[0]
-    rows = blocks.shape[1]
-    for v in prange(m):
-        slot = slots[v]
-        b = slot // BLOCK
-        lane = slot - b * BLOCK
-        row = codes[v]   # one row view a vector, not one a byte (each is a reference-counted object)
-        for r in range(rows):
-            j = 2 * r
-            lo = _bits_at(row, j * width, width) if j < n_sub else 0
-            hi = _bits_at(row, (j + 1) * width, width) if j + 1 < n_sub else 0
-            blocks[b, r, lane] = np.uint8(lo | (hi << 4))
-
-
 @njit(parallel=True, cache=True, nogil=True)
 def unpack_blocks(blocks, n, width, n_sub, code_bytes):
-    """Inverse of `pack_blocks` for slots 0..n-1: row-major codes (n, code_bytes) uint8."""
+    """Inverse of `encode.write_codes` into a `blocked_target`, for slots 0..n-1: row-major codes
+    (n, code_bytes) uint8."""
     out = np.zeros((n, code_bytes), np.uint8)
     for v in prange(n):
         b = v // BLOCK

@@ -125,7 +125,8 @@ def nibbles(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
 
 
 def pack_blocks(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
-    """Twin of `fastscan.pack_blocks` into fresh blocks: (n_blocks, rows, 32) uint8."""
+    """The fast-scan blocks of row-major codes (`encode.write_codes` into a `blocked_target`), fresh:
+    (n_blocks, rows, 32) uint8."""
     nib = nibbles(codes, bits, dim)
     n, n_sub = nib.shape
     nib = np.pad(nib, ((0, -n % 32), (0, n_sub % 2)))
@@ -214,12 +215,12 @@ def code_addresses(slots: np.ndarray, nbytes: int, base: int, block_stride: int,
     return base + (s // 32) * block_stride + (s % 32) * lane_stride + np.arange(nbytes)[None, :] * byte_stride
 
 
-def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndarray, start: int, base: int,
+def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndarray, slots: np.ndarray, base: int,
                 block_stride: int, lane_stride: int, byte_stride: int, width: int) -> np.ndarray:
     """Twin of `kernels.encode.write_codes`: a copy of dest with the codes written."""
     stream = restream(codes, offset, bits, d, width)
     out = dest.copy()
-    out[code_addresses(start + np.arange(len(codes)), stream.shape[1], base, block_stride, lane_stride,
+    out[code_addresses(slots, stream.shape[1], base, block_stride, lane_stride,
                        byte_stride)] = stream
     return out
 
