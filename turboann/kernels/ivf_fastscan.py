@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables, coordinate_centroids,
-                       direct_partial, estimates, float_tables, padded_query, split_position)
+from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
+                       coordinate_centroids, direct_partial, estimates, float_tables, split_position)
 from .ivf_scan import nearest_lists
 from .topk import heap_push, sorted_topk
 
@@ -179,10 +179,12 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     cx = coordinate_centroids(cents, bits, per_nibble)
     lo = np.empty(2 * rows)
     hi_tab = np.empty(2 * rows)
+    qp = np.zeros(2 * rows)   # the padded query (one coordinate a nibble) or the float tables serve
     for j in range(nb):
         if exact:
-            qp = padded_query(qrot[q0 + j], rows, per_nibble)
-            if per_nibble > 1:
+            if per_nibble == 1:
+                qp[:qrot.shape[1]] = qrot[q0 + j]
+            else:
                 float_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
             c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
             _rescore_records(flat, rows, w, bias, ftab, qp, qoff[q0 + j], cx, per_nibble, rec_slot[j, :c],
