@@ -46,6 +46,7 @@ TURBOANN_CONFIGS = {
     "prod": {"variant": "prod"},
     "center": {"center": True},
     "oblivious": {"center": False},
+    "compact": {"compact": True},
 }
 ANCHORS = ("faiss-pq", "faiss-pqfs", "faiss-rabitq", "faiss-tq", "turbovec", "turbovec-cal")
 DEFAULT_METHODS = ("turboann",) + ANCHORS

@@ -116,6 +116,17 @@ def test_search_notes_a_metric_other_than_the_files(files):
     assert "ranks by ip but" in result.stderr and "latency" not in result.stdout
 
 
+def test_compact_build(files):
+    out = files["root"] / "compact.tann"
+    result = run_ok(["build", files["angular"], out, "--bits", "2", "--compact"])
+    index = ta.load(out)
+    assert index.compact and index.code_bytes == index.dim * 2 // 8
+    assert f"{index.code_bytes} bytes/vector" in result.stdout
+    run_fails(["build", files["angular"], out, "--bits", "2", "--compact", "--nlist", "4"],
+              "compact codes are for flat indexes")
+    run_fails(["build", files["angular"], out, "--bits", "1", "--compact"], "compact=True needs bits 2, 3 or 4")
+
+
 def test_ivf_build_search_rerank_and_sweep(files):
     pytest.importorskip("faiss")
     out = files["root"] / "ivf.tann"

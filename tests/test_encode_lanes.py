@@ -33,10 +33,12 @@ def _placed(before, stream, start, target):
     return out
 
 
-def _encode(x, rounds, scale, translate, centre, b, c, target, start):
-    n = len(x)
+def _encode(x, rounds, scale, translate, centre, b, c, target, start, tail=None):
+    """encode_lanes into slots start.. of target; tail (first, boundaries, centroids, width) or None."""
+    n, d = x.shape
     norms, dots = np.empty(n), np.empty(n, np.float32)
-    enc.encode_lanes(read_only(x), *rounds, scale, translate, centre, b, c, target.dest, start, target.base,
+    tail = (d, b, c, target.width) if tail is None else tail
+    enc.encode_lanes(read_only(x), *rounds, scale, translate, centre, b, c, *tail, target.dest, start, target.base,
                      target.block_stride, target.lane_stride, target.byte_stride, target.width, norms, dots)
     return norms, dots
 
@@ -65,6 +67,35 @@ def test_encode_lanes_matches_reference(bits, dim, layout, start, scaling):
     np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
     np.testing.assert_allclose(dots, want_dots, rtol=1e-5, atol=1e-6)
     assert dots[3] == norms[3] == 0.0
+
+
+@pytest.mark.parametrize("bits,tail_bits,first", [(2, 1, 96), (3, 2, 88), (4, 2, 90), (4, 3, 96)])
+@pytest.mark.parametrize("layout,start", [("rows", 3), ("blocks", 37)])
+def test_encode_lanes_tail_matches_reference(bits, tail_bits, first, layout, start):
+    """Coordinates from `first` on take a narrower codebook; their codes follow the others' from a whole byte."""
+    rng = np.random.default_rng(bits * 100 + first + start)
+    dim, n = 100, 75
+    y = rng.standard_normal((n, dim)).astype(np.float32)
+    translate = (0.3 * rng.standard_normal(dim)).astype(np.float32)
+    centre = (0.1 * rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32)
+    b, c = _codebook(dim, bits, 1.1)
+    tb, tc = _codebook(dim, tail_bits, 1.1)
+    width = enc.target_width(bits, layout == "blocks")
+    tail_width = enc.target_width(tail_bits, layout == "blocks")
+    nbytes = first * width // 8 + -(-(dim - first) * tail_width // 8)
+    if layout == "blocks":
+        target = enc.blocked_target(np.full((-(-(start + n) // 32), nbytes, 32), 0xA5, np.uint8), bits)
+    else:
+        target = enc.row_major_target(np.full((start + n, nbytes + 3), 0xA5, np.uint8), 2, bits)
+    before = target.dest.copy()
+    norms, dots = _encode(y, _no_rounds(dim), np.empty(0), translate, centre, b, c, target, start,
+                          (first, tb, tc, tail_width))
+    want, want_norms, want_dots = ref.encode_lanes(y, np.empty(0), translate, centre, b, c, width,
+                                                   (first, tb, tc, tail_width))
+    assert want.shape[1] == nbytes
+    np.testing.assert_array_equal(target.dest, _placed(before, want, start, target))
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
+    np.testing.assert_allclose(dots, want_dots, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dim", [130, 384])
@@ -101,7 +132,7 @@ def test_write_codes_matches_reference(bits, width, start):
     before = target.dest.copy()
     slots = start + np.arange(n)
     enc.write_codes(read_only(codes), 1, bits, dim, target.dest, slots, *target[1:5], width)
-    np.testing.assert_array_equal(target.dest, ref.write_codes(codes, 1, bits, dim, before, slots, *target[1:]))
+    np.testing.assert_array_equal(target.dest, ref.write_codes(codes, 1, bits, dim, before, slots, *target[1:6]))
 
 
 @pytest.mark.parametrize("unit", [False, True])

@@ -19,6 +19,12 @@ from conftest import clustered
 PATHS = list(_simd.RUNNABLE)   # avx512 runs in ymm halves on an AVX2 CPU
 
 
+def _code(cents, bits, lay, tail_cents=None):
+    """The code arguments of `fastscan.search_blocks`: codebook, layout and tail (none by default)."""
+    return (cents, bits, lay.per_nibble, lay.head_sub, cents if tail_cents is None else tail_cents,
+            lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
+
+
 def _random_blocks(rng, n, dim, bits):
     lay = fs.block_layout(dim, bits)
     codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
@@ -44,25 +50,46 @@ def test_block_layout_round_trip_and_move(bits, dim):
     np.testing.assert_array_equal(fs.unpack_blocks(blocks, n, lay.width, lay.n_sub, codes.shape[1]), moved)
 
 
-@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def _tail_blocks(rng, n, dim, bits, tail_coords, tail_bits):
+    """Blocks of random codes whose last tail_coords coordinates take tail_bits:
+    (layout, head codes, tail codes, blocks), as `store.BlockedCodeStore` writes them."""
+    lay = fs.block_layout(dim, bits, tail_coords, tail_bits)
+    first = lay.tail_first
+    head = ref.pack_codes(rng.integers(0, 1 << bits, (n, first)), bits)
+    tail = ref.pack_codes(rng.integers(0, 1 << tail_bits, (n, dim - first)), tail_bits)
+    blocks = np.zeros((fs.n_blocks(n), lay.rows, 32), np.uint8)
+    enc.write_into(head, 0, bits, first, enc.blocked_target(blocks, bits), 0)
+    enc.write_into(tail, 0, tail_bits, dim - first, enc.blocked_target(blocks, tail_bits, lay.head_sub // 2), 0)
+    return lay, head, tail, blocks
+
+
+@pytest.mark.parametrize("bits,tail", [(1, None), (2, None), (3, None), (4, None), (2, (8, 1)), (3, (8, 2)),
+                                       (4, (4, 2)), (4, (10, 3))])
 @pytest.mark.parametrize("dim", [40, 100])
-def test_tables_match_reference_and_bound_the_error(bits, dim):
+def test_tables_match_reference_and_bound_the_error(bits, tail, dim):
     rng = np.random.default_rng(bits + dim)
-    lay, codes, blocks = _random_blocks(rng, 64, dim, bits)
+    tail_coords, tail_bits = tail or (0, bits)
+    lay, codes, tail_codes, blocks = _tail_blocks(rng, 64, dim, bits, tail_coords, tail_bits)
     cents = codebook.centroids(dim, bits).astype(np.float32)
+    tail_cents = codebook.centroids(dim, tail_bits).astype(np.float32)
     q = rng.standard_normal(dim).astype(np.float32)
     ftab = np.empty((2 * lay.rows, 16))
     lut = np.empty(lay.rows * 32, np.uint8)
     off = rng.standard_normal()
-    base, delta, err = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.n_sub, ftab, lut)
-    rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits, off)
+    base, delta, err = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, tail_cents,
+                                       lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
+    first = lay.tail_first
+    rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits, off,
+                                                          (first, tail_cents, tail_bits) if tail else None)
     np.testing.assert_allclose(ftab, rtab, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(lut, rlut)
     pairs = lut.reshape(-1, 2, 16).max(axis=2).astype(int).sum(axis=1)
     assert pairs.max() <= 255 and pairs.max() >= 250   # a row's two tables fill one byte
     assert np.isclose(base, rbase) and np.isclose(delta, rdelta) and rerr <= err <= rerr * 1.001 + 1e-6
     # base + delta * (u8 sum) is within err of the exact partial score of every vector
-    exact = cents[ref.unpack_codes(codes, 0, bits, dim)].astype(np.float64) @ q.astype(np.float64) + off
+    exact = (cents[ref.unpack_codes(codes, 0, bits, first)].astype(np.float64) @ q[:first].astype(np.float64)
+             + tail_cents[ref.unpack_codes(tail_codes, 0, tail_bits, dim - first)].astype(np.float64)
+             @ q[first:].astype(np.float64) + off)
     approx = base + delta * ref.quantized_sums(blocks, 64, lut[None])[0]
     assert np.abs(approx - exact).max() <= err
     assert np.abs(approx - exact).max() > 0.05 * err   # the bound is not vacuous
@@ -133,7 +160,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     q = rng.standard_normal((9, dim)).astype(np.float32)
     q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
     qoff = rng.standard_normal(9)
-    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
                             k, n_chunks, group, fs.simd_level(path))
     full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
              + qoff[:, None]) * factors[:, 0] + factors[:, 1])
@@ -153,13 +180,13 @@ def test_search_blocks_by_estimate(path):
     cents = codebook.centroids(dim, bits).astype(np.float32)
     q = rng.standard_normal((9, dim)).astype(np.float32)
     qoff = rng.standard_normal(9)
-    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble, lay.n_sub,
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
                             k, 1, 4, fs.simd_level(path), False)
     want_s, want_i = ref.topk(ref.fastscan_estimates(blocks, n, factors, q, qoff, cents, bits), k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
-    exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, cents, bits, lay.per_nibble,
-                               lay.n_sub, k, 1, 4, fs.simd_level(path))[1]
+    exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
+                               k, 1, 4, fs.simd_level(path))[1]
     assert (exact_i != i).any()   # the estimate does rank differently: the flag is not a no-op
 
 

@@ -53,9 +53,7 @@ def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center):
         cents[0] *= np.sqrt(1.0 - index.mean.astype(np.float64) @ index.mean)
     else:
         cents = quant.centroid_table
-    p = quant.plan
-    scores = ref.score_codes(index._store.codes, index._store.factors, qv, cents,
-                             quant.segment_bits, p.seg_bytes[:-1], qoff)
+    scores = ref.score_codes(index._store.codes, index._store.factors, qv, cents, quant.segments, qoff)
     if metric == "l2":
         scores = (qq.astype(np.float64) ** 2).sum(1)[:, None] - scores
         order = np.argsort(scores, axis=1, kind="stable")[:, :20]

@@ -114,9 +114,8 @@ def test_kernel_equals_numpy_reference(data_32, built, mode, metric):
     qc = (q @ index._centroids.T).astype(np.float32)
     args = (lists.codes, lists.factors, lists.start, lists.size, qc, index._cnorm2, metric != "ip",
             index._list_bias_mult(), 5, *index._segment_values(q), quant.centroid_table)
-    S, P = ivf_scan.search_lists(*args, p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift,
-                                 p.whole_seg, p.split_byte, p.split_coord, p.split_shift, p.split_seg, 15)
-    S_ref, P_ref = ref.search_lists(*args, quant.segment_bits, p.seg_bytes[:-1], 15)
+    S, P = ivf_scan.search_lists(*args, *p, 15)
+    S_ref, P_ref = ref.search_lists(*args, quant.segments, 15)
     np.testing.assert_allclose(S, S_ref, rtol=1e-4, atol=1e-4)
     assert (P == P_ref).mean() > 0.95        # positions agree except where scores tie to rounding
     assert (P >= 0).all()

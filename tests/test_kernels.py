@@ -5,7 +5,7 @@ import pytest
 from turboann import codebook
 from turboann.kernels import encode as enc
 from turboann.kernels import reference as ref
-from turboann.kernels.scan import make_plan, score_codes, search_codes, segment_bytes
+from turboann.kernels.scan import simple_plan as make_plan, score_codes, search_codes, segment_bytes
 from turboann.kernels.topk import sorted_topk
 
 
@@ -64,8 +64,7 @@ def _random_layout(rng, n, dim, seg_bits, biased):
 
 
 def _plan_args(p):
-    return (p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift, p.whole_seg,
-            p.split_byte, p.split_coord, p.split_shift, p.split_seg)
+    return tuple(p)
 
 
 @pytest.mark.parametrize("seg_bits", [(1,), (2,), (3,), (4,), (5,), (6,), (7,), (8,), (1, 1), (3, 1), (4, 1)])
@@ -77,7 +76,7 @@ def test_scores_match_reference(seg_bits, biased):
     qv = rng.standard_normal((4, len(seg_bits), dim)).astype(np.float32)
     qoff = rng.standard_normal((4, len(seg_bits))).astype(np.float32)
     got = score_codes(codes, factors, qv, qoff, cents, *_plan_args(plan))
-    want = ref.score_codes(codes, factors, qv, cents, seg_bits, plan.seg_bytes[:-1], qoff)
+    want = ref.score_codes(codes, factors, qv, cents, [[(0, dim, b, s)] for s, b in enumerate(seg_bits)], qoff)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 

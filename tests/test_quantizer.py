@@ -58,7 +58,7 @@ def test_prod_is_unbiased_over_seeds(bits):
 
 def test_prod_layout_bytes():
     p = ta.TurboQuantProd(100, 3)
-    assert p.segment_bits == (2, 1) and p.code_bytes == 25 + 13
+    assert [[part.bits for part in parts] for parts in p.segments] == [[2], [1]] and p.code_bytes == 25 + 13
     assert ta.TurboQuantMSE(100, 3).code_bytes == 38
 
 

@@ -141,7 +141,7 @@ def _centre(x: np.ndarray, metric: str):
 
 
 def make_index(dim: int, metric: str, options: dict, train: np.ndarray):
-    """An empty index for `options` (bits, seed, variant, keep_vectors; nlist > 0: a trained IVFIndex)."""
+    """An empty index for `options` (bits, seed, variant, keep_vectors, compact; nlist > 0: a trained IVFIndex)."""
     from .index import Index
     from .ivf import IVFIndex
 
@@ -153,7 +153,7 @@ def make_index(dim: int, metric: str, options: dict, train: np.ndarray):
         index.train(train)
         return index
     center = "auto" if train.shape[0] <= BUILD_CHUNK else _centre(train, metric)
-    return Index(dim, center=center, **common)
+    return Index(dim, center=center, compact=options.get("compact", False), **common)
 
 
 def add_with_progress(index, x: np.ndarray) -> None:
@@ -187,17 +187,22 @@ def _size(nbytes: float) -> str:
 @click.option("--nlist", type=click.IntRange(1, None), default=None,
               help="build an IVF index with this many coarse lists (needs faiss-cpu) [default: flat]")
 @click.option("--keep-vectors", is_flag=True, help="keep float32 vectors in the index so search can --rerank")
-def build(data, index_path, bits, metric, seed, variant, nlist, keep_vectors):
+@click.option("--compact", is_flag=True,
+              help="codes and factors in dim * bits / 8 bytes a vector, a PQ code's size (flat index, bits 2-4)")
+def build(data, index_path, bits, metric, seed, variant, nlist, keep_vectors, compact):
     """Build an index of DATA's train vectors and save it to INDEX."""
     if variant == "prod" and bits < 2:
         raise click.BadParameter("variant prod spends one bit on the residual sketch: it needs --bits >= 2",
                                  param_hint="'--bits'")
+    if compact and nlist is not None:
+        raise click.BadParameter("compact codes are for flat indexes: drop --nlist", param_hint="'--compact'")
     dataset = _load(data, queries=1)
     metric = dataset.metric if metric == "auto" else metric
     if nlist is not None and nlist > dataset.train.shape[0]:
         raise click.BadParameter(f"at most the {dataset.train.shape[0]:,} train vectors, got {nlist}",
                                  param_hint="'--nlist'")
-    options = {"bits": bits, "seed": seed, "variant": variant, "nlist": nlist, "keep_vectors": keep_vectors}
+    options = {"bits": bits, "seed": seed, "variant": variant, "nlist": nlist, "keep_vectors": keep_vectors,
+               "compact": compact}
     t0 = time.perf_counter()
     index = make_index(dataset.train.shape[1], metric, options, dataset.train)
     add_with_progress(index, dataset.train)

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from . import _validate
+from . import _validate, compact as _compact
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
@@ -85,9 +85,17 @@ def estimate_centre(x: np.ndarray, metric: str) -> np.ndarray:
     return _estimate_centre(x, directions=metric != "l2")
 
 
-def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds):
-    cls = TurboQuantProd if variant == "prod" else TurboQuantMSE
-    return cls(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds)
+def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds, tail=(0, None)):
+    if variant == "prod":
+        return TurboQuantProd(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds)
+    return TurboQuantMSE(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds,
+                         tail_coords=tail[0], tail_bits=tail[1])
+
+
+def _corrections(dots: np.ndarray) -> np.ndarray:
+    """1 / <u, u_hat> as float64, 0 where the reconstruction does not point along u (dot <= 0)."""
+    dots = dots.astype(np.float64)
+    return np.where(dots > 0, 1.0 / np.where(dots > 0, dots, 1.0), 0.0)
 
 
 class Index:
@@ -113,29 +121,53 @@ class Index:
     exact re-scoring (variant "mse", bits 1..4; same results as "flat" up to
     float rounding; 3-bit codes take 4 bits a coordinate there); "auto"
     picks fastscan for variant "mse" at bits 1, 2 and 4.
+    compact=True (variant "mse", bits 2..4, correction "ip") fits codes and
+    factors in ceil(dim * bits / 8) bytes a vector, a PQ code's size: the
+    correction as a u8 log code, the norm as float16 under "ip" and "l2"
+    (norms up to 65504), and the last few coordinates one bit narrower (two
+    at 4 bits) to pay for them (see `turboann.compact`; recall 10@10 on
+    wordnet 0.1-0.2 points below the default's, which takes 4 B more).
     """
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
                  variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
                  rotation_rounds: int | None = None, keep_vectors: bool = False,
-                 layout: str = "auto"):
+                 layout: str = "auto", compact: bool = False):
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
-        self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation, rotation_rounds)
+        self.compact = self._check_compact(compact)
+        tail = (0, None)
+        if self.compact:
+            tail = _compact.tail_split(_validate.integer("dim", dim, low=2),
+                                       _validate.integer("bits", bits, low=1, high=8), self.metric)
+        self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation, rotation_rounds, tail)
         self.dim, self.bits, self.seed = self._quant.dim, self._quant.bits, self._quant.seed
         self.center, mean = self._check_center(center)
         self._set_mean(mean)
-        nseg = len(self._quant.segment_bits)
+        nseg = len(self._quant.segments)
         n_factors = nseg + (1 if self.metric == "l2" else 0)
         self.layout = self._check_layout(layout)
+        codes = _compact.FactorCodes(self.metric, self.dim, self.bits) if self.compact else None
         if self.layout == "fastscan":
-            self._store = BlockedCodeStore(self._quant.code_bytes, n_factors, _fs.block_layout(self.dim, self.bits))
+            self._store = BlockedCodeStore(self._quant.code_bytes, n_factors, self._block_layout(), factor_codes=codes)
         else:
-            self._store = CodeStore(self._quant.code_bytes, n_factors)
+            self._store = CodeStore(self._quant.code_bytes, n_factors, factor_codes=codes)
         if not isinstance(keep_vectors, (bool, np.bool_)):
             raise TypeError(f"keep_vectors must be True or False, got {type(keep_vectors).__name__}")
         self._vectors = KeptVectors(self.dim) if keep_vectors else None
+
+    def _check_compact(self, compact) -> bool:
+        if not isinstance(compact, (bool, np.bool_)):
+            raise TypeError(f"compact must be True or False, got {type(compact).__name__}")
+        if compact and (self.variant != "mse" or self.correction != "ip"):
+            raise ValueError(f"compact=True needs variant 'mse' and correction 'ip', got variant "
+                             f"{self.variant!r} and correction {self.correction!r}")
+        return bool(compact)
+
+    def _block_layout(self) -> _fs.BlockLayout:
+        q = self._quant
+        return _fs.block_layout(self.dim, self.bits, q.tail_coords, q.tail_bits)
 
     def _check_layout(self, layout) -> str:
         layout = _validate.choice("layout", layout, LAYOUTS)
@@ -177,7 +209,7 @@ class Index:
     @property
     def code_bytes(self) -> int:
         """Bytes per vector of codes and factors (ids not counted)."""
-        return self._store.vector_code_bytes + 4 * self._store.n_factors
+        return self._store.vector_code_bytes + self._store.factor_bytes
 
     @property
     def keep_vectors(self) -> bool:
@@ -230,8 +262,7 @@ class Index:
         scale = self._row_scale(enc.norms, "x")
         with np.errstate(over="ignore"):   # inf for a huge row, rejected below
             norms = np.ones(n, np.float32) if self.metric == "cosine" else enc.norms.astype(np.float32)
-        factors = self._scan_factors(norms, enc.dots, enc.gammas)
-        _validate.finite_rows("x", np.abs(factors).max(axis=1), x)   # float32 factors of huge rows
+        factors = self._stored_factors(norms, enc.dots, enc.gammas, x)
         if mean is not self._mean:
             self._set_mean(mean)
         self._store.commit(factors, ids)
@@ -282,6 +313,21 @@ class Index:
             row = int(np.flatnonzero(norms == 0)[0])
             raise ValueError(f"{name} row {row} is a zero vector, which has no direction under metric 'cosine'")
         return 1.0 / norms
+
+    def _stored_factors(self, norms: np.ndarray, dots: np.ndarray, gammas: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The factors the store keeps for rows x, from the encoder's (n,) float32 norms, dots and gammas:
+        `_scan_factors`, or packed by the store's `factor_codes` when compact; checked for rows too
+        large for them."""
+        codes = self._store.factor_codes
+        if codes is None:
+            factors = self._scan_factors(norms, dots, gammas)
+            _validate.finite_rows("x", np.abs(factors).max(axis=1), x)   # float32 factors of huge rows
+            return factors
+        bad = codes.norm_overflow(norms)
+        if bad >= 0:
+            raise ValueError(f"x row {bad} has norm {float(norms[bad]):.6g}, beyond the float16 range "
+                             f"(65504) in which compact=True keeps norms")
+        return codes.pack(norms.astype(np.float64), _corrections(dots))
 
     def _scan_factors(self, norms: np.ndarray, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
         """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms, dots
@@ -359,11 +405,8 @@ class Index:
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
-        p = self._quant.plan
         return search_codes(self._store.codes, self._store.factors, *self._segment_values(q),
-                            self._centroid_table, p.seg_bytes, p.seg_bits,
-                            p.whole_byte, p.whole_coord, p.whole_shift, p.whole_seg,
-                            p.split_byte, p.split_coord, p.split_shift, p.split_seg, k, n_chunks)
+                            self._centroid_table, *self._quant.plan, k, n_chunks)
 
     def _segment_values(self, q: np.ndarray):
         """The kernels' per-query inputs: qv (nq, nseg, d) and offsets qoff (nq, nseg) float32.
@@ -393,11 +436,14 @@ class Index:
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot, qoff, cents = self._fastscan_queries(q)
+        tail_cents = (np.ascontiguousarray(self._centroid_table[1, :1 << lay.tail_bits]) if lay.head_sub < lay.n_sub
+                      else cents)
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.n_sub, k, n_chunks, group, _fs.simd_level(),
+                                     self.bits, lay.per_nibble, lay.head_sub, tail_cents, lay.tail_bits,
+                                     lay.tail_per_nibble, lay.tail_first, k, n_chunks, group, _fs.simd_level(),
                                      exact)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
@@ -442,4 +488,5 @@ class Index:
                 "variant": self.variant, "rotation": self._quant.rotation.kind,
                 "rotation_rounds": self._quant.rotation.rounds,
                 "correction": self.correction, "center": self.center, "layout": self.layout,
-                **({"keep_vectors": True} if self._vectors is not None else {})}
+                **({"keep_vectors": True} if self._vectors is not None else {}),
+                **({"compact": True} if self.compact else {})}

@@ -91,14 +91,23 @@ class InvertedLists:
         return self._ids
 
     @property
+    def factor_bytes(self) -> int:
+        """Bytes of factors per vector (float32 each)."""
+        return 4 * self.n_factors
+
+    def factor_layout(self) -> tuple[int, np.dtype]:
+        """(columns, dtype) of the factors as kept and saved."""
+        return self.n_factors, np.dtype(np.float32)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of codes + factors + ids held (reserved slack not counted)."""
-        return len(self) * (self.vector_code_bytes + 4 * self.n_factors + 8)
+        return len(self) * (self.vector_code_bytes + self.factor_bytes + 8)
 
     @property
     def reserved_bytes(self) -> int:
         """Bytes of the whole arena, slack and holes included."""
-        return self.arena_size * (self.vector_code_bytes + 4 * self.n_factors + 8 + 4)
+        return self.arena_size * (self.vector_code_bytes + self.factor_bytes + 8 + 4)
 
     def positions(self) -> np.ndarray:
         """Arena positions of every held vector, list by list (int64)."""

@@ -170,7 +170,7 @@ def save(index, path) -> None:
         version = 2
     else:
         ids = index._store.ids
-        arrays = {"codes": index._store.codes, "factors": index._store.factors, "ids": ids}
+        arrays = {"codes": index._store.codes, "factors": index._store.stored_factors, "ids": ids}
     arrays["next_id"] = np.array([index._store.next_id], np.int64)
     if index._mean is not None:
         # "mean" translates (l2); a mean direction is saved under its own name so
@@ -200,9 +200,10 @@ def load(path):
     missing = [name for name in need if name not in arrays]
     store = index._store
     codes, factors, ids = arrays.get("codes"), arrays.get("factors"), arrays.get("ids")
+    factor_cols, factor_dtype = store.factor_layout()
     if (missing or codes.ndim != 2 or codes.shape[1] != store.code_bytes or factors.ndim != 2
-            or factors.shape != (codes.shape[0], store.n_factors) or ids.shape != (codes.shape[0],)
-            or codes.dtype != np.uint8 or factors.dtype != np.float32 or ids.dtype != np.int64):
+            or factors.shape != (codes.shape[0], factor_cols) or ids.shape != (codes.shape[0],)
+            or codes.dtype != np.uint8 or factors.dtype != factor_dtype or ids.dtype != np.int64):
         raise IndexFileError(f"{os.fspath(path)!r} is corrupt: arrays do not match the settings")
     centre_name = "mean" if index.metric == "l2" else "mean_direction"
     if index.metric != "l2" and "mean" in arrays:

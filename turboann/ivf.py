@@ -211,12 +211,9 @@ class IVFIndex(Index):
                                                   self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
                                                   *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
                                                   k, batch, _fs.simd_level(), exact)
-        p = self._quant.plan
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,
-                            *self._segment_values(q), self._centroid_table,
-                            p.seg_bytes, p.seg_bits, p.whole_byte, p.whole_coord, p.whole_shift, p.whole_seg,
-                            p.split_byte, p.split_coord, p.split_shift, p.split_seg, k)
+                            *self._segment_values(q), self._centroid_table, *self._quant.plan, k)
 
     def _list_bias_mult(self) -> float:
         """Multiple of <q, c_l> the kernel adds to a vector's score in list l."""

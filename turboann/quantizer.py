@@ -6,8 +6,12 @@ the unit direction with the Lloyd-Max codebook of the exact coordinate law
 sketch of the residual so that inner products are unbiased (Zandieh et al.,
 2025, Algorithm 2).
 
-Both describe their codes as segments (`segment_bits`, `centroid_table`,
-`segment_values`) so that the scan kernels score them without decoding.
+Both describe their codes as segments of parts (`segments`, `centroid_table`,
+`segment_values`) so that the scan kernels score them without decoding. An
+MSE code may keep its last `tail_coords` coordinates at fewer bits (a
+second part with its own codebook): the rotation makes every coordinate
+alike, so which ones are narrower does not matter, and a compact index
+(`Index(compact=True)`) pays for its per-vector factor with those bits.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import numpy as np
 
 from . import _validate, codebook
 from .kernels import encode as _enc
-from .kernels.scan import ScanPlan, make_plan, segment_bytes
+from .kernels.scan import Part, ScanPlan, make_plan, part_offsets
 from .rotation import Rotation, read_only
 
 _QJL_TAG = 0x51_4A_4C  # seed stream of the QJL Gaussian matrix, apart from the rotation's
@@ -66,24 +70,46 @@ class TurboQuantMSE:
 
     dim >= 2, bits 1..8; `rotation` is "auto", "dense" or "hadamard";
     rotation_rounds: Hadamard rounds, None for `rotation.hadamard_round_count`.
-    Two quantizers with equal (dim, bits, seed, rotation) give identical codes.
+    tail_coords, tail_bits: the last tail_coords coordinates take tail_bits
+    (1..bits-1) each, with their own Lloyd-Max codebook; bits <= 4, and the
+    other dim - tail_coords coordinates must fill whole bytes.
+    Two quantizers with equal settings give identical codes.
     """
 
     variant = "mse"
 
     def __init__(self, dim: int, bits: int, seed: int = 0, rotation: str = "auto", *,
-                 rotation_rounds: int | None = None):
+                 rotation_rounds: int | None = None, tail_coords: int = 0, tail_bits: int | None = None):
         self.dim = _validate.integer("dim", dim, low=2)
         self.bits = _validate.integer("bits", bits, low=self._min_bits(), high=8)
         self.seed = _validate.integer("seed", seed, low=0)
+        self.tail_coords, self.tail_bits = self._check_tail(tail_coords, tail_bits)
         self.rotation = Rotation(self.dim, rotation, self.seed, rotation_rounds)
         mse_bits = self._mse_bits()
         self._centroids = codebook.centroids(self.dim, mse_bits).astype(np.float32)
         self._boundaries = codebook.boundaries(self.dim, mse_bits).astype(np.float32)
-        self.segment_bits = self._segments()
-        self.code_bytes = sum(segment_bytes(self.dim, b) for b in self.segment_bits)
-        self.plan: ScanPlan = make_plan(self.dim, self.segment_bits)
+        if self.tail_coords:
+            self._tail_centroids = codebook.centroids(self.dim, self.tail_bits).astype(np.float32)
+            self._tail_boundaries = codebook.boundaries(self.dim, self.tail_bits).astype(np.float32)
+        self.segments: tuple[tuple[Part, ...], ...] = self._segments()
+        self.plan: ScanPlan = make_plan(self.segments)
+        self.code_bytes = int(self.plan.seg_bytes[-1])
         self.centroid_table = self._centroid_table()
+
+    def _check_tail(self, tail_coords, tail_bits) -> tuple[int, int]:
+        """(tail_coords, tail_bits), checked; (0, 0) for no tail."""
+        tail_coords = _validate.integer("tail_coords", tail_coords, low=0, high=self.dim - 1)
+        if tail_coords == 0:
+            return 0, 0
+        if self.variant != "mse" or self.bits > 4:
+            raise ValueError(f"tail_coords needs variant 'mse' and bits <= 4, got variant {self.variant!r} "
+                             f"and bits {self.bits}")
+        tail_bits = _validate.integer("tail_bits", tail_bits, low=1, high=self.bits - 1)
+        if (self.dim - tail_coords) * self.bits % 8:
+            raise ValueError(f"tail_coords must leave dim - tail_coords coordinates that fill whole bytes at "
+                             f"{self.bits} bits, got tail_coords={tail_coords} ({self.dim - tail_coords} "
+                             f"coordinates, {(self.dim - tail_coords) * self.bits} bits)")
+        return tail_coords, tail_bits
 
     # -- layout --------------------------------------------------------------
     @staticmethod
@@ -93,17 +119,27 @@ class TurboQuantMSE:
     def _mse_bits(self) -> int:
         return self.bits
 
-    def _segments(self) -> tuple[int, ...]:
-        return (self.bits,)
+    def _segments(self) -> tuple[tuple[Part, ...], ...]:
+        head = self.dim - self.tail_coords
+        tail = (Part(head, self.tail_coords, self.tail_bits, 1),) if self.tail_coords else ()
+        return ((Part(0, head, self.bits, 0),) + tail,)
+
+    def _mse_tables(self) -> tuple[int, ...]:
+        """Rows of `centroid_table` that hold MSE centroids (narrowed by the centre's gain)."""
+        return (0, 1) if self.tail_coords else (0,)
 
     def _centroid_table(self) -> np.ndarray:
-        table = np.zeros((len(self.segment_bits), 256), np.float32)
+        """(tables, 256) float32: row t holds the centroids of the parts scored with table t."""
+        table = np.zeros((max(p.table for parts in self.segments for p in parts) + 1, 256), np.float32)
         table[0, :self._centroids.size] = self._centroids
+        if self.tail_coords:
+            table[1, :self._tail_centroids.size] = self._tail_centroids
         return table
 
     def __repr__(self) -> str:
+        tail = f", tail_coords={self.tail_coords}, tail_bits={self.tail_bits}" if self.tail_coords else ""
         return (f"{type(self).__name__}(dim={self.dim}, bits={self.bits}, seed={self.seed}, "
-                f"rotation={self.rotation.kind!r})")
+                f"rotation={self.rotation.kind!r}{tail})")
 
     # -- codes ---------------------------------------------------------------
     def encode(self, x) -> EncodedVectors:
@@ -143,23 +179,28 @@ class TurboQuantMSE:
         else:   # dense: one BLAS product, then the lane encoder with no rounds
             rows, rounds = self.rotation.apply(x), _no_rounds(self.dim)
         zero = np.zeros(self.dim, np.float32)
+        codebook, tail_first = self._codebook(gain), self.dim - self.tail_coords
+        tail_codebook = self._codebook(gain, tail=True) if self.tail_coords else codebook
         _enc.encode_lanes(read_only(rows), *rounds, np.empty(0) if scale is None else scale,
                           zero if translate is None else translate, zero if centre is None else centre,
-                          *self._codebook(gain), target.dest, start, target.base, target.block_stride,
+                          *codebook, tail_first, *tail_codebook, _enc.target_width(self.tail_bits, target.nibbles),
+                          target.dest, start, target.base, target.block_stride,
                           target.lane_stride, target.byte_stride, target.width, norms, dots)
         return Factors(norms, dots, np.zeros(n, np.float32))
 
-    def _codebook(self, gain: float):
-        """(boundaries, centroids) float32 of the MSE code for data `gain` times narrower than the law."""
+    def _codebook(self, gain: float, tail: bool = False):
+        """(boundaries, centroids) float32 of the MSE code (or its tail's) for data `gain` times narrower
+        than the law."""
+        b, c = (self._tail_boundaries, self._tail_centroids) if tail else (self._boundaries, self._centroids)
         if gain == 1.0:
-            return self._boundaries, self._centroids
-        return ((self._boundaries / np.float32(gain)).astype(np.float32),
-                (self._centroids / np.float32(gain)).astype(np.float32))
+            return b, c
+        return (b / np.float32(gain)).astype(np.float32), (c / np.float32(gain)).astype(np.float32)
 
     def centroid_table_for(self, gain: float = 1.0) -> np.ndarray:
-        """`centroid_table` with the MSE segment's centroids divided by `gain` (see `_encode_rotated`)."""
+        """`centroid_table` with the MSE centroids divided by `gain` (see `_encode_rotated`)."""
         table = self.centroid_table.copy()
-        table[0] /= np.float32(gain)
+        for t in self._mse_tables():
+            table[t] /= np.float32(gain)
         return table
 
     def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
@@ -192,9 +233,12 @@ class TurboQuantMSE:
         return (self.rotation.apply_transpose(u_hat) * enc.norms[:, None]).astype(np.float32)
 
     def _decode_directions(self, enc: EncodedVectors) -> np.ndarray:
-        c = np.empty((len(enc), self.dim), np.int32)
-        _enc.unpack_codes(enc.codes, 0, self._mse_bits(), self.dim, c)
-        return self._centroids[c]
+        out = np.empty((len(enc), self.dim), np.float32)
+        for part, offset in zip(self.segments[0], part_offsets(self.segments)[0]):
+            c = np.empty((len(enc), part.count), np.int32)
+            _enc.unpack_codes(enc.codes, offset, part.bits, part.count, c)
+            out[:, part.first:part.first + part.count] = self.centroid_table[part.table][c]
+        return out
 
     # -- queries -------------------------------------------------------------
     def segment_values(self, q: np.ndarray) -> np.ndarray:
@@ -228,8 +272,8 @@ class TurboQuantProd(TurboQuantMSE):
     def _mse_bits(self) -> int:
         return self.bits - 1
 
-    def _segments(self) -> tuple[int, ...]:
-        return (self.bits - 1, 1)
+    def _segments(self) -> tuple[tuple[Part, ...], ...]:
+        return (Part(0, self.dim, self.bits - 1, 0),), (Part(0, self.dim, 1, 1),)
 
     def _centroid_table(self) -> np.ndarray:
         table = super()._centroid_table()

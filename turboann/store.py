@@ -28,13 +28,21 @@ def growth(capacity: int, need: int) -> int:
 
 
 class CodeStore:
-    """Row-major store: codes (n, code_bytes) uint8, factors (n, nf) float32, ids (n,) int64."""
+    """Row-major store: codes (n, code_bytes) uint8, factors (n, nf) float32, ids (n,) int64.
 
-    def __init__(self, code_bytes: int, n_factors: int, capacity: int = 0):
+    With `factor_codes` (a `compact.FactorCodes`) the factors are kept
+    packed, (n, factor_codes.columns) uint8, and `factors` unpacks them.
+    """
+
+    def __init__(self, code_bytes: int, n_factors: int, capacity: int = 0, factor_codes=None):
         self.code_bytes = code_bytes
         self.n_factors = n_factors
+        self.factor_codes = factor_codes
         self._codes = np.zeros((capacity, code_bytes), np.uint8)
-        self._factors = np.zeros((capacity, n_factors), np.float32)
+        if factor_codes is None:
+            self._factors = np.zeros((capacity, n_factors), np.float32)
+        else:
+            self._factors = np.zeros((capacity, factor_codes.columns), np.uint8)
         self._ids = np.zeros(capacity, np.int64)
         self._n = 0
         self._slot_of: dict[int, int] | None = None
@@ -49,7 +57,23 @@ class CodeStore:
 
     @property
     def factors(self) -> np.ndarray:
+        """The kernels' factors (n, n_factors) float32 (unpacked when packed)."""
+        held = self._factors[:self._n]
+        return held if self.factor_codes is None else self.factor_codes.unpack(held)
+
+    @property
+    def stored_factors(self) -> np.ndarray:
+        """The factors as kept: float32 (n, n_factors), or packed uint8 (n, columns)."""
         return self._factors[:self._n]
+
+    @property
+    def factor_bytes(self) -> int:
+        """Bytes of factors per vector."""
+        return self._factors.itemsize * self._factors.shape[1]
+
+    def factor_layout(self) -> tuple[int, np.dtype]:
+        """(columns, dtype) of the factors as kept and saved (`stored_factors`)."""
+        return self._factors.shape[1], self._factors.dtype
 
     @property
     def ids(self) -> np.ndarray:
@@ -58,7 +82,7 @@ class CodeStore:
     @property
     def nbytes(self) -> int:
         """Bytes of codes + factors + ids actually held."""
-        return self._n * (self.vector_code_bytes + 4 * self.n_factors + 8)
+        return self._n * (self.vector_code_bytes + self.factor_bytes + 8)
 
     @property
     def vector_code_bytes(self) -> int:
@@ -162,11 +186,12 @@ class BlockedCodeStore(CodeStore):
     the next change.
     """
 
-    def __init__(self, code_bytes: int, n_factors: int, layout: _fs.BlockLayout, capacity: int = 0):
+    def __init__(self, code_bytes: int, n_factors: int, layout: _fs.BlockLayout, capacity: int = 0,
+                 factor_codes=None):
         self.layout = layout
         self._blocks = np.zeros((_fs.n_blocks(capacity), layout.rows, _fs.BLOCK), np.uint8)
         self._split = None
-        super().__init__(code_bytes, n_factors, capacity)
+        super().__init__(code_bytes, n_factors, capacity, factor_codes)
 
     @property
     def blocks(self) -> np.ndarray:
@@ -175,7 +200,13 @@ class BlockedCodeStore(CodeStore):
     @property
     def codes(self) -> np.ndarray:
         lay = self.layout
-        return _fs.unpack_blocks(self._blocks, self._n, lay.width, lay.n_sub, self.code_bytes)
+        head_bytes = lay.tail_first * lay.bits // 8 if lay.head_sub < lay.n_sub else self.code_bytes
+        codes = _fs.unpack_blocks(self._blocks, self._n, lay.width, lay.head_sub, head_bytes)
+        if lay.head_sub == lay.n_sub:
+            return codes
+        tail = _fs.unpack_blocks(self._blocks[:, lay.head_sub // 2:], self._n, lay.tail_per_nibble * lay.tail_bits,
+                                 lay.n_sub - lay.head_sub, self.code_bytes - head_bytes)
+        return np.hstack([codes, tail])
 
     @property
     def vector_code_bytes(self) -> int:
@@ -210,7 +241,10 @@ class BlockedCodeStore(CodeStore):
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
         lay = self.layout
-        _enc.write_into(codes, 0, lay.bits, lay.dim, _enc.blocked_target(self._blocks, lay.bits), start)
+        _enc.write_into(codes, 0, lay.bits, lay.tail_first, _enc.blocked_target(self._blocks, lay.bits), start)
+        if lay.head_sub < lay.n_sub:   # a compact code's tail, from the block row after the others
+            _enc.write_into(codes, lay.tail_first * lay.bits // 8, lay.tail_bits, lay.dim - lay.tail_first,
+                            _enc.blocked_target(self._blocks, lay.tail_bits, lay.head_sub // 2), start)
 
     def _move_code(self, src: int, dst: int) -> None:
         _fs.move_slot(self._blocks, src, dst)

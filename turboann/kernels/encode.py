@@ -277,7 +277,7 @@ class CodeTarget(NamedTuple):
     + (s % BLOCK) * lane_stride + k * byte_stride]; dest is a flat uint8
     array. Each coordinate takes `width` bits of the code's LSB-first
     bitstream (`width` >= the code's bits: the fast-scan layout gives 3-bit
-    codes a whole nibble).
+    codes a whole nibble, `nibbles`).
     """
     dest: np.ndarray
     base: int
@@ -285,6 +285,12 @@ class CodeTarget(NamedTuple):
     lane_stride: int
     byte_stride: int
     width: int
+    nibbles: bool = False
+
+
+def target_width(bits: int, nibbles: bool) -> int:
+    """Bits a `bits`-bit coordinate takes in a target: a whole nibble for 3 bits in fast-scan blocks."""
+    return 4 if nibbles and bits == 3 else bits
 
 
 def row_major_target(codes: np.ndarray, offset: int, bits: int) -> CodeTarget:
@@ -292,9 +298,11 @@ def row_major_target(codes: np.ndarray, offset: int, bits: int) -> CodeTarget:
     return CodeTarget(codes.reshape(-1), offset, BLOCK * codes.shape[1], codes.shape[1], 1, bits)
 
 
-def blocked_target(blocks: np.ndarray, bits: int) -> CodeTarget:
-    """Fast-scan blocks (n_blocks, rows, BLOCK) uint8 (see `fastscan`) of `bits`-bit codes."""
-    return CodeTarget(blocks.reshape(-1), 0, blocks.shape[1] * BLOCK, 1, BLOCK, 4 if bits == 3 else bits)
+def blocked_target(blocks: np.ndarray, bits: int, row: int = 0) -> CodeTarget:
+    """Fast-scan blocks (n_blocks, rows, BLOCK) uint8 (see `fastscan`) of `bits`-bit codes, from block
+    row `row` on."""
+    return CodeTarget(blocks.reshape(-1), row * BLOCK, blocks.shape[1] * BLOCK, 1, BLOCK,
+                      target_width(bits, True), True)
 
 
 @njit(cache=True, nogil=True)
@@ -433,13 +441,13 @@ def _lane_squares(v, d):
 
 
 @njit(cache=True, nogil=True)
-def _quantize(v, d, inv, centre, tables, bits, width, out, at, step):
+def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
     """`_quantize_lanes` for one (bits, width): both literal, so the search unrolls and shifts are constant."""
     numba.literally(bits)
     numba.literally(width)
     middle, table1, table2, table3, sums_low, sums_high = tables
     even = odd = L.splat(0.0)
-    for i0 in range(0, d, 8):
+    for i0 in range(c0, d, 8):
         count = min(8, d - i0)
         packed = L.splat_i32(0)
         for t in range(8):   # coordinate i0 + t at bits [width * t, width * (t + 1)) of each lane
@@ -465,34 +473,44 @@ def _quantize(v, d, inv, centre, tables, bits, width, out, at, step):
                     odd = odd + u * (u_hat + ci)
                 packed = packed | (code << (width * t))
         for b in range((width * count + 7) // 8):
-            L.store_bytes(out, at + (i0 // 8 * width + b) * step, packed >> (8 * b))
+            L.store_bytes(out, at + ((i0 - c0) // 8 * width + b) * step, packed >> (8 * b))
     return even + odd
 
 
 @njit(cache=True, nogil=True)
-def _quantize_lanes(v, d, inv, centre, tables, bits, width, out, at, step):
-    """Quantize u = v * inv (each lane a unit direction) as codes of u - centre and pack them.
+def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step):
+    """Quantize coordinates c0..d-1 of u = v * inv (each lane a unit direction) as codes of u - centre
+    and pack them.
 
-    Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4) goes to
-    out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,
+    Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4, from
+    coordinate c0) goes to out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,
     sums_low, sums_high) f32x8 from `bucket_tables`: middle the boundary all
     lanes compare against first, tableN the boundaries of search level N,
     picked per lane by vpermps. Returns the f32x8 <u, u_hat>, u_hat =
     centroids[code] + centre summed as `_encode_row` does it.
     """
     if bits == 1:
-        return _quantize(v, d, inv, centre, tables, 1, 1, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 1, 1, out, at, step)
     if bits == 2:
-        return _quantize(v, d, inv, centre, tables, 2, 2, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 2, 2, out, at, step)
     if bits == 3 and width == 3:
-        return _quantize(v, d, inv, centre, tables, 3, 3, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 3, 3, out, at, step)
     if bits == 3:
-        return _quantize(v, d, inv, centre, tables, 3, 4, out, at, step)
-    return _quantize(v, d, inv, centre, tables, 4, 4, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 3, 4, out, at, step)
+    return _quantize(v, c0, d, inv, centre, tables, 4, 4, out, at, step)
+
+
+@njit(cache=True, nogil=True)
+def _lane_tables(boundaries, centroids):
+    """(bits, tables) of `_quantize_lanes` for a codebook (see `bucket_tables`)."""
+    bits, search, sums = bucket_tables(boundaries, centroids)
+    return bits, (L.splat(search[0]), L.load(search, LANES), L.load(search, 2 * LANES),
+                  L.load(search, 3 * LANES), L.load(sums, 0), L.load(sums, LANES))
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, boundaries, centroids,
+                 tail_first, tail_boundaries, tail_centroids, tail_width,
                  dest, start, base, block_stride, lane_stride, byte_stride, width, norms, dots):
     """Rotate (Hadamard rounds, or none), normalise, bucket and pack rows straight into a code target.
 
@@ -503,7 +521,12 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     translate, centre  (d,) float32, rotated: row r is mapped to
                v = rotated(x[r]) * scale[r] - translate, and its unit direction
                u = v / ||v|| is quantized as codes of u - centre
-    boundaries (2**b - 1,) float32, centroids (2**b,) float32, b <= 4
+    boundaries (2**b - 1,) float32, centroids (2**b,) float32, b <= 4: the
+               codebook of coordinates 0..tail_first-1
+    tail_boundaries, tail_centroids, tail_width: the codebook and target width
+               of coordinates tail_first..d-1 (none when tail_first == d), whose
+               codes follow the others' from a whole byte (tail_first * width
+               must be a multiple of 8)
     dest, start, base, block_stride, lane_stride, byte_stride, width: slots
                start..start+n-1 of a `CodeTarget`, every byte of their codes written
     norms      (n,) float64 out: ||v||; NaN or inf where x[r] is not finite (or
@@ -524,10 +547,10 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
         position, factor = np.arange(d), np.ones(d, np.float32)
     # Without row factors or a translation, v is the rotated row: one read-only pass for its norm.
     plain = scale.shape[0] == 0 and not np.any(translate != 0)
-    bits, search, sums = bucket_tables(boundaries, centroids)
-    tables = (L.splat(search[0]), L.load(search, LANES), L.load(search, 2 * LANES), L.load(search, 3 * LANES),
-              L.load(sums, 0), L.load(sums, LANES))
-    nbytes = (d * width + 7) // 8
+    bits, tables = _lane_tables(boundaries, centroids)
+    tail_bits, tail_tables = _lane_tables(tail_boundaries, tail_centroids)
+    head_bytes = tail_first * width // 8
+    nbytes = (tail_first * width + 7) // 8 + ((d - tail_first) * tail_width + 7) // 8
     n_groups = (n + LANES - 1) // LANES
     per_task = _ROWS_PER_TASK // LANES
     for task in prange((n_groups + per_task - 1) // per_task):
@@ -561,7 +584,11 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
                 out, at, step = dest, _code_address(s0, base, block_stride, lane_stride), byte_stride
             else:
                 out, at, step = packed, 0, LANES
-            dot = _quantize_lanes(cur, d, L.load(lane_scale, 0), centre, tables, bits, width, out, at, step)
+            inv = L.load(lane_scale, 0)
+            dot = _quantize_lanes(cur, 0, tail_first, inv, centre, tables, bits, width, out, at, step)
+            if tail_first < d:
+                dot = dot + _quantize_lanes(cur, tail_first, d, inv, centre, tail_tables, tail_bits, tail_width,
+                                            out, at + head_bytes * step, step)
             for lane in range(m):
                 r = r0 + lane
                 norms[r] = lane_norm[lane]

@@ -58,6 +58,10 @@ class BlockLayout(NamedTuple):
     width      bits of the row-major bitstream per sub-code (per_nibble * bits)
     n_sub      sub-codes per vector
     rows       32-byte rows per block (ceil(n_sub / 2))
+    head_sub   sub-codes of coordinates 0..tail_first-1 (n_sub without a tail)
+    tail_first, tail_bits, tail_per_nibble: a compact code's narrower last
+               coordinates (`quantizer.TurboQuantMSE` tail_coords), from
+               sub-code head_sub on, a whole block row; tail_first = dim without
     """
     dim: int
     bits: int
@@ -65,15 +69,34 @@ class BlockLayout(NamedTuple):
     width: int
     n_sub: int
     rows: int
+    head_sub: int
+    tail_first: int
+    tail_bits: int
+    tail_per_nibble: int
 
 
-def block_layout(dim: int, bits: int) -> BlockLayout:
-    """The blocked layout of `dim` coordinates at `bits` (1..4) each."""
+def _per_nibble(bits: int) -> int:
+    return 1 if bits == 3 else 4 // bits
+
+
+def block_layout(dim: int, bits: int, tail_coords: int = 0, tail_bits: int = 0) -> BlockLayout:
+    """The blocked layout of `dim` coordinates at `bits` (1..4) each, the last tail_coords of them at
+    tail_bits (the others must fill whole block rows)."""
     if bits not in (1, 2, 3, 4):
         raise ValueError(f"bits must be 1, 2, 3 or 4 for the fast-scan layout, got {bits!r}")
-    per_nibble = 1 if bits == 3 else 4 // bits
-    n_sub = -(-dim // per_nibble)
-    return BlockLayout(dim, bits, per_nibble, per_nibble * bits, n_sub, -(-n_sub // 2))
+    per_nibble = _per_nibble(bits)
+    head = dim - tail_coords
+    head_sub = -(-head // per_nibble)
+    if tail_coords == 0:
+        return BlockLayout(dim, bits, per_nibble, per_nibble * bits, head_sub, -(-head_sub // 2), head_sub, dim,
+                           bits, per_nibble)
+    if head % per_nibble or head_sub % 2:
+        raise ValueError(f"the fast-scan layout needs the {head} coordinates before a tail to fill whole "
+                         f"block rows at {bits} bits")
+    tail_per_nibble = _per_nibble(tail_bits)
+    n_sub = head_sub + -(-tail_coords // tail_per_nibble)
+    return BlockLayout(dim, bits, per_nibble, per_nibble * bits, n_sub, -(-n_sub // 2), head_sub, head,
+                       tail_bits, tail_per_nibble)
 
 
 def query_group(rows: int) -> int:
@@ -128,11 +151,7 @@ def float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi):
     """
     d = q.shape[0]
     nt = ftab.shape[0]
-    mask = (1 << bits) - 1
-    cx = np.empty((per_nibble, 16))   # centroid of coordinate t of sub-code value x
-    for t in range(per_nibble):
-        for x in range(16):
-            cx[t, x] = cents[(x >> (t * bits)) & mask]
+    cx = coordinate_centroids(cents, bits, per_nibble)   # centroid of coordinate t of sub-code value x
     cmin = cx[0].min()
     cmax = cx[0].max()
     ftab[:, :] = 0.0
@@ -142,28 +161,52 @@ def float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi):
         for t in range(per_nibble):
             i = j * per_nibble + t
             if i < d:
-                qi = np.float64(q[i])
-                for x in range(16):
-                    ftab[j, x] += qi * cx[t, x]
-                # Every combination of per-coordinate codes is some x, and
-                # float addition is monotone, so summing each coordinate's
-                # extreme term in the same order gives the table's exact
-                # extremes without scanning its 16 entries.
-                a = qi * cmin
-                b = qi * cmax
-                lo[j] += min(a, b)
-                hi[j] += max(a, b)
+                _add_coordinate(q[i], cx[t], cmin, cmax, ftab[j], lo, hi, j)
     for x in range(16):
         ftab[0, x] += off
     lo[0] += off
     hi[0] += off
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add_coordinate(qi, cxt, cmin, cmax, row, lo, hi, j):
+    """Add coordinate value qi with per-value centroids cxt (16,) to table row j and its extremes."""
+    qi = np.float64(qi)
+    for x in range(16):
+        row[x] += qi * cxt[x]
+    # Every combination of per-coordinate codes is some x, and float addition
+    # is monotone, so summing each coordinate's extreme term in the same
+    # order gives the table's exact extremes without scanning its 16 entries.
+    a = qi * cmin
+    b = qi * cmax
+    lo[j] += min(a, b)
+    hi[j] += max(a, b)
+
+
 @njit(cache=True, nogil=True)
-def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
+def tail_tables(q, cents, bits, per_nibble, first, sub0, ftab, lo, hi):
+    """Add the float tables of coordinates first..dim-1 (a compact code's tail, `bits` each with
+    centroids cents) to sub-codes sub0.. of ftab, lo and hi, as `float_tables` does the others'
+    (whose call must come first: it zeroes every table)."""
+    d = q.shape[0]
+    cx = coordinate_centroids(cents, bits, per_nibble)
+    cmin = cx[0].min()
+    cmax = cx[0].max()
+    for j in range(sub0, ftab.shape[0]):
+        for t in range(per_nibble):
+            i = first + (j - sub0) * per_nibble + t
+            if i < d:
+                _add_coordinate(q[i], cx[t], cmin, cmax, ftab[j], lo, hi, j)
+
+
+@njit(cache=True, nogil=True)
+def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, tail_bits, tail_per_nibble,
+                 tail_first):
     """Float and u8 tables of one query; returns (base, delta, err).
 
-    q, off, cents, ftab as in `float_tables`; lut (rows * 32,) uint8 out:
+    q, off, cents, ftab as in `float_tables`, n_sub the sub-codes before the
+    tail; tail_*: the tail's codebook and layout (`BlockLayout`), none when
+    tail_first == dim; lut (rows * 32,) uint8 out:
     u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
     partial ~ base + delta * sum_j u_j, |error| <= err.
     """
@@ -171,6 +214,8 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut):
     lo = np.empty(nt)
     hi = np.empty(nt)
     float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi)
+    if tail_first < q.shape[0]:
+        tail_tables(q, tail_cents, tail_bits, tail_per_nibble, tail_first, n_sub, ftab, lo, hi)
     # The two tables of a row are added in a byte before widening, so their
     # largest entries must sum to <= 255: the step is set by the widest pair,
     # with room for both roundings (254 + 2 * 0.5).
@@ -604,8 +649,8 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, k, n_chunks, group, simd,
-                  exact=True):
+def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
+                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact=True):
     """Exact float top k of slots 0..n-1 for each query (exact=False: top k by the u8-table
     estimate, see `push_estimates`).
 
@@ -613,7 +658,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     (n_blocks, rows, 32) uint8; wsplit (2, n_blocks * 32) float32 from
     `split_factors`;
     qrot (nq, dim) float32 rotated queries; qoff (nq,) float64 partial-score
-    offsets (see `build_tables`); cents (2**bits,) float32.
+    offsets (see `build_tables`); cents (2**bits,) float32; n_sub and tail_*
+    as in `build_tables`.
     Tasks are (query group, database chunk) pairs: `group` queries scan each
     block while it is in cache; n_chunks > 1 splits the database across
     threads for small batches (call it under `numba.parallel_chunksize(1)`
@@ -639,7 +685,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         scal = np.empty((gq, 3), np.float32)
         for j in range(gq):
             base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
-                                            ftab[j], lut[j])
+                                            ftab[j], lut[j], tail_cents, tail_bits, tail_per_nibble, tail_first)
             scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
         buf = np.empty(BLOCK, np.uint16)
         totals = np.empty(4 * BLOCK, np.int32)

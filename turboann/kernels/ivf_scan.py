@@ -49,8 +49,8 @@ def nearest_lists(qc, cnorm2, probe_l2, keys, lists):
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                 qv, qoff, cents, seg_bytes, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
-                 split_byte, split_coord, split_shift, split_seg, k):
+                 qv, qoff, cents, seg_bytes, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
+                 whole_cent, split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k):
     """Top-k over the nprobe nearest lists of each query.
 
     codes (arena, nbytes) uint8 and factors (arena, nf) float32 are the list
@@ -71,8 +71,8 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
         select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(nsplit, 1), 256), np.float32)
-        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
-                     split_coord, split_seg, nbytes, byte_table, split_table)
+        build_tables(qv[q], qoff[q], cents, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
+                     whole_cent, split_coord, split_seg, split_bits, split_cent, nbytes, byte_table, split_table)
         partial = np.zeros(nseg, np.float32)
         hs = np.full(k, -np.inf, np.float32)
         hi = np.full(k, -1, np.int64)
@@ -81,8 +81,8 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
             bias = np.float32(list_bias_mult * qc[q, l])
             lo = list_start[l]
             for v in range(lo, lo + list_size[l]):
-                score = _score_row(codes[v], factors[v], seg_bytes, seg_bits, split_byte, split_shift,
-                                   split_seg, byte_table, split_table, partial) + bias
+                score = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg,
+                                   split_bits, byte_table, split_table, partial) + bias
                 if score > hs[0]:
                     heap_push(hs, hi, score, v)
         sorted_topk(hs, hi, k, out_s[q], out_i[q])

@@ -1,8 +1,6 @@
 """Plain NumPy twins of the Numba kernels: slow, obvious, and the truth in tests."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
 
@@ -50,18 +48,31 @@ def pack_signs(z: np.ndarray, offset: int = 0) -> np.ndarray:
     return pack_codes((z >= 0).astype(np.int64), 1, offset)
 
 
+def decode_segments(codes: np.ndarray, cents: np.ndarray, segments) -> list[np.ndarray]:
+    """Each segment's centroids (n, d) float64: segments[s] is a sequence of parts (first, count, bits,
+    table), packed one after the other from whole bytes; coordinates no part covers are 0."""
+    d = max(p[0] + p[1] for parts in segments for p in parts)
+    out, at = [], 0
+    for parts in segments:
+        decoded = np.zeros((codes.shape[0], d))
+        for first, count, bits, table in parts:
+            decoded[:, first:first + count] = cents[table][unpack_codes(codes, at, bits, count)]
+            at += (count * bits + 7) // 8
+        out.append(decoded)
+    return out
+
+
 def score_codes(codes: np.ndarray, factors: np.ndarray, qv: np.ndarray, cents: np.ndarray,
-                seg_bits: Sequence[int], seg_offsets: Sequence[int], qoff=None) -> np.ndarray:
+                segments, qoff=None) -> np.ndarray:
     """Twin of `kernels.scan.score_codes`: decode every segment, then dot products.
 
-    qv (nq, nseg, d); cents (nseg, >= 2**bits); qoff (nq, nseg) segment
-    offsets or None for zeros; returns (nq, n) float64.
+    qv (nq, nseg, d); cents (ntables, >= 2**bits); segments as in
+    `decode_segments`; qoff (nq, nseg) segment offsets or None for zeros;
+    returns (nq, n) float64.
     """
-    nseg = len(seg_bits)
-    d = qv.shape[2]
+    nseg = len(segments)
     scores = np.zeros((qv.shape[0], codes.shape[0]))
-    for s, (bits, off) in enumerate(zip(seg_bits, seg_offsets)):
-        decoded = cents[s][unpack_codes(codes, off, bits, d)].astype(np.float64)   # (n, d)
+    for s, decoded in enumerate(decode_segments(codes, cents, segments)):
         partial = qv[:, s, :].astype(np.float64) @ decoded.T
         if qoff is not None:
             partial += qoff[:, s].astype(np.float64)[:, None]
@@ -100,10 +111,9 @@ def select_lists(qc: np.ndarray, cnorm2: np.ndarray, probe_l2: bool, nprobe: int
 
 
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2: bool, list_bias_mult: float,
-                 nprobe: int, qv, qoff, cents, seg_bits: Sequence[int], seg_offsets: Sequence[int],
-                 k: int):
+                 nprobe: int, qv, qoff, cents, segments, k: int):
     """Twin of `kernels.ivf_scan.search_lists`: decode every code, keep the probed lists, best k."""
-    every = score_codes(codes, factors, qv, cents, seg_bits, seg_offsets, qoff)
+    every = score_codes(codes, factors, qv, cents, segments, qoff)
     scores = np.full(every.shape, -np.inf)
     for i, probed in enumerate(select_lists(qc, cnorm2, probe_l2, nprobe)):
         for l in probed:
@@ -134,20 +144,31 @@ def pack_blocks(codes: np.ndarray, bits: int, dim: int) -> np.ndarray:
     return np.ascontiguousarray(pairs.reshape(-1, 32, pairs.shape[1]).transpose(0, 2, 1)).astype(np.uint8)
 
 
-def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.0):
-    """Twin of `fastscan.build_tables`: (float tables (2 * rows, 16), u8 (rows * 32,), base, delta, err).
-
-    err here is the bare bound sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
-    """
+def _sub_code_tables(q: np.ndarray, cents: np.ndarray, bits: int) -> np.ndarray:
+    """T_j[x] (n_sub, 16) float64 of coordinates q at `bits` each, packed into sub-codes."""
     d = q.shape[0]
     per = 1 if bits == 3 else 4 // bits
     n_sub = -(-d // per)
     x = np.arange(16)
     codes = (x[None, :] >> (bits * np.arange(per))[:, None]) & ((1 << bits) - 1)    # (per, 16)
     qp = np.pad(q.astype(np.float64), (0, n_sub * per - d)).reshape(n_sub, per)
-    tables = np.einsum("jt,tx->jx", qp, cents.astype(np.float64)[codes])
+    return np.einsum("jt,tx->jx", qp, cents.astype(np.float64)[codes])
+
+
+def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.0, tail=None):
+    """Twin of `fastscan.build_tables`: (float tables (2 * rows, 16), u8 (rows * 32,), base, delta, err).
+
+    err here is the bare bound sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
+    tail: None, or (first, tail_cents, tail_bits) for coordinates first.. at tail_bits.
+    """
+    if tail is not None:   # the tail's sub-codes follow the others'
+        first, tail_cents, tail_bits = tail
+        tables = np.concatenate([_sub_code_tables(q[:first], cents, bits),
+                                 _sub_code_tables(q[first:], tail_cents, tail_bits)])
+    else:
+        tables = _sub_code_tables(q, cents, bits)
     tables[0] += off
-    tables = np.pad(tables, ((0, n_sub % 2), (0, 0)))
+    tables = np.pad(tables, ((0, len(tables) % 2), (0, 0)))
     lo = tables.min(axis=1)
     span = (tables.max(axis=1) - lo).reshape(-1, 2).sum(axis=1).max()   # rows of two tables share a byte
     delta = span / 254.0 if span > 0 else 1.0
@@ -226,14 +247,28 @@ def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndar
 
 
 def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
-                 boundaries: np.ndarray, centroids: np.ndarray, width: int):
+                 boundaries: np.ndarray, centroids: np.ndarray, width: int, tail=None):
     """Twin of `kernels.encode.encode_lanes` with zero rounds (rows y already rotated):
-    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, norms float64, dots)."""
+    (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, norms float64, dots).
+
+    tail: None, or (tail_first, tail_boundaries, tail_centroids, tail_width):
+    coordinates from tail_first on take that codebook, their codes after
+    the others' from a whole byte.
+    """
     scale = np.ones(len(y)) if scale.shape[0] == 0 else scale
     norms = np.sqrt(((y * scale.astype(np.float32)[:, None] - translate).astype(np.float64) ** 2).sum(axis=1))
     bits = int(np.log2(len(centroids)))
-    codes, _, dots, _ = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
-    return restream(codes, 0, bits, y.shape[1], width), norms, dots
+    codes, _, dots, residual = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
+    if tail is None:
+        return restream(codes, 0, bits, y.shape[1], width), norms, dots
+    first, tail_b, tail_c, tail_width = tail
+    d = y.shape[1]
+    u = residual + centroids[unpack_codes(codes, 0, bits, d)] + centre        # the unit directions
+    c = np.searchsorted(tail_b, u[:, first:] - centre[first:], side="right")
+    uh = np.concatenate([centroids[unpack_codes(codes, 0, bits, d)[:, :first]], tail_c[c]], axis=1) + centre
+    dots = np.where(norms > 0, (u.astype(np.float64) * uh).sum(axis=1), 0.0).astype(np.float32)
+    head = restream(codes, 0, bits, first, width)
+    return np.concatenate([head, pack_codes(c, tail_width)], axis=1), norms, dots
 
 
 def sample_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray, unit: bool):

@@ -1,10 +1,13 @@
 """Lookup-table scan of row-major packed codes, with top-k selection.
 
-A code row is a concatenation of segments (see `kernels.encode`). For one
-query, each segment `s` has per-coordinate query values `qv[s]` (d,), an
-offset `off[s]` and a centroid table `cents[s]`; a vector's partial score for
-the segment is off[s] + sum_i qv[s, i] * cents[s, code_i] (the offset is the
-query's inner product with a centre shared by every code). Its final score is
+A code row is a concatenation of segments (see `kernels.encode`), and a
+segment of one or more parts: runs of coordinates at one width with one
+centroid table (a compact code keeps its last coordinates narrower, see
+`quantizer`). For one query, each segment `s` has per-coordinate query
+values `qv[s]` (d,) and an offset `off[s]`; a vector's partial score for the
+segment is off[s] + sum over its coordinates i of qv[s, i] * cents[t_i, code_i]
+(t_i: the table of i's part; the offset is the query's inner product with a
+centre shared by every code). Its final score is
 
     score = sum_s factors[v, s] * partial_s  (+ factors[v, nseg] when biased)
 
@@ -25,80 +28,111 @@ from numba import njit, prange
 from .topk import heap_push, sorted_topk
 
 
+class Part(NamedTuple):
+    """Coordinates first..first+count-1 at `bits` each, scored with centroid table row `table`."""
+    first: int
+    count: int
+    bits: int
+    table: int
+
+
 class ScanPlan(NamedTuple):
     """Where each coordinate of each segment sits in a code row (all int64).
 
     seg_bytes  (nseg + 1,)  byte range [seg_bytes[s], seg_bytes[s+1]) of segment s
-    seg_bits   (nseg,)      bits per coordinate
-    whole_*    (m,)         coordinates wholly inside one byte: byte, coord, shift, segment
-    split_*    (p,)         coordinates straddling bytes b and b+1: b, coord, shift, segment
+    whole_*    (m,)         coordinates wholly inside one byte: byte, coord, shift, segment,
+                            bits, centroid table row
+    split_*    (p,)         coordinates straddling bytes b and b+1: the same fields
+    The kernels take the fields in this order (`*plan`).
     """
     seg_bytes: np.ndarray
-    seg_bits: np.ndarray
     whole_byte: np.ndarray
     whole_coord: np.ndarray
     whole_shift: np.ndarray
     whole_seg: np.ndarray
+    whole_bits: np.ndarray
+    whole_cent: np.ndarray
     split_byte: np.ndarray
     split_coord: np.ndarray
     split_shift: np.ndarray
     split_seg: np.ndarray
+    split_bits: np.ndarray
+    split_cent: np.ndarray
 
 
 def segment_bytes(dim: int, bits: int) -> int:
-    """Bytes one segment of `dim` coordinates at `bits` each occupies."""
+    """Bytes one run of `dim` coordinates at `bits` each occupies."""
     return (dim * bits + 7) // 8
 
 
-def make_plan(dim: int, segment_bits: Sequence[int]) -> ScanPlan:
-    """Describe the layout of segments of `dim` coordinates at the given widths."""
-    seg_bytes = [0]
+def part_offsets(segments: Sequence[Sequence[Part]]) -> list[list[int]]:
+    """The byte where each part of each segment starts: parts follow one another, each from a
+    whole byte."""
+    at, out = 0, []
+    for parts in segments:
+        out.append([])
+        for part in parts:
+            out[-1].append(at)
+            at += segment_bytes(part.count, part.bits)
+    return out
+
+
+def make_plan(segments: Sequence[Sequence[Part]]) -> ScanPlan:
+    """Describe the layout of code rows made of `segments`, each a sequence of `Part`s."""
+    offsets = part_offsets(segments)
+    seg_bytes = [o[0] for o in offsets] + [offsets[-1][-1] + segment_bytes(segments[-1][-1].count,
+                                                                             segments[-1][-1].bits)]
     whole, split = [], []
-    for s, bits in enumerate(segment_bits):
-        offset = seg_bytes[-1]
-        for i in range(dim):
-            p = i * bits
-            byte, shift = offset + (p >> 3), p & 7
-            (split if shift + bits > 8 else whole).append((byte, i, shift, s))
-        seg_bytes.append(offset + segment_bytes(dim, bits))
+    for s, parts in enumerate(segments):
+        for part, offset in zip(parts, offsets[s]):
+            for i in range(part.count):
+                p = i * part.bits
+                byte, shift = offset + (p >> 3), p & 7
+                entry = (byte, part.first + i, shift, s, part.bits, part.table)
+                (split if shift + part.bits > 8 else whole).append(entry)
 
     def cols(rows):
-        a = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        return [np.ascontiguousarray(a[:, j]) for j in range(4)]
+        a = np.array(rows, dtype=np.int64).reshape(-1, 6)
+        return [np.ascontiguousarray(a[:, j]) for j in range(6)]
 
-    return ScanPlan(np.array(seg_bytes, np.int64), np.array(segment_bits, np.int64),
-                    *cols(whole), *cols(split))
+    return ScanPlan(np.array(seg_bytes, np.int64), *cols(whole), *cols(split))
+
+
+def simple_plan(dim: int, segment_bits: Sequence[int]) -> ScanPlan:
+    """The plan of segments that each cover all `dim` coordinates at one width, table row s for segment s."""
+    return make_plan([[Part(0, dim, b, s)] for s, b in enumerate(segment_bits)])
 
 
 @njit(cache=True, nogil=True)
-def build_tables(qv, off, cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
-                 split_coord, split_seg, nbytes, byte_table, split_table):
+def build_tables(qv, off, cents, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits, whole_cent,
+                 split_coord, split_seg, split_bits, split_cent, nbytes, byte_table, split_table):
     """Fill the per-query lookup tables.
 
     qv (nseg, d) float32; off (nseg,) float32 segment offsets, folded into
     the table of the byte holding each segment's coordinate 0 (always whole);
-    cents (nseg, 256) float32 (unused tail ignored);
+    cents (ntables, 256) float32 centroid tables (unused tail ignored);
     byte_table (nbytes, 256) float32 out; split_table (p, 256) float32 out.
     """
     byte_table[:, :] = 0.0
     for e in range(whole_byte.shape[0]):
         s = whole_seg[e]
-        mask = (1 << seg_bits[s]) - 1
+        mask = (1 << whole_bits[e]) - 1
         val = qv[s, whole_coord[e]]
         sh = whole_shift[e]
         row = byte_table[whole_byte[e]]
+        cent = cents[whole_cent[e]]
         base = off[s] if whole_coord[e] == 0 else np.float32(0.0)
         for v in range(256):
-            row[v] += base + val * cents[s, (v >> sh) & mask]
+            row[v] += base + val * cent[(v >> sh) & mask]
     for e in range(split_coord.shape[0]):
         s = split_seg[e]
         val = qv[s, split_coord[e]]
-        for c in range(1 << seg_bits[s]):
-            split_table[e, c] = val * cents[s, c]
+        for c in range(1 << split_bits[e]):
+            split_table[e, c] = val * cents[split_cent[e], c]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _score_row(row, fac, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+def _score_row(row, fac, seg_bytes, split_byte, split_shift, split_seg, split_bits,
                byte_table, split_table, partial):
     nseg = seg_bytes.shape[0] - 1
     for s in range(nseg):
@@ -110,7 +144,7 @@ def _score_row(row, fac, seg_bytes, seg_bits, split_byte, split_shift, split_seg
         b = split_byte[e]
         sh = split_shift[e]
         s = split_seg[e]
-        c = ((np.int32(row[b]) >> sh) | (np.int32(row[b + 1]) << (8 - sh))) & ((1 << seg_bits[s]) - 1)
+        c = ((np.int32(row[b]) >> sh) | (np.int32(row[b + 1]) << (8 - sh))) & ((1 << split_bits[e]) - 1)
         partial[s] += split_table[e, c]
     score = np.float32(0.0)
     for s in range(nseg):
@@ -121,25 +155,25 @@ def _score_row(row, fac, seg_bytes, seg_bits, split_byte, split_shift, split_seg
 
 
 @njit(cache=True, nogil=True)
-def _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+def _scan_range(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, split_seg, split_bits,
                 byte_table, split_table, hs, hi_slots):
     partial = np.zeros(seg_bytes.shape[0] - 1, np.float32)
     for v in range(lo, hi):
-        score = _score_row(codes[v], factors[v], seg_bytes, seg_bits, split_byte, split_shift,
-                           split_seg, byte_table, split_table, partial)
+        score = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg, split_bits,
+                           byte_table, split_table, partial)
         if score > hs[0]:
             heap_push(hs, hi_slots, score, v)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
-                 whole_byte, whole_coord, whole_shift, whole_seg,
-                 split_byte, split_coord, split_shift, split_seg, k, n_chunks):
+def search_codes(codes, factors, qv, qoff, cents, seg_bytes,
+                 whole_byte, whole_coord, whole_shift, whole_seg, whole_bits, whole_cent,
+                 split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k, n_chunks):
     """Top-k by estimated score for a batch of queries.
 
     codes (n, nbytes) uint8; factors (n, nseg or nseg + 1) float32;
     qv (nq, nseg, d) float32 per-query segment values; qoff (nq, nseg) float32
-    segment offsets; cents (nseg, 256) float32.
+    segment offsets; cents (ntables, 256) float32; then the `ScanPlan` fields.
     The database is cut into n_chunks ranges so that small batches still use
     every thread; each (query, chunk) task builds its own tables.
     Returns scores (nq, k) float32 best first and slots (nq, k) int64, -1 padded.
@@ -159,9 +193,9 @@ def search_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
             continue
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(nsplit, 1), 256), np.float32)
-        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
-                     split_coord, split_seg, nbytes, byte_table, split_table)
-        _scan_range(codes, factors, lo, hi, seg_bytes, seg_bits, split_byte, split_shift, split_seg,
+        build_tables(qv[q], qoff[q], cents, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
+                     whole_cent, split_coord, split_seg, split_bits, split_cent, nbytes, byte_table, split_table)
+        _scan_range(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, split_seg, split_bits,
                     byte_table, split_table, part_s[q, ch], part_i[q, ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
@@ -171,9 +205,9 @@ def search_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def score_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
-                whole_byte, whole_coord, whole_shift, whole_seg,
-                split_byte, split_coord, split_shift, split_seg):
+def score_codes(codes, factors, qv, qoff, cents, seg_bytes,
+                whole_byte, whole_coord, whole_shift, whole_seg, whole_bits, whole_cent,
+                split_byte, split_coord, split_shift, split_seg, split_bits, split_cent):
     """Every vector's score for every query, (nq, n) float32 (for tests and rescoring)."""
     n, nbytes = codes.shape
     nq = qv.shape[0]
@@ -182,10 +216,10 @@ def score_codes(codes, factors, qv, qoff, cents, seg_bytes, seg_bits,
     for q in prange(nq):
         byte_table = np.empty((nbytes, 256), np.float32)
         split_table = np.zeros((max(split_byte.shape[0], 1), 256), np.float32)
-        build_tables(qv[q], qoff[q], cents, seg_bits, whole_byte, whole_coord, whole_shift, whole_seg,
-                     split_coord, split_seg, nbytes, byte_table, split_table)
+        build_tables(qv[q], qoff[q], cents, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
+                     whole_cent, split_coord, split_seg, split_bits, split_cent, nbytes, byte_table, split_table)
         partial = np.zeros(nseg, np.float32)
         for v in range(n):
-            out[q, v] = _score_row(codes[v], factors[v], seg_bytes, seg_bits, split_byte,
-                                   split_shift, split_seg, byte_table, split_table, partial)
+            out[q, v] = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg,
+                                   split_bits, byte_table, split_table, partial)
     return out
