@@ -357,22 +357,19 @@ def scaled_rounds(weights, overlap_signs, d):
 
 @njit(cache=True, nogil=True)
 def forward_plan(weights, index, overlap_signs, d):
-    """(p, position, factor, sources, gains): forward rounds as `rotate_lanes_forward` takes them.
+    """(p, sources, gains): forward rounds as `rotate_lanes_forward` takes them.
 
     weights (rounds, d), index (rounds, d), overlap_signs (rounds, 2p - d) as
     in `HadamardRounds`; p the largest power of two <= d.
-    position, factor (d,) int64, float32: round 0's gather as a scatter from
-    each source coordinate (`load_lanes` does it while loading).
     sources (rounds, 2, p) int64, gains (rounds, 2, p) float32: round k runs
-    in half k % 2 of a buffer of 2 * d * LANES floats; block transform b
-    (b = 0: coordinates [0, p), b = 1: [d-p, d), absent when p == d) takes
-    its coordinate i as gains[k, b, i] * buf[sources[k, b, i] : + LANES].
-    That is round k's gather from the other half (weights / sqrt(p) through
-    index[k]), or, in the overlap [d-p, p), the first transform's output times
-    overlap_signs[k] / sqrt(p), or, for round 0, its loaded coordinate times 1.
+    in half k % 2 of a buffer of 2 * d * LANES floats (the rows are loaded
+    into half 1); block transform b (b = 0: coordinates [0, p), b = 1:
+    [d-p, d), absent when p == d) takes its coordinate i as
+    gains[k, b, i] * buf[sources[k, b, i] : + LANES]: round k's gather from
+    the other half (weights / sqrt(p) through index[k]), or, in the overlap
+    [d-p, p), the first transform's output times overlap_signs[k] / sqrt(p).
     """
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
-    position, factor = scatter_targets(index[0], scaled[0])
     rounds = weights.shape[0]
     half = d * LANES
     sources = np.zeros((rounds, 2, p), np.int64)
@@ -385,48 +382,38 @@ def forward_plan(weights, index, overlap_signs, d):
                 if b == 1 and c < p:
                     sources[k, b, i] = here + c * LANES
                     gains[k, b, i] = overlap_scaled[k, c - (d - p)]
-                elif k == 0:
-                    sources[k, b, i] = here + c * LANES
                 else:
                     sources[k, b, i] = before + index[k, c] * LANES
                     gains[k, b, i] = scaled[k, c]
-    return p, position, factor, sources, gains
+    return p, sources, gains
 
 
 @njit(cache=True, nogil=True)
-def scatter_targets(index, weight):
-    """(position, factor) (d,) int64 and float32 with position[index[i]] = i, factor[index[i]] = weight[i]:
-    a gather dst[i] = weight[i] * src[index[i]] as a scatter from each source coordinate."""
-    d = index.shape[0]
-    position = np.empty(d, np.int64)
-    factor = np.empty(d, np.float32)
-    for i in range(d):
-        position[index[i]] = i
-        factor[index[i]] = weight[i]
-    return position, factor
-
-
-@njit(cache=True, nogil=True)
-def load_lanes(flat, r0, m, d, position, factor, dst, tile):
+def load_lanes(flat, r0, m, d, dst, tile):
     """Rows r0..r0+m-1 (m <= LANES) of a C-contiguous (n, d) float32 array, given flattened as
-    flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l, times factor[j],
-    at [position[j] * LANES + l]; lanes >= m get zeros. tile (LANES * LANES,) float32 scratch."""
-    last = flat.shape[0] - 1
+    flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l at [j * LANES + l];
+    lanes >= m get zeros. tile (LANES * LANES,) float32 scratch.
+
+    Prefetches the LANES rows PREFETCH_ROWS ahead (one block of memory), a
+    few cache lines a tile: rows read LANES at a time in lockstep defeat the
+    hardware prefetcher (measured 2x faster loads), and a burst of 192 line
+    prefetches at once stalls the loads behind it.
+    """
+    ahead = (r0 + PREFETCH_ROWS) * d
+    end = min(flat.shape[0], ahead + LANES * d)
     for j in range(0, d, LANES):
-        if j % 16 == 0:   # one cache line of each row PREFETCH_ROWS ahead (the rows read LANES at a time
-            # in lockstep defeat the hardware prefetcher; measured 2x faster loads)
-            for r in range(LANES):
-                prefetch(flat, min(last, (r0 + PREFETCH_ROWS + r) * d + j))
+        for at in range(ahead + j * LANES, min(end, ahead + (j + LANES) * LANES), 16):   # 16 floats a line
+            prefetch(flat, at)
         if m == LANES and j + LANES <= d:   # a whole tile, its columns written out
             c0, c1, c2, c3, c4, c5, c6, c7 = L.transpose(flat, r0 * d + j, d)
-            L.store(dst, position[j] * LANES, L.splat(factor[j]) * c0)
-            L.store(dst, position[j + 1] * LANES, L.splat(factor[j + 1]) * c1)
-            L.store(dst, position[j + 2] * LANES, L.splat(factor[j + 2]) * c2)
-            L.store(dst, position[j + 3] * LANES, L.splat(factor[j + 3]) * c3)
-            L.store(dst, position[j + 4] * LANES, L.splat(factor[j + 4]) * c4)
-            L.store(dst, position[j + 5] * LANES, L.splat(factor[j + 5]) * c5)
-            L.store(dst, position[j + 6] * LANES, L.splat(factor[j + 6]) * c6)
-            L.store(dst, position[j + 7] * LANES, L.splat(factor[j + 7]) * c7)
+            L.store(dst, j * LANES, c0)
+            L.store(dst, (j + 1) * LANES, c1)
+            L.store(dst, (j + 2) * LANES, c2)
+            L.store(dst, (j + 3) * LANES, c3)
+            L.store(dst, (j + 4) * LANES, c4)
+            L.store(dst, (j + 5) * LANES, c5)
+            L.store(dst, (j + 6) * LANES, c6)
+            L.store(dst, (j + 7) * LANES, c7)
             continue
         for r in range(LANES):
             for c in range(LANES):
@@ -434,7 +421,7 @@ def load_lanes(flat, r0, m, d, position, factor, dst, tile):
                 tile[r * LANES + c] = flat[(r0 + r) * d + j + c] if inside else np.float32(0.0)
         cols = L.transpose(tile, 0, LANES)
         for c in range(min(LANES, d - j)):
-            L.store(dst, position[j + c] * LANES, L.splat(factor[j + c]) * cols[c])
+            L.store(dst, (j + c) * LANES, cols[c])
 
 
 @njit(cache=True, nogil=True)
@@ -452,23 +439,20 @@ def store_lanes(src, r0, m, d, out, tile):
 
 
 @njit(cache=True, nogil=True)
-def rotate_lanes_forward(flat, r0, m, d, p, position, factor, sources, gains, buf, tile):
+def rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile):
     """Rotate rows r0..r0+m-1 (m <= LANES) of x (n, d) float32, given flattened as flat (n * d,).
 
     Returns the lane buffer holding them, a view of half of buf (2 * d * LANES,)
     float32 scratch, with coordinate i of row r0 + l at [i * LANES + l]
     (lanes >= m are zero); tile (LANES * LANES,) float32 scratch.
-    p, position, factor, sources, gains as from `forward_plan`.
+    p, sources, gains as from `forward_plan`.
     """
     half = d * LANES
-    load_lanes(flat, r0, m, d, position, factor, buf, tile)
+    load_lanes(flat, r0, m, d, buf[half:], tile)
     rounds = sources.shape[0]
     for k in range(rounds):
         here = (k % 2) * half
-        if k == 0:   # the load did round 0's gather
-            _fwht_lanes(buf, 0, p * LANES)
-        else:
-            _transform_gathered(buf, here, p, sources[k, 0], gains[k, 0])
+        _transform_gathered(buf, here, p, sources[k, 0], gains[k, 0])
         if p < d:
             _transform_gathered(buf, here + (d - p) * LANES, p, sources[k, 1], gains[k, 1])
     last = ((rounds - 1) % 2) * half
@@ -494,23 +478,18 @@ def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
     n, d = x.shape
     flat = x.reshape(n * d)
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
-    if transpose:   # rows enter the lanes as they are
-        position, factor = np.arange(d), np.ones(d, np.float32)
-        sources, gains = np.zeros((0, 2, p), np.int64), np.ones((0, 2, p), np.float32)
-    else:           # round 0's gather, done while loading
-        _, position, factor, sources, gains = forward_plan(weights, index, overlap_signs, d)
+    _, sources, gains = forward_plan(weights, index, overlap_signs, d)
     for block in prange((n + LANES - 1) // LANES):
         tile = np.empty(LANES * LANES, np.float32)
         r0 = block * LANES
         m = min(LANES, n - r0)
         if not transpose:
             buf = np.empty(2 * d * LANES, np.float32)
-            store_lanes(rotate_lanes_forward(flat, r0, m, d, p, position, factor, sources, gains, buf, tile),
-                        r0, m, d, out, tile)
+            store_lanes(rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile), r0, m, d, out, tile)
         else:
             cur = np.empty(d * LANES, np.float32)
             nxt = np.empty(d * LANES, np.float32)
-            load_lanes(flat, r0, m, d, position, factor, cur, tile)
+            load_lanes(flat, r0, m, d, cur, tile)
             for k in range(scaled.shape[0] - 1, 0, -1):
                 _round_transforms_transposed(cur, d, p, overlap_scaled[k])
                 _gather_lanes(cur, index[k], scaled[k], nxt)

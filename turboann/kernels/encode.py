@@ -516,11 +516,7 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     n, d = x.shape
     flat = x.reshape(n * d)
     rounds = weights.shape[0]
-    if rounds:
-        p, position, factor, sources, gains = forward_plan(weights, index, overlap_signs, d)
-    else:
-        p, position, factor = d, np.arange(d), np.ones(d, np.float32)
-        sources, gains = np.zeros((0, 2, d), np.int64), np.ones((0, 2, d), np.float32)
+    p, sources, gains = forward_plan(weights, index, overlap_signs, d)
     # Without row factors or a translation, v is the rotated row: one read-only pass for its norm.
     plain = scale.shape[0] == 0 and not np.any(translate != 0)
     bits, search, sums = bucket_tables(boundaries, centroids)
@@ -539,10 +535,10 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
             r0 = group * LANES
             m = min(LANES, n - r0)
             if rounds:
-                cur = rotate_lanes_forward(flat, r0, m, d, p, position, factor, sources, gains, buf, tile)
+                cur = rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile)
             else:
                 cur = buf[:d * LANES]
-                load_lanes(flat, r0, m, d, position, factor, cur, tile)
+                load_lanes(flat, r0, m, d, cur, tile)
             if plain:
                 squares = _lane_squares(cur, d)
             else:
