@@ -66,6 +66,36 @@ def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center):
     assert same.all()
 
 
+@pytest.mark.parametrize("variant,correction", [("mse", "ip"), ("mse", "none"), ("prod", "ip")])
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_scan_factors_are_the_formula_rounded_once(metric, variant, correction):
+    """Weights: ||x|| / <u, u_hat> (0 where that is not positive), ||x||, or ||x|| and ||x|| * gamma;
+    under l2 doubled, with -||x||^2 last; computed in float64, rounded once to float32."""
+    rng = np.random.default_rng(7)
+    norms = rng.uniform(0.5, 2.0, 40).astype(np.float32)
+    norms[0] = 3e38   # its l2 weights overflow float32: inf, which add rejects
+    dots = rng.uniform(0.3, 1.0, 40).astype(np.float32)
+    dots[1:5] = [0.0, -0.2, np.nan, 1e-30]
+    gammas = rng.uniform(0.0, 0.5, 40).astype(np.float32)
+    index = ta.Index(8, bits=3, metric=metric, variant=variant, correction=correction)
+    got = index._scan_factors(norms, dots, gammas)
+    n64, d64 = norms.astype(np.float64), dots.astype(np.float64)
+    if variant == "prod":
+        want = [n64, n64 * gammas.astype(np.float64)]
+    elif correction == "ip":
+        want = [np.array([n / d if d > 0 else 0.0 for n, d in zip(n64, d64)])]
+    else:
+        want = [n64]
+    if metric == "l2":
+        want = [2.0 * w for w in want] + [-n64 * n64]
+    with np.errstate(over="ignore"):
+        want = np.stack(want, axis=1).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    if variant == "mse" and correction == "ip":
+        assert (got[2:4, 0] == 0).all() and np.isfinite(got[4, 0]) and got[4, 0] > 0
+
+
 def test_correction_makes_inner_products_unbiased(data_64):
     x, q = data_64
     plain = ta.Index(64, bits=2, metric="ip", correction="none", center=False)

@@ -210,24 +210,36 @@ PREFETCH_ROWS = 2 * LANES
 
 
 @njit(cache=True, nogil=True)
+def _butterflies8(x0, x1, x2, x3, x4, x5, x6, x7):
+    """Three butterfly stages over eight f32x8 values (distances 1, 2 and 4 among them)."""
+    a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
+    a4, a5, a6, a7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
+    b0, b1, b2, b3 = a0 + a2, a1 + a3, a0 - a2, a1 - a3
+    b4, b5, b6, b7 = a4 + a6, a5 + a7, a4 - a6, a5 - a7
+    return b0 + b4, b1 + b5, b2 + b6, b3 + b7, b0 - b4, b1 - b5, b2 - b6, b3 - b7
+
+
+@njit(cache=True, nogil=True)
+def _store8(v, t, h, y):
+    """y[q] (eight f32x8) to v[t + q * h]."""
+    L.store(v, t, y[0])
+    L.store(v, t + h, y[1])
+    L.store(v, t + 2 * h, y[2])
+    L.store(v, t + 3 * h, y[3])
+    L.store(v, t + 4 * h, y[4])
+    L.store(v, t + 5 * h, y[5])
+    L.store(v, t + 6 * h, y[6])
+    L.store(v, t + 7 * h, y[7])
+
+
+@njit(cache=True, nogil=True)
 def _radix8_pass(v, lo, hi, h):
     """Three butterfly stages, at distances h, 2h and 4h (floats), over v[lo:hi], in registers."""
     for base in range(lo, hi, 8 * h):
         for t in range(base, base + h, LANES):
-            x0, x1, x2, x3 = L.load(v, t), L.load(v, t + h), L.load(v, t + 2 * h), L.load(v, t + 3 * h)
-            x4, x5, x6, x7 = L.load(v, t + 4 * h), L.load(v, t + 5 * h), L.load(v, t + 6 * h), L.load(v, t + 7 * h)
-            a0, a1, a2, a3 = x0 + x1, x0 - x1, x2 + x3, x2 - x3
-            a4, a5, a6, a7 = x4 + x5, x4 - x5, x6 + x7, x6 - x7
-            b0, b1, b2, b3 = a0 + a2, a1 + a3, a0 - a2, a1 - a3
-            b4, b5, b6, b7 = a4 + a6, a5 + a7, a4 - a6, a5 - a7
-            L.store(v, t, b0 + b4)
-            L.store(v, t + h, b1 + b5)
-            L.store(v, t + 2 * h, b2 + b6)
-            L.store(v, t + 3 * h, b3 + b7)
-            L.store(v, t + 4 * h, b0 - b4)
-            L.store(v, t + 5 * h, b1 - b5)
-            L.store(v, t + 6 * h, b2 - b6)
-            L.store(v, t + 7 * h, b3 - b7)
+            _store8(v, t, h, _butterflies8(L.load(v, t), L.load(v, t + h), L.load(v, t + 2 * h),
+                                           L.load(v, t + 3 * h), L.load(v, t + 4 * h), L.load(v, t + 5 * h),
+                                           L.load(v, t + 6 * h), L.load(v, t + 7 * h)))
 
 
 @njit(cache=True, nogil=True)
@@ -255,13 +267,18 @@ def _radix2_pass(v, lo, hi, h):
 
 @njit(cache=True, nogil=True)
 def _fwht_lanes(v, lo, hi):
-    """Unnormalised Walsh-Hadamard transform of coordinates [lo, hi) / LANES of every lane.
+    """Unnormalised Walsh-Hadamard transform of coordinates [lo, hi) / LANES of every lane."""
+    _fwht_stages(v, lo, hi, LANES)
 
-    Stages run at distances 1, 2, 4, ... coordinates, three at a time while
-    they last: the same butterflies in the same order whatever the grouping.
+
+@njit(cache=True, nogil=True)
+def _fwht_stages(v, lo, hi, h):
+    """The stages of `_fwht_lanes` from distance h (floats) on.
+
+    Stages run at distances h, 2h, 4h, ..., three at a time while they
+    last: the same butterflies in the same order whatever the grouping.
     """
     size = hi - lo
-    h = LANES
     while 8 * h <= size:
         _radix8_pass(v, lo, hi, h)
         h *= 8
@@ -272,28 +289,49 @@ def _fwht_lanes(v, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def _round_transforms(v, d, p, overlap_weights, transpose):
-    """Both block transforms of one round on the lane buffer v (d * LANES,).
+def _gathered(v, sources, gains, i):
+    return L.splat(gains[i]) * L.load(v, sources[i])
 
-    The round's gather carries one factor 1/sqrt(p) for every coordinate;
-    the overlap [d-p, p), transformed twice, gets its second one here,
-    between the two transforms, with its signs: overlap_weights (2p - d,)
-    = ±1/sqrt(p). transpose=True runs the blocks in reverse.
+
+@njit(cache=True, nogil=True)
+def _transform_gathered(v, lo, size, sources, gains):
+    """Transform a block of `size` (a power of two) coordinates at float offset lo of v whose
+    coordinate i is first made gains[i] * v[sources[i] : + LANES]: the gather rides on the first
+    butterfly pass instead of a pass of its own.
+
+    Sources outside the block, or coordinate i of the block itself, are safe:
+    each group of 8 coordinates is read whole before it is written.
+    """
+    if size < 8:
+        for i in range(size):
+            L.store(v, lo + i * LANES, _gathered(v, sources, gains, i))
+        _fwht_stages(v, lo, lo + size * LANES, LANES)
+        return
+    for j in range(0, size, 8):
+        _store8(v, lo + j * LANES, LANES, _butterflies8(
+            _gathered(v, sources, gains, j), _gathered(v, sources, gains, j + 1),
+            _gathered(v, sources, gains, j + 2), _gathered(v, sources, gains, j + 3),
+            _gathered(v, sources, gains, j + 4), _gathered(v, sources, gains, j + 5),
+            _gathered(v, sources, gains, j + 6), _gathered(v, sources, gains, j + 7)))
+    _fwht_stages(v, lo, lo + size * LANES, 8 * LANES)
+
+
+@njit(cache=True, nogil=True)
+def _round_transforms_transposed(v, d, p, overlap_weights):
+    """Both block transforms of one round of the transpose, on the lane buffer v (d * LANES,).
+
+    The block [d-p, d) first, then the overlap [d-p, p) (transformed twice,
+    so one factor 1/sqrt(p) short of the round's gather) with its signs:
+    overlap_weights (2p - d,) = ±1/sqrt(p), then the block [0, p).
     """
     if p == d:
         _fwht_lanes(v, 0, d * LANES)
         return
-    if transpose:
-        _fwht_lanes(v, (d - p) * LANES, d * LANES)
-    else:
-        _fwht_lanes(v, 0, p * LANES)
+    _fwht_lanes(v, (d - p) * LANES, d * LANES)
     for j in range(2 * p - d):
         at = (d - p + j) * LANES
         L.store(v, at, L.load(v, at) * L.splat(overlap_weights[j]))
-    if transpose:
-        _fwht_lanes(v, 0, p * LANES)
-    else:
-        _fwht_lanes(v, (d - p) * LANES, d * LANES)
+    _fwht_lanes(v, 0, p * LANES)
 
 
 @njit(cache=True, nogil=True)
@@ -318,39 +356,64 @@ def scaled_rounds(weights, overlap_signs, d):
 
 
 @njit(cache=True, nogil=True)
-def scatter_targets(index, weight):
-    """(position, factor) (d,) int64 and float32 with position[index[i]] = i, factor[index[i]] = weight[i]:
-    a gather dst[i] = weight[i] * src[index[i]] as a scatter from each source coordinate."""
-    d = index.shape[0]
-    position = np.empty(d, np.int64)
-    factor = np.empty(d, np.float32)
-    for i in range(d):
-        position[index[i]] = i
-        factor[index[i]] = weight[i]
-    return position, factor
+def forward_plan(weights, index, overlap_signs, d):
+    """(p, sources, gains): forward rounds as `rotate_lanes_forward` takes them.
+
+    weights (rounds, d), index (rounds, d), overlap_signs (rounds, 2p - d) as
+    in `HadamardRounds`; p the largest power of two <= d.
+    sources (rounds, 2, p) int64, gains (rounds, 2, p) float32: round k runs
+    in half k % 2 of a buffer of 2 * d * LANES floats (the rows are loaded
+    into half 1); block transform b (b = 0: coordinates [0, p), b = 1:
+    [d-p, d), absent when p == d) takes its coordinate i as
+    gains[k, b, i] * buf[sources[k, b, i] : + LANES]: round k's gather from
+    the other half (weights / sqrt(p) through index[k]), or, in the overlap
+    [d-p, p), the first transform's output times overlap_signs[k] / sqrt(p).
+    """
+    p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
+    rounds = weights.shape[0]
+    half = d * LANES
+    sources = np.zeros((rounds, 2, p), np.int64)
+    gains = np.ones((rounds, 2, p), np.float32)
+    for k in range(rounds):
+        here, before = (k % 2) * half, ((k + 1) % 2) * half
+        for b in range(2 if p < d else 1):
+            for i in range(p):
+                c = i + b * (d - p)   # the coordinate
+                if b == 1 and c < p:
+                    sources[k, b, i] = here + c * LANES
+                    gains[k, b, i] = overlap_scaled[k, c - (d - p)]
+                else:
+                    sources[k, b, i] = before + index[k, c] * LANES
+                    gains[k, b, i] = scaled[k, c]
+    return p, sources, gains
 
 
 @njit(cache=True, nogil=True)
-def load_lanes(flat, r0, m, d, position, factor, dst, tile):
+def load_lanes(flat, r0, m, d, dst, tile):
     """Rows r0..r0+m-1 (m <= LANES) of a C-contiguous (n, d) float32 array, given flattened as
-    flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l, times factor[j],
-    at [position[j] * LANES + l]; lanes >= m get zeros. tile (LANES * LANES,) float32 scratch."""
-    last = flat.shape[0] - 1
+    flat (n * d,), into the lane buffer dst (d * LANES,): coordinate j of row r0 + l at [j * LANES + l];
+    lanes >= m get zeros. tile (LANES * LANES,) float32 scratch.
+
+    Prefetches the LANES rows PREFETCH_ROWS ahead (one block of memory), a
+    few cache lines a tile: rows read LANES at a time in lockstep defeat the
+    hardware prefetcher (measured 2x faster loads), and a burst of 192 line
+    prefetches at once stalls the loads behind it.
+    """
+    ahead = (r0 + PREFETCH_ROWS) * d
+    end = min(flat.shape[0], ahead + LANES * d)
     for j in range(0, d, LANES):
-        if j % 16 == 0:   # one cache line of each row PREFETCH_ROWS ahead (the rows read LANES at a time
-            # in lockstep defeat the hardware prefetcher; measured 2x faster loads)
-            for r in range(LANES):
-                prefetch(flat, min(last, (r0 + PREFETCH_ROWS + r) * d + j))
+        for at in range(ahead + j * LANES, min(end, ahead + (j + LANES) * LANES), 16):   # 16 floats a line
+            prefetch(flat, at)
         if m == LANES and j + LANES <= d:   # a whole tile, its columns written out
             c0, c1, c2, c3, c4, c5, c6, c7 = L.transpose(flat, r0 * d + j, d)
-            L.store(dst, position[j] * LANES, L.splat(factor[j]) * c0)
-            L.store(dst, position[j + 1] * LANES, L.splat(factor[j + 1]) * c1)
-            L.store(dst, position[j + 2] * LANES, L.splat(factor[j + 2]) * c2)
-            L.store(dst, position[j + 3] * LANES, L.splat(factor[j + 3]) * c3)
-            L.store(dst, position[j + 4] * LANES, L.splat(factor[j + 4]) * c4)
-            L.store(dst, position[j + 5] * LANES, L.splat(factor[j + 5]) * c5)
-            L.store(dst, position[j + 6] * LANES, L.splat(factor[j + 6]) * c6)
-            L.store(dst, position[j + 7] * LANES, L.splat(factor[j + 7]) * c7)
+            L.store(dst, j * LANES, c0)
+            L.store(dst, (j + 1) * LANES, c1)
+            L.store(dst, (j + 2) * LANES, c2)
+            L.store(dst, (j + 3) * LANES, c3)
+            L.store(dst, (j + 4) * LANES, c4)
+            L.store(dst, (j + 5) * LANES, c5)
+            L.store(dst, (j + 6) * LANES, c6)
+            L.store(dst, (j + 7) * LANES, c7)
             continue
         for r in range(LANES):
             for c in range(LANES):
@@ -358,7 +421,7 @@ def load_lanes(flat, r0, m, d, position, factor, dst, tile):
                 tile[r * LANES + c] = flat[(r0 + r) * d + j + c] if inside else np.float32(0.0)
         cols = L.transpose(tile, 0, LANES)
         for c in range(min(LANES, d - j)):
-            L.store(dst, position[j + c] * LANES, L.splat(factor[j + c]) * cols[c])
+            L.store(dst, (j + c) * LANES, cols[c])
 
 
 @njit(cache=True, nogil=True)
@@ -376,23 +439,24 @@ def store_lanes(src, r0, m, d, out, tile):
 
 
 @njit(cache=True, nogil=True)
-def rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor, cur, nxt, tile):
+def rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile):
     """Rotate rows r0..r0+m-1 (m <= LANES) of x (n, d) float32, given flattened as flat (n * d,).
 
-    Returns the lane buffer holding them: cur, nxt (d * LANES,) float32
-    scratch, the result is one of them, with coordinate i of row r0 + l at
-    [i * LANES + l] (lanes >= m are zero); tile (LANES * LANES,) float32
-    scratch. scaled, index,
-    overlap_scaled, p as from `scaled_rounds` and `HadamardRounds`;
-    position, factor = scatter_targets(index[0], scaled[0]).
+    Returns the lane buffer holding them, a view of half of buf (2 * d * LANES,)
+    float32 scratch, with coordinate i of row r0 + l at [i * LANES + l]
+    (lanes >= m are zero); tile (LANES * LANES,) float32 scratch.
+    p, sources, gains as from `forward_plan`.
     """
-    load_lanes(flat, r0, m, d, position, factor, cur, tile)
-    _round_transforms(cur, d, p, overlap_scaled[0], False)
-    for k in range(1, scaled.shape[0]):
-        _gather_lanes(cur, index[k], scaled[k], nxt)
-        _round_transforms(nxt, d, p, overlap_scaled[k], False)
-        cur, nxt = nxt, cur
-    return cur
+    half = d * LANES
+    load_lanes(flat, r0, m, d, buf[half:], tile)
+    rounds = sources.shape[0]
+    for k in range(rounds):
+        here = (k % 2) * half
+        _transform_gathered(buf, here, p, sources[k, 0], gains[k, 0])
+        if p < d:
+            _transform_gathered(buf, here + (d - p) * LANES, p, sources[k, 1], gains[k, 1])
+    last = ((rounds - 1) % 2) * half
+    return buf[last:last + half]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -412,29 +476,25 @@ def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
     position or the thread count.
     """
     n, d = x.shape
-    p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
     flat = x.reshape(n * d)
-    if transpose:   # rows enter the lanes as they are
-        position, factor = np.arange(d), np.ones(d, np.float32)
-    else:           # round 0's gather, done while loading
-        position, factor = scatter_targets(index[0], scaled[0])
+    p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
+    _, sources, gains = forward_plan(weights, index, overlap_signs, d)
     for block in prange((n + LANES - 1) // LANES):
-        cur = np.empty(d * LANES, np.float32)
-        nxt = np.empty(d * LANES, np.float32)
         tile = np.empty(LANES * LANES, np.float32)
         r0 = block * LANES
         m = min(LANES, n - r0)
         if not transpose:
-            cur = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
-                                       cur, nxt, tile)
-            store_lanes(cur, r0, m, d, out, tile)
+            buf = np.empty(2 * d * LANES, np.float32)
+            store_lanes(rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile), r0, m, d, out, tile)
         else:
-            load_lanes(flat, r0, m, d, position, factor, cur, tile)
+            cur = np.empty(d * LANES, np.float32)
+            nxt = np.empty(d * LANES, np.float32)
+            load_lanes(flat, r0, m, d, cur, tile)
             for k in range(scaled.shape[0] - 1, 0, -1):
-                _round_transforms(cur, d, p, overlap_scaled[k], True)
+                _round_transforms_transposed(cur, d, p, overlap_scaled[k])
                 _gather_lanes(cur, index[k], scaled[k], nxt)
                 cur, nxt = nxt, cur
-            _round_transforms(cur, d, p, overlap_scaled[0], True)
+            _round_transforms_transposed(cur, d, p, overlap_scaled[0])
             _gather_lanes(cur, index[0], scaled[0], nxt)
             store_lanes(nxt, r0, m, d, out, tile)
 

@@ -21,7 +21,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..rotation import LANES, load_lanes, read_only, rotate_lanes_forward, scaled_rounds, scatter_targets
+from ..rotation import LANES, forward_plan, load_lanes, read_only, rotate_lanes_forward
 from . import _lanes as L
 from ._simd import prefetch
 from .fastscan import BLOCK
@@ -539,12 +539,7 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     n, d = x.shape
     flat = x.reshape(n * d)
     rounds = weights.shape[0]
-    if rounds:
-        p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
-        position, factor = scatter_targets(index[0], scaled[0])
-    else:
-        p, scaled, overlap_scaled = d, weights, overlap_signs
-        position, factor = np.arange(d), np.ones(d, np.float32)
+    p, sources, gains = forward_plan(weights, index, overlap_signs, d)
     # Without row factors or a translation, v is the rotated row: one read-only pass for its norm.
     plain = scale.shape[0] == 0 and not np.any(translate != 0)
     bits, tables = _lane_tables(boundaries, centroids)
@@ -554,8 +549,7 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     n_groups = (n + LANES - 1) // LANES
     per_task = _ROWS_PER_TASK // LANES
     for task in prange((n_groups + per_task - 1) // per_task):
-        buf_a = np.empty(d * LANES, np.float32)
-        buf_b = np.empty(d * LANES, np.float32)
+        buf = np.empty(2 * d * LANES, np.float32)
         tile = np.empty(LANES * LANES, np.float32)
         packed = np.empty(nbytes * LANES, np.uint8)
         lane_scale = np.ones(LANES, np.float32)
@@ -564,11 +558,10 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
             r0 = group * LANES
             m = min(LANES, n - r0)
             if rounds:
-                cur = rotate_lanes_forward(flat, r0, m, d, scaled, index, overlap_scaled, p, position, factor,
-                                           buf_a, buf_b, tile)
+                cur = rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile)
             else:
-                cur = buf_a
-                load_lanes(flat, r0, m, d, position, factor, cur, tile)
+                cur = buf[:d * LANES]
+                load_lanes(flat, r0, m, d, cur, tile)
             if plain:
                 squares = _lane_squares(cur, d)
             else:
