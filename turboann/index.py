@@ -131,7 +131,7 @@ class Index:
     correction as a u8 log code, the norm as float16 under "ip" and "l2"
     (norms up to 65504), and the last few coordinates one bit narrower (two
     at 4 bits) to pay for them (see `turboann.compact`; recall 10@10 on
-    wordnet 0.04-0.18 points below the default's, which takes 4 B more).
+    wordnet 0.05-0.45 points below the default's, which takes 4 B more).
     """
 
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
