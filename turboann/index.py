@@ -99,8 +99,9 @@ def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds, tail=(0
 
 def _corrections(dots: np.ndarray) -> np.ndarray:
     """1 / <u, u_hat> as float64, 0 where the reconstruction does not point along u (dot <= 0)."""
-    dots = dots.astype(np.float64)
-    return np.where(dots > 0, 1.0 / np.where(dots > 0, dots, 1.0), 0.0)
+    out = np.zeros(dots.shape[0])
+    np.divide(1.0, dots.astype(np.float64), out=out, where=dots > 0)
+    return out
 
 
 class Index:
@@ -451,8 +452,9 @@ class Index:
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot, qoff, cents = self._fastscan_queries(q)
-        tail_cents = (np.ascontiguousarray(self._centroid_table[1, :1 << lay.tail_bits]) if lay.head_sub < lay.n_sub
-                      else cents)
+        # the last part's codebook: the tail's, or without a tail the codes' own (which scans nothing)
+        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
+                                                               :1 << lay.tail_bits])
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):

@@ -124,10 +124,6 @@ class TurboQuantMSE:
         tail = (Part(head, self.tail_coords, self.tail_bits, 1),) if self.tail_coords else ()
         return ((Part(0, head, self.bits, 0),) + tail,)
 
-    def _mse_tables(self) -> tuple[int, ...]:
-        """Rows of `centroid_table` that hold MSE centroids (narrowed by the centre's gain)."""
-        return (0, 1) if self.tail_coords else (0,)
-
     def _centroid_table(self) -> np.ndarray:
         """(tables, 256) float32: row t holds the centroids of the parts scored with table t."""
         table = np.zeros((max(p.table for parts in self.segments for p in parts) + 1, 256), np.float32)
@@ -199,8 +195,8 @@ class TurboQuantMSE:
     def centroid_table_for(self, gain: float = 1.0) -> np.ndarray:
         """`centroid_table` with the MSE centroids divided by `gain` (see `_encode_rotated`)."""
         table = self.centroid_table.copy()
-        for t in self._mse_tables():
-            table[t] /= np.float32(gain)
+        for part in self.segments[0]:   # the MSE segment's tables (not the QJL sketch's)
+            table[part.table] /= np.float32(gain)
         return table
 
     def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,

@@ -478,7 +478,10 @@ def hadamard_rotate(x, weights, index, overlap_signs, transpose, out):
     n, d = x.shape
     flat = x.reshape(n * d)
     p, scaled, overlap_scaled = scaled_rounds(weights, overlap_signs, d)
-    _, sources, gains = forward_plan(weights, index, overlap_signs, d)
+    if transpose:   # the forward plan is not used: none to build
+        sources, gains = np.zeros((0, 2, 0), np.int64), np.zeros((0, 2, 0), np.float32)
+    else:
+        _, sources, gains = forward_plan(weights, index, overlap_signs, d)
     for block in prange((n + LANES - 1) // LANES):
         tile = np.empty(LANES * LANES, np.float32)
         r0 = block * LANES

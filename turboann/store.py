@@ -199,14 +199,9 @@ class BlockedCodeStore(CodeStore):
 
     @property
     def codes(self) -> np.ndarray:
-        lay = self.layout
-        head_bytes = lay.tail_first * lay.bits // 8 if lay.head_sub < lay.n_sub else self.code_bytes
-        codes = _fs.unpack_blocks(self._blocks, self._n, lay.width, lay.head_sub, head_bytes)
-        if lay.head_sub == lay.n_sub:
-            return codes
-        tail = _fs.unpack_blocks(self._blocks[:, lay.head_sub // 2:], self._n, lay.tail_per_nibble * lay.tail_bits,
-                                 lay.n_sub - lay.head_sub, self.code_bytes - head_bytes)
-        return np.hstack([codes, tail])
+        runs = [_fs.unpack_blocks(self._blocks[:, sub0 // 2:], self._n, width, n_sub, (count * bits + 7) // 8)
+                for count, bits, width, sub0, n_sub in _fs.layout_parts(self.layout)]
+        return runs[0] if len(runs) == 1 else np.hstack(runs)
 
     @property
     def vector_code_bytes(self) -> int:
@@ -240,11 +235,10 @@ class BlockedCodeStore(CodeStore):
         self._blocks = grown(self._blocks, _fs.n_blocks(self._n), _fs.n_blocks(cap))
 
     def _write_codes(self, start: int, codes: np.ndarray) -> None:
-        lay = self.layout
-        _enc.write_into(codes, 0, lay.bits, lay.tail_first, _enc.blocked_target(self._blocks, lay.bits), start)
-        if lay.head_sub < lay.n_sub:   # a compact code's tail, from the block row after the others
-            _enc.write_into(codes, lay.tail_first * lay.bits // 8, lay.tail_bits, lay.dim - lay.tail_first,
-                            _enc.blocked_target(self._blocks, lay.tail_bits, lay.head_sub // 2), start)
+        offset = 0
+        for count, bits, _, sub0, _ in _fs.layout_parts(self.layout):
+            _enc.write_into(codes, offset, bits, count, _enc.blocked_target(self._blocks, bits, sub0 // 2), start)
+            offset += (count * bits + 7) // 8
 
     def _move_code(self, src: int, dst: int) -> None:
         _fs.move_slot(self._blocks, src, dst)

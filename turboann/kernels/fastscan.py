@@ -99,6 +99,18 @@ def block_layout(dim: int, bits: int, tail_coords: int = 0, tail_bits: int = 0) 
                        tail_bits, tail_per_nibble)
 
 
+def layout_parts(lay: BlockLayout) -> list[tuple[int, int, int, int, int]]:
+    """(coordinates, bits, width, first sub-code, sub-codes) of each run of coordinates at one width,
+    in code order: all of them, or the others and then a compact code's tail. width: bits of the
+    row-major bitstream a sub-code holds. Each run's sub-codes start a block row, and its row-major
+    codes a byte."""
+    parts = [(lay.tail_first, lay.bits, lay.width, 0, lay.head_sub)]
+    if lay.head_sub < lay.n_sub:
+        parts.append((lay.dim - lay.tail_first, lay.tail_bits, lay.tail_per_nibble * lay.tail_bits, lay.head_sub,
+                      lay.n_sub - lay.head_sub))
+    return parts
+
+
 def query_group(rows: int) -> int:
     """Queries that scan each block together, for blocks of `rows` rows."""
     return max(1, min(_MAX_GROUP, _GROUP_TABLE_BYTES // (32 * rows)))
@@ -149,54 +161,40 @@ def float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi):
     table 0 which every vector reads once; cents (2**bits,) float32;
     ftab (2 * rows, 16) float64 out: T_j[x]; lo, hi (2 * rows,) float64 out.
     """
-    d = q.shape[0]
-    nt = ftab.shape[0]
-    cx = coordinate_centroids(cents, bits, per_nibble)   # centroid of coordinate t of sub-code value x
-    cmin = cx[0].min()
-    cmax = cx[0].max()
     ftab[:, :] = 0.0
     lo[:] = 0.0
     hi[:] = 0.0
-    for j in range(min(nt, n_sub)):
-        for t in range(per_nibble):
-            i = j * per_nibble + t
-            if i < d:
-                _add_coordinate(q[i], cx[t], cmin, cmax, ftab[j], lo, hi, j)
+    _add_part_tables(q, cents, bits, per_nibble, 0, 0, min(ftab.shape[0], n_sub), ftab, lo, hi)
     for x in range(16):
         ftab[0, x] += off
     lo[0] += off
     hi[0] += off
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _add_coordinate(qi, cxt, cmin, cmax, row, lo, hi, j):
-    """Add coordinate value qi with per-value centroids cxt (16,) to table row j and its extremes."""
-    qi = np.float64(qi)
-    for x in range(16):
-        row[x] += qi * cxt[x]
-    # Every combination of per-coordinate codes is some x, and float addition
-    # is monotone, so summing each coordinate's extreme term in the same
-    # order gives the table's exact extremes without scanning its 16 entries.
-    a = qi * cmin
-    b = qi * cmax
-    lo[j] += min(a, b)
-    hi[j] += max(a, b)
-
-
 @njit(cache=True, nogil=True)
-def tail_tables(q, cents, bits, per_nibble, first, sub0, ftab, lo, hi):
-    """Add the float tables of coordinates first..dim-1 (a compact code's tail, `bits` each with
-    centroids cents) to sub-codes sub0.. of ftab, lo and hi, as `float_tables` does the others'
-    (whose call must come first: it zeroes every table)."""
+def _add_part_tables(q, cents, bits, per_nibble, first, sub0, sub_end, ftab, lo, hi):
+    """Add the float tables of coordinates first.. (`bits` each, centroids cents, per_nibble to a
+    sub-code) to sub-codes sub0..sub_end-1 of ftab, with their extremes to lo and hi: the codes' one
+    part, or a compact code's tail after the others (see `BlockLayout`)."""
     d = q.shape[0]
-    cx = coordinate_centroids(cents, bits, per_nibble)
+    cx = coordinate_centroids(cents, bits, per_nibble)   # centroid of coordinate t of sub-code value x
     cmin = cx[0].min()
     cmax = cx[0].max()
-    for j in range(sub0, ftab.shape[0]):
+    for j in range(sub0, sub_end):
         for t in range(per_nibble):
             i = first + (j - sub0) * per_nibble + t
             if i < d:
-                _add_coordinate(q[i], cx[t], cmin, cmax, ftab[j], lo, hi, j)
+                qi = np.float64(q[i])
+                for x in range(16):
+                    ftab[j, x] += qi * cx[t, x]
+                # Every combination of per-coordinate codes is some x, and
+                # float addition is monotone, so summing each coordinate's
+                # extreme term in the same order gives the table's exact
+                # extremes without scanning its 16 entries.
+                a = qi * cmin
+                b = qi * cmax
+                lo[j] += min(a, b)
+                hi[j] += max(a, b)
 
 
 @njit(cache=True, nogil=True)
@@ -214,8 +212,7 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, 
     lo = np.empty(nt)
     hi = np.empty(nt)
     float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi)
-    if tail_first < q.shape[0]:
-        tail_tables(q, tail_cents, tail_bits, tail_per_nibble, tail_first, n_sub, ftab, lo, hi)
+    _add_part_tables(q, tail_cents, tail_bits, tail_per_nibble, tail_first, n_sub, nt, ftab, lo, hi)   # the tail
     # The two tables of a row are added in a byte before widening, so their
     # largest entries must sum to <= 255: the step is set by the widest pair,
     # with room for both roundings (254 + 2 * 0.5).
