@@ -27,6 +27,7 @@ def _lane_ops(a, b, table, index, tile, out_f, out_b, out_d):
     c0, c1, c2, c3, c4, c5, c6, c7 = L.transpose(tile, 0, 8)
     for k, col in enumerate((c0, c1, c2, c3, c4, c5, c6, c7)):
         L.store(out_f, 24 + 8 * k, col)
+    L.store(out_f, 88, L.fma(x, y, L.load(table, 0)))
 
 
 def _check_lane_ops(fn):
@@ -35,9 +36,11 @@ def _check_lane_ops(fn):
     a[3] = b[3]   # a tie: >= holds
     a[5] = np.nan   # ordered comparison: NaN >= anything is false
     table = rng.standard_normal(8).astype(np.float32)
+    a[0] = b[0] = 1 + 2.0 ** -12   # a * b = 1 + 2^-11 + 2^-24: rounded alone, the 2^-24 is lost
+    table[0] = -1
     index = rng.integers(0, 8, 8).astype(np.float32)
     tile = rng.standard_normal(64).astype(np.float32)
-    out_f, out_b, out_d = np.zeros(88, np.float32), np.zeros(16, np.uint8), np.zeros(8)
+    out_f, out_b, out_d = np.zeros(96, np.float32), np.zeros(16, np.uint8), np.zeros(8)
     fn(a, b, table, index, tile, out_f, out_b, out_d)
     ge = (a >= b).astype(np.int32)
     np.testing.assert_array_equal(out_f[:8], a + b * np.float32(2) - np.float32(1))
@@ -47,7 +50,10 @@ def _check_lane_ops(fn):
     np.testing.assert_array_equal(out_b[:8], c >> 1)
     np.testing.assert_array_equal(out_b[8:], (c & 6) * 3 + index.astype(int))
     np.testing.assert_array_equal(out_d, a.astype(np.float64) ** 2 + a)
-    np.testing.assert_array_equal(out_f[24:].reshape(8, 8), tile.reshape(8, 8).T)
+    np.testing.assert_array_equal(out_f[24:88].reshape(8, 8), tile.reshape(8, 8).T)
+    # fma rounds once: a * b is exact in float64, and these lanes' float64 sums round to float32 as fma does
+    np.testing.assert_array_equal(out_f[88:], (a.astype(np.float64) * b + table).astype(np.float32))
+    assert out_f[88] == 2.0 ** -11 + 2.0 ** -24 != a[0] * b[0] + table[0]
 
 
 def test_lane_operations_match_numpy():

@@ -8,7 +8,8 @@ small scratch arrays, so here the register is a type: `f32x8` is LLVM's
 `&`, `|`, `<<`, `>>` on i32x8) are one vector instruction each; values stay
 in registers. Arithmetic is plain IEEE (no fused multiply-add, no
 reassociation), so a lane kernel gives bit for bit what the scalar loop it
-replaces gives, one lane per vector.
+replaces gives, one lane per vector; `fma` is the one fused operation, for
+sums whose rounding no result depends on bit for bit.
 
 All IR is target-independent except `permute`, which is vpermps with AVX2
 and generic IR (slow, never the hot path there) without.
@@ -219,6 +220,19 @@ def permute(typingctx, table, index):
             out = builder.insert_element(out, builder.extract_element(args[0], pos), ir.Constant(_I32, lane))
         return out
     return f32x8(table, index), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c for f32x8 values, rounded once (vfmadd with FMA3, llvm.fma otherwise)."""
+    if not (a == f32x8 and b == f32x8 and c == f32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_ir(f32x8), [_ir(f32x8)] * 3), "llvm.fma.v8f32")
+        return builder.call(fn, args)
+    return f32x8(a, b, c), codegen
 
 
 # -- operators -----------------------------------------------------------------------

@@ -369,7 +369,7 @@ def write_codes(codes, offset, bits, d, dest, slots, base, block_stride, lane_st
 
 @njit(cache=True, nogil=True)
 def bucket_tables(boundaries, centroids):
-    """(b, search, sums): the lane encoder's codebook tables for a b-bit code, b <= 4
+    """(b, search, sums, sums_down): the lane encoder's codebook tables for a b-bit code, b <= 4
     (boundaries (2**b - 1,), centroids (2**b,) float32).
 
     search (4 * LANES,) float32: entries [level * LANES, (level + 1) * LANES)
@@ -379,6 +379,8 @@ def bucket_tables(boundaries, centroids):
     sums (2 * LANES,) float32: sums[c] = centroids[0] + the increments
     centroids[j + 1] - centroids[j] for j < c, added in that order in float32:
     the reconstruction the row encoder (`_bucket_row`) builds.
+    sums_down (LANES,) float32: sums[c] at index -c mod LANES (b <= 3; zeros
+    for b = 4), for a code counted downwards by adding comparison masks (-1).
     """
     n = centroids.shape[0]
     bits = 0
@@ -394,7 +396,11 @@ def bucket_tables(boundaries, centroids):
     steps = (centroids[1:] - centroids[:-1]).astype(np.float32)
     for c in range(1, n):
         sums[c] = sums[c - 1] + steps[c - 1]
-    return bits, search, sums
+    sums_down = np.zeros(LANES, np.float32)
+    if n <= LANES:
+        for c in range(n):
+            sums_down[(LANES - c) % LANES] = sums[c]
+    return bits, search, sums, sums_down
 
 
 @njit(cache=True, nogil=True)
@@ -445,7 +451,7 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
     """`_quantize_lanes` for one (bits, width): both literal, so the search unrolls and shifts are constant."""
     numba.literally(bits)
     numba.literally(width)
-    middle, table1, table2, table3, sums_low, sums_high = tables
+    middle, table1, table2, table3, sums_low, sums_high, lower, upper, sums_down = tables
     even = odd = L.splat(0.0)
     for i0 in range(c0, d, 8):
         count = min(8, d - i0)
@@ -455,6 +461,18 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
                 u = L.load(v, (i0 + t) * LANES) * inv
                 ci = L.splat(centre[i0 + t])
                 w = u - ci
+                if bits == 2:
+                    # The code counts the boundaries <= w: three compares, no search. Each
+                    # mask is -1, so their sum is -code, which indexes sums_down
+                    # (vpermps takes an index mod 8), and is subtracted into the bitstream.
+                    down = (L.ge(w, lower) + L.ge(w, middle)) + L.ge(w, upper)
+                    u_hat = L.permute(sums_down, down)
+                    if t % 2 == 0:
+                        even = L.fma(u, u_hat + ci, even)
+                    else:
+                        odd = L.fma(u, u_hat + ci, odd)
+                    packed = packed - (down << (width * t))
+                    continue
                 # binary search: the code counts the boundaries <= w
                 code = L.ge(w, middle) & L.splat_i32(1 << (bits - 1))
                 if bits >= 2:
@@ -468,9 +486,9 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
                 else:
                     u_hat = L.permute(sums_low, code)
                 if t % 2 == 0:   # two partial sums, for the same reason as in _scale_lanes
-                    even = even + u * (u_hat + ci)
+                    even = L.fma(u, u_hat + ci, even)
                 else:
-                    odd = odd + u * (u_hat + ci)
+                    odd = L.fma(u, u_hat + ci, odd)
                 packed = packed | (code << (width * t))
         for b in range((width * count + 7) // 8):
             L.store_bytes(out, at + ((i0 - c0) // 8 * width + b) * step, packed >> (8 * b))
@@ -484,10 +502,12 @@ def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step):
 
     Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4, from
     coordinate c0) goes to out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,
-    sums_low, sums_high) f32x8 from `bucket_tables`: middle the boundary all
-    lanes compare against first, tableN the boundaries of search level N,
-    picked per lane by vpermps. Returns the f32x8 <u, u_hat>, u_hat =
-    centroids[code] + centre summed as `_encode_row` does it.
+    sums_low, sums_high, lower, upper, sums_down) f32x8 from `bucket_tables`:
+    middle the boundary all lanes compare against first, tableN the
+    boundaries of search level N, picked per lane by vpermps; at 2 bits
+    the code is counted against lower, middle and upper instead. Returns
+    the f32x8 <u, u_hat>, u_hat = centroids[code] + centre as `_encode_row`
+    builds it; the dot's own rounding differs (fused multiply-adds, another order).
     """
     if bits == 1:
         return _quantize(v, c0, d, inv, centre, tables, 1, 1, out, at, step)
@@ -503,9 +523,11 @@ def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step):
 @njit(cache=True, nogil=True)
 def _lane_tables(boundaries, centroids):
     """(bits, tables) of `_quantize_lanes` for a codebook (see `bucket_tables`)."""
-    bits, search, sums = bucket_tables(boundaries, centroids)
+    bits, search, sums, sums_down = bucket_tables(boundaries, centroids)
+    # at 2 bits the first level's boundaries are [b0, b2] and the middle b1
     return bits, (L.splat(search[0]), L.load(search, LANES), L.load(search, 2 * LANES),
-                  L.load(search, 3 * LANES), L.load(sums, 0), L.load(sums, LANES))
+                  L.load(search, 3 * LANES), L.load(sums, 0), L.load(sums, LANES),
+                  L.splat(search[LANES]), L.splat(search[LANES + 1]), L.load(sums_down, 0))
 
 
 @njit(parallel=True, cache=True, nogil=True)
