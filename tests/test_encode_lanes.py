@@ -162,3 +162,44 @@ def test_centre_estimate_is_the_mean_of_its_rows(n):
         m = _CENTRE_SAMPLE_ROWS
         standard_error = rows.std(0) / np.sqrt(m) * np.sqrt(1 - m / n)
         assert np.all(np.abs(got - rows.mean(0)) < 5 * standard_error), metric
+
+
+@pytest.mark.parametrize("scaling", ["plain", "scaled"])
+def test_encoder_norms_float32_and_their_float64_fallback(scaling):
+    """Norms are float32 sums in a fixed order; rows whose squares leave [2^-100, 2^100] are summed in
+    float64 instead, so huge, tiny and non-finite rows keep their true norms (or NaN/inf) in both
+    encoders, which agree bit for bit."""
+    rng = np.random.default_rng(7 if scaling == "plain" else 8)
+    n, dim, bits = 40, 101, 2
+    y = rng.standard_normal((n, dim)).astype(np.float32)
+    # squares summing past 2^100 (inf in float32 for the first), below 2^-100 (0 in float32 for the
+    # second), and, row 3, just inside the float32 range
+    magnitudes = [1e25, 1e-25, 1e19, 3e-16, 1e-30]
+    for row, m in enumerate(magnitudes):
+        y[row] *= np.float32(m)
+    y[6, 5] = np.nan
+    y[7, 9] = np.inf
+    y[8] = 0.0
+    scale = rng.uniform(0.5, 2.0, n) if scaling == "scaled" else np.empty(0)
+    translate = np.zeros(dim, np.float32)
+    centre = np.zeros(dim, np.float32)
+    b, c = _codebook(dim, bits)
+    target, _ = _target("rows", n, dim, bits)
+    norms, _ = _encode(y, _no_rounds(dim), scale, translate, centre, b, c, target, 0)
+    v = y * (scale.astype(np.float32)[:, None] if scaling == "scaled" else np.float32(1))
+    want = ref.encoder_norms(v)
+    np.testing.assert_array_equal(norms, want)
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = np.sqrt((v.astype(np.float64) ** 2).sum(axis=1))
+    finite = np.isfinite(exact)
+    assert not finite[6] and not finite[7] and np.isnan(norms[6]) and np.isinf(norms[7])
+    np.testing.assert_allclose(norms[finite], exact[finite], rtol=1e-6)
+    fallback = [0, 1, 2, 4]
+    np.testing.assert_allclose(norms[fallback], exact[fallback], rtol=1e-12)
+    assert norms[8] == 0.0
+    # the row encoder: the same norms
+    codes = np.zeros((n, (dim * bits + 7) // 8), np.uint8)
+    row_norms, dots = np.empty(n, np.float32), np.empty(n, np.float32)
+    enc.encode_directions(y, np.ones(n) if scaling == "plain" else scale, translate, centre, b, c, bits, codes, 0,
+                          row_norms, dots, np.empty((0, 0), np.float32))
+    np.testing.assert_array_equal(row_norms, want.astype(np.float32))

@@ -28,12 +28,28 @@ def unpack_codes(codes: np.ndarray, offset: int, bits: int, d: int) -> np.ndarra
     return (bitsarr << np.arange(bits, dtype=np.int32)).sum(axis=2).astype(np.int32)
 
 
+def encoder_norms(v: np.ndarray) -> np.ndarray:
+    """Twin of the encoders' row norms (`kernels.encode._norm` of `_squares32`): (n,) float64 of v (n, d)
+    float32, from float32 sums in their order, or from sequential float64 ones outside [2^-100, 2^100]."""
+    n, d = v.shape
+    partial = np.zeros((4, n), np.float32)
+    wide = np.zeros(n)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        for i in range(d):
+            k = i % 4 if i < d - d % 4 else 0
+            partial[k] += v[:, i] * v[:, i]
+            wide += v[:, i].astype(np.float64) ** 2
+        total = (partial[0] + partial[1]) + (partial[2] + partial[3])
+        in_range = (total >= np.float32(2.0 ** -100)) & (total <= np.float32(2.0 ** 100))
+    return np.sqrt(np.where(in_range, total.astype(np.float64), wide))
+
+
 def encode_directions(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
                       boundaries: np.ndarray,
                       centroids: np.ndarray, bits: int):
     """Twin of `kernels.encode.encode_directions`: (codes of the segment alone, norms, dots, residual)."""
     v = y * scale.astype(np.float32)[:, None] - translate
-    norms = np.sqrt((v.astype(np.float64) ** 2).sum(axis=1))
+    norms = encoder_norms(v)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
     u = v * inv[:, None]
     c = np.searchsorted(boundaries, u - centre, side="right")
@@ -256,7 +272,7 @@ def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre
     the others' from a whole byte.
     """
     scale = np.ones(len(y)) if scale.shape[0] == 0 else scale
-    norms = np.sqrt(((y * scale.astype(np.float32)[:, None] - translate).astype(np.float64) ** 2).sum(axis=1))
+    norms = encoder_norms(y * scale.astype(np.float32)[:, None] - translate)
     bits = int(np.log2(len(centroids)))
     codes, _, dots, residual = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
     if tail is None:
