@@ -49,6 +49,9 @@ def _thread_count(threads):
         numba.set_num_threads(old)
 
 
+# Rows of per-vector factors computed at a time: 64 KB float64 temporaries.
+_FACTOR_CHUNK = 8192
+
 # Rows of a centre estimate read one after the other: 256 rows of 384 float32
 # are 384 KB. Reading every k-th row instead costs as much as reading x.
 _CENTRE_RUN = 256
@@ -265,14 +268,15 @@ class Index:
         target = self._store.code_target(n, self._quant.bits)
         enc = self._quant._encode_into(x, target, len(self._store), translate=translate, centre=centre, gain=gain)
         _validate.finite_rows("x", enc.norms, x)
-        scale = self._row_scale(enc.norms, "x")
+        self._check_directions(enc.norms, "x")
         with np.errstate(over="ignore"):   # inf for a huge row, rejected below
-            norms = np.ones(n, np.float32) if self.metric == "cosine" else enc.norms.astype(np.float32)
+            norms = None if self.metric == "cosine" else enc.norms.astype(np.float32)
         factors = self._stored_factors(norms, enc.dots, enc.gammas, x)
         if mean is not self._mean:
             self._set_mean(mean)
         self._store.commit(factors, ids)
-        self._keep(x, scale, ids)
+        if self._vectors is not None:
+            self._keep(x, self._row_scale(enc.norms, "x"), ids)
 
     def _new_ids(self, ids, n: int) -> np.ndarray:
         """Checked ids for n new vectors; None gives the next n default ids."""
@@ -315,36 +319,56 @@ class Index:
         """Per-row factor applied before encoding: 1 / ||row|| for cosine (rejecting zero rows), else 1."""
         if self.metric != "cosine":
             return np.ones(norms.shape[0])
-        if (norms == 0).any():
-            row = int(np.flatnonzero(norms == 0)[0])
-            raise ValueError(f"{name} row {row} is a zero vector, which has no direction under metric 'cosine'")
+        self._check_directions(norms, name)
         return 1.0 / norms
 
-    def _stored_factors(self, norms: np.ndarray, dots: np.ndarray, gammas: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The factors the store keeps for rows x, from the encoder's (n,) float32 norms, dots and gammas:
-        `_scan_factors`, or packed by the store's `factor_codes` when compact; checked for rows too
-        large for them."""
+    def _check_directions(self, norms: np.ndarray, name: str) -> None:
+        """Under cosine, reject the first zero row of `name` (norms (n,)): it has no direction."""
+        if self.metric == "cosine" and not norms.all():
+            row = int(np.flatnonzero(norms == 0)[0])
+            raise ValueError(f"{name} row {row} is a zero vector, which has no direction under metric 'cosine'")
+
+    def _stored_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray,
+                        x: np.ndarray) -> np.ndarray:
+        """The factors the store keeps for rows x, from the encoder's (n,) float32 norms (None: all 1,
+        under cosine), dots and gammas: `_scan_factors`, or packed by the store's `factor_codes` when
+        compact; checked for rows too large for them."""
         codes = self._store.factor_codes
         if codes is None:
             factors = self._scan_factors(norms, dots, gammas)
-            _validate.finite_rows("x", np.abs(factors).max(axis=1), x)   # float32 factors of huge rows
+            if not np.isfinite(factors).all():   # float32 factors of huge rows
+                _validate.finite_rows("x", np.abs(factors).max(axis=1), x)
             return factors
+        if norms is None:
+            norms = np.ones(dots.shape[0], np.float32)
         bad = codes.norm_overflow(norms)
         if bad >= 0:
             raise ValueError(f"x row {bad} has norm {float(norms[bad]):.6g}, beyond the float16 range "
                              f"(65504) in which compact=True keeps norms")
         return codes.pack(norms.astype(np.float64), _corrections(dots))
 
-    def _scan_factors(self, norms: np.ndarray, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
-        """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms, dots
-        and gammas: score = sum_s w_s * partial_s (+ bias for l2).
+    def _scan_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+        """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms (None:
+        all 1), dots and gammas: score = sum_s w_s * partial_s (+ bias for l2).
 
-        Computed in float64 and rounded once into the float32 columns; one
-        output array and few temporaries (each fresh array of n float64 costs
-        page faults: the plain NumPy expression took 2-4 ms on wordnet).
+        Computed in float64 and rounded once into the float32 columns, a
+        chunk of rows at a time: fresh arrays of n float64 cost page faults
+        (the plain NumPy expression took 2-4 ms on wordnet), chunks reuse
+        memory already mapped and cached.
         """
-        n = norms.shape[0]
-        norms = norms.astype(np.float64)
+        n = dots.shape[0]
+        out = np.empty((n, self._store.n_factors), np.float32)
+        for lo in range(0, n, _FACTOR_CHUNK):
+            hi = min(n, lo + _FACTOR_CHUNK)
+            self._scan_factors_into(None if norms is None else norms[lo:hi], dots[lo:hi], gammas[lo:hi],
+                                    out[lo:hi])
+        return out
+
+    def _scan_factors_into(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray,
+                           out: np.ndarray) -> None:
+        """`_scan_factors` of a few rows, into out (m, n_factors) float32."""
+        n = dots.shape[0]
+        norms = np.ones(n) if norms is None else norms.astype(np.float64)
         if self.variant == "prod":
             weights = [norms, norms * gammas]
         elif self.correction == "ip":
@@ -356,11 +380,9 @@ class Index:
         if self.metric == "l2":
             # -||q - x||^2 = 2<q, x> - ||x||^2 - ||q||^2; the last term is added per query.
             weights = [2.0 * w for w in weights] + [-norms * norms]
-        out = np.empty((n, len(weights)), np.float32)
         with np.errstate(over="ignore"):   # inf for a huge row, which add rejects
             for s, w in enumerate(weights):
                 out[:, s] = w
-        return out
 
     # -- searching -----------------------------------------------------------
     def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):
