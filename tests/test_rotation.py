@@ -176,3 +176,18 @@ def test_bad_arguments_name_themselves():
         rot.apply(np.zeros(8, np.float32))
     with pytest.raises(ValueError, match=r"y must have shape \(n, 8\), got \(1, 2, 8\)"):
         rot.apply_transpose(np.zeros((1, 2, 8), np.float32))
+
+
+@pytest.mark.parametrize("n,d", [(1, 5), (8, 384), (40, 384), (1000, 100)])
+def test_prefetch_ahead_names_rows_inside_the_array(n, d):
+    """The rows PREFETCH_ROWS on, clamped so that every chunk prefetch_chunk hints lies inside flat."""
+    from turboann.rotation import LANES, PREFETCH_ROWS, prefetch_ahead
+    flat = np.zeros(n * d, np.float32)
+    for r0 in range(0, n, LANES):
+        ahead = prefetch_ahead(flat, r0, d)
+        if n * d < LANES * d + 48:
+            assert ahead == -1
+            continue
+        last_chunk = ahead + (d - 1) // 8 * 8 * LANES + 48   # the last line prefetch_chunk hints
+        assert 0 <= ahead and last_chunk < n * d
+        assert ahead == min((r0 + PREFETCH_ROWS) * d, n * d - LANES * d - 48)

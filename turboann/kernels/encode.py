@@ -21,7 +21,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..rotation import LANES, forward_plan, load_lanes, read_only, rotate_lanes_forward
+from ..rotation import (LANES, forward_plan, load_lanes, prefetch_ahead, prefetch_chunk, read_only,
+                        rotate_lanes_forward)
 from . import _lanes as L
 from ._simd import prefetch
 from .fastscan import BLOCK
@@ -490,7 +491,7 @@ def _lane_squares(v, d):
 
 
 @njit(cache=True, nogil=True)
-def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
+def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, ahead):
     """`_quantize_lanes` for one (bits, width): both literal, so the search unrolls and shifts are constant."""
     numba.literally(bits)
     numba.literally(width)
@@ -498,6 +499,7 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
     even = odd = L.splat(0.0)
     for i0 in range(c0, d, 8):
         count = min(8, d - i0)
+        prefetch_chunk(flat, ahead, i0)
         packed = L.splat_i32(0)
         for t in range(8):   # coordinate i0 + t at bits [width * t, width * (t + 1)) of each lane
             if t < count:
@@ -539,9 +541,9 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step):
 
 
 @njit(cache=True, nogil=True)
-def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step):
+def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, ahead):
     """Quantize coordinates c0..d-1 of u = v * inv (each lane a unit direction) as codes of u - centre
-    and pack them.
+    and pack them, prefetching chunks c0..d-1 (`rotation.prefetch_chunk`) of flat from `ahead`.
 
     Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4, from
     coordinate c0) goes to out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,
@@ -553,14 +555,14 @@ def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step):
     builds it; the dot's own rounding differs (fused multiply-adds, another order).
     """
     if bits == 1:
-        return _quantize(v, c0, d, inv, centre, tables, 1, 1, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 1, 1, out, at, step, flat, ahead)
     if bits == 2:
-        return _quantize(v, c0, d, inv, centre, tables, 2, 2, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 2, 2, out, at, step, flat, ahead)
     if bits == 3 and width == 3:
-        return _quantize(v, c0, d, inv, centre, tables, 3, 3, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 3, 3, out, at, step, flat, ahead)
     if bits == 3:
-        return _quantize(v, c0, d, inv, centre, tables, 3, 4, out, at, step)
-    return _quantize(v, c0, d, inv, centre, tables, 4, 4, out, at, step)
+        return _quantize(v, c0, d, inv, centre, tables, 3, 4, out, at, step, flat, ahead)
+    return _quantize(v, c0, d, inv, centre, tables, 4, 4, out, at, step, flat, ahead)
 
 
 @njit(cache=True, nogil=True)
@@ -622,11 +624,12 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
         for group in range(task * per_task, min(n_groups, (task + 1) * per_task)):
             r0 = group * LANES
             m = min(LANES, n - r0)
+            # The next rows are prefetched while quantizing, the longest pass over this group.
             if rounds:
-                cur = rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile)
+                cur = rotate_lanes_forward(flat, r0, m, d, p, sources, gains, buf, tile, False)
             else:
                 cur = buf[:d * LANES]
-                load_lanes(flat, r0, m, d, cur, tile)
+                load_lanes(flat, r0, m, d, cur, tile, False)
             if plain:
                 squares = _lane_squares(cur, d)
             else:
@@ -643,10 +646,11 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
             else:
                 out, at, step = packed, 0, LANES
             inv = L.load(lane_scale, 0)
-            dot = _quantize_lanes(cur, 0, tail_first, inv, centre, tables, bits, width, out, at, step)
+            ahead = prefetch_ahead(flat, r0, d)
+            dot = _quantize_lanes(cur, 0, tail_first, inv, centre, tables, bits, width, out, at, step, flat, ahead)
             if tail_first < d:
                 dot = dot + _quantize_lanes(cur, tail_first, d, inv, centre, tail_tables, tail_bits, tail_width,
-                                            out, at + head_bytes * step, step)
+                                            out, at + head_bytes * step, step, flat, ahead)
             for lane in range(m):
                 r = r0 + lane
                 norms[r] = lane_norm[lane]
