@@ -74,9 +74,10 @@ class FactorCodes:
         self._log_step = math.log(self.highest / self.lowest) / 254.0
         self.corrections = np.concatenate([[0.0], self.lowest * np.exp(self._log_step * np.arange(255))])
 
-    def pack(self, norms: np.ndarray, corrections: np.ndarray) -> np.ndarray:
-        """(n, columns) uint8 from norms and corrections (n,) float64 (corrections >= 0; 0 stays 0,
-        others are clipped to the range); norms must not exceed the float16 range (see `norm_overflow`)."""
+    def pack(self, norms: np.ndarray | None, corrections: np.ndarray) -> np.ndarray:
+        """(n, columns) uint8 from norms (n,) float32 or float64 and corrections (n,) float64
+        (corrections >= 0; 0 stays 0, others are clipped to the range); norms must not exceed the
+        float16 range (see `norm_overflow`), and may be None under "cosine", which keeps none."""
         out = np.empty((corrections.shape[0], self.columns), np.uint8)
         with np.errstate(divide="ignore"):
             steps = np.log(corrections / self.lowest) / self._log_step
@@ -95,8 +96,8 @@ class FactorCodes:
             return (norms * c).astype(np.float32)[:, None]
         return np.stack([2.0 * norms * c, -norms * norms], axis=1).astype(np.float32)
 
-    def norm_overflow(self, norms: np.ndarray) -> int:
-        """The first row whose norm float16 cannot hold, or -1."""
+    def norm_overflow(self, norms: np.ndarray | None) -> int:
+        """The first row whose norm float16 cannot hold, or -1 (always under "cosine": norms may be None)."""
         if self.columns == 1:
             return -1
         bad = np.flatnonzero(norms > _FLOAT16_MAX)

@@ -339,13 +339,11 @@ class Index:
             if not np.isfinite(factors).all():   # float32 factors of huge rows
                 _validate.finite_rows("x", np.abs(factors).max(axis=1), x)
             return factors
-        if norms is None:
-            norms = np.ones(dots.shape[0], np.float32)
         bad = codes.norm_overflow(norms)
         if bad >= 0:
             raise ValueError(f"x row {bad} has norm {float(norms[bad]):.6g}, beyond the float16 range "
                              f"(65504) in which compact=True keeps norms")
-        return codes.pack(norms.astype(np.float64), _corrections(dots))
+        return codes.pack(norms, _corrections(dots))
 
     def _scan_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
         """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms (None:

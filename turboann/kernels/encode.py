@@ -512,29 +512,25 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, a
                     # (vpermps takes an index mod 8), and is subtracted into the bitstream.
                     down = (L.ge(w, lower) + L.ge(w, middle)) + L.ge(w, upper)
                     u_hat = L.permute(sums_down, down)
-                    if t % 2 == 0:
-                        even = L.fma(u, u_hat + ci, even)
-                    else:
-                        odd = L.fma(u, u_hat + ci, odd)
                     packed = packed - (down << (width * t))
-                    continue
-                # binary search: the code counts the boundaries <= w
-                code = L.ge(w, middle) & L.splat_i32(1 << (bits - 1))
-                if bits >= 2:
-                    code = code + (L.ge(w, L.permute(table1, code >> (bits - 1))) & L.splat_i32(1 << (bits - 2)))
-                if bits >= 3:
-                    code = code + (L.ge(w, L.permute(table2, code >> (bits - 2))) & L.splat_i32(1 << (bits - 3)))
-                if bits >= 4:
-                    code = code + (L.ge(w, L.permute(table3, code >> (bits - 3))) & L.splat_i32(1))
-                if bits == 4:
-                    u_hat = L.where(code & L.splat_i32(8), L.permute(sums_high, code), L.permute(sums_low, code))
                 else:
-                    u_hat = L.permute(sums_low, code)
+                    # binary search: the code counts the boundaries <= w
+                    code = L.ge(w, middle) & L.splat_i32(1 << (bits - 1))
+                    if bits >= 2:
+                        code = code + (L.ge(w, L.permute(table1, code >> (bits - 1))) & L.splat_i32(1 << (bits - 2)))
+                    if bits >= 3:
+                        code = code + (L.ge(w, L.permute(table2, code >> (bits - 2))) & L.splat_i32(1 << (bits - 3)))
+                    if bits >= 4:
+                        code = code + (L.ge(w, L.permute(table3, code >> (bits - 3))) & L.splat_i32(1))
+                    if bits == 4:
+                        u_hat = L.where(code & L.splat_i32(8), L.permute(sums_high, code), L.permute(sums_low, code))
+                    else:
+                        u_hat = L.permute(sums_low, code)
+                    packed = packed | (code << (width * t))
                 if t % 2 == 0:   # two partial sums, for the same reason as in _scale_lanes
                     even = L.fma(u, u_hat + ci, even)
                 else:
                     odd = L.fma(u, u_hat + ci, odd)
-                packed = packed | (code << (width * t))
         for b in range((width * count + 7) // 8):
             L.store_bytes(out, at + ((i0 - c0) // 8 * width + b) * step, packed >> (8 * b))
     return even + odd
