@@ -54,8 +54,13 @@ def git_revision() -> str | None:
 
 
 def machine_info() -> dict:
-    """`turboann._machine.machine_info()` plus the repository's git revision."""
-    return {**_machine.machine_info(), "turboann_git": git_revision()}
+    """`turboann._machine.machine_info()` plus the repository's git revision and the kernels turboann runs."""
+    from turboann.kernels import _simd, _wide, dot
+
+    kernels = {"fastscan": _simd.kernel_choice(), "dot": {3: "vbmi+vnni512", 2: "vnni512", 1: "vnni256",
+                                                          0: "plain IR"}[dot.simd_level()],
+               "vnni256": _wide.HAS_VNNI256}
+    return {**_machine.machine_info(), "turboann_git": git_revision(), "kernels": kernels}
 
 
 def timed(fn, repeat: int, budget_seconds: float = float("inf")) -> list[float]:

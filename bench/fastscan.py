@@ -1,6 +1,7 @@
-"""Fast-scan QPS: turboann against turbovec and Faiss PQ{M}x4fs at equal code bytes.
+"""Scan QPS: turboann against turbovec, Faiss PQ{M}x4fs, Faiss SQ8 and Faiss IndexFlat.
 
-On one ann-benchmarks file (default wordnet-minilm-384-angular), at each bit
+On one ann-benchmarks file (default wordnet-minilm-384-angular), or its
+first --rows rows (exact ground truth recomputed over them), at each bit
 width, every method is built once in this process on the same data and
 measured with the same queries (k = 10), the timings of all methods
 interleaved round-robin so that load changes on a shared machine hit them
@@ -13,9 +14,13 @@ alike:
                 --single queries), at the same two thread counts
   ratios        turboann QPS / anchor QPS and anchor p50 / turboann p50
                 (> 1 means turboann is faster), per thread count
-  exact         share of turboann's fast-scan top 10 that equals its float
-                path's (layout="flat") top 10 on the first --exact-queries
-                queries: LUT rounding must not change results
+  agree         share of the first --exact-queries queries whose turboann
+                top 10 (as a set) equals the full-code float top 10: the
+                float-table scan (kernels.scan.search_codes) of the same
+                codes, a path independent of the fast-scan and integer engines
+  anchors       turbovec at 2-4 bits, PQ{M}x4fs where M = d*bits/4 divides d,
+                SQ8 and IndexFlat at 5-8 bits (their widths are their own:
+                see B/vec)
 
 turbovec's rayon pool takes RAYON_NUM_THREADS once per process, so this
 process pins it to 1 before anything runs and turbovec's multi-thread
@@ -27,7 +32,7 @@ cores, idle OpenMP threads that spin steal the cores the working thread
 needs (measured: turboann nq=1 p50 16 ms spinning vs 1.7 ms passive).
 Run it with PYTHONPATH=. from a checkout to measure that checkout.
 
-    python bench/fastscan.py [--data PATH] [--bits 2,4] [--repeat 5] [--mt-threads 2]
+    python bench/fastscan.py [--data PATH] [--rows 10000,30000,0] [--bits 2,3,4] [--repeat 5] [--mt-threads 2]
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ import numpy as np  # noqa: E402
 from turboann import datasets, eval as ev  # noqa: E402
 
 K = 10
-METHODS = ("turboann", "turbovec", "faiss-pqfs")
+METHODS = ("turboann", "turbovec", "faiss-pqfs", "faiss-sq8", "faiss-flat")
 ANCHORS = METHODS[1:]
 RAYON_METHODS = ("turbovec",)
 DEFAULT_DATA = _common.DATASETS / "wordnet-minilm-384-angular.hdf5"
@@ -83,35 +88,52 @@ def recall10(ds: datasets.Dataset, m: ev.Method) -> tuple[float, np.ndarray]:
     return _common.dataset_recall(ds, I, K), I
 
 
-def in_child(args, method: str, bits: int, threads: int) -> dict:
+def load(path: Path, rows: int, queries: int | None) -> datasets.Dataset:
+    """The file, or its first `rows` train rows (0: all) with exact ground truth recomputed over them."""
+    ds = datasets.load_ann_benchmarks(path, queries=queries)
+    if not rows or rows >= ds.train.shape[0]:
+        return ds
+    train = np.ascontiguousarray(ds.train[:rows])
+    neighbors, distances = datasets.exact_ground_truth(train, ds.test, ds.distance, 100)
+    return datasets.Dataset(f"{ds.name}[:{rows}]", train, ds.test, neighbors, distances, ds.distance)
+
+
+def in_child(args, method: str, bits: int, threads: int, rows: int) -> dict:
     """Timings of `method` in a fresh process whose rayon pool has `threads`."""
     argv = ["--data", str(args.data), "--repeat", str(args.repeat), "--single", str(args.single),
             "--seed", str(args.seed)] + (["--queries", str(args.queries)] if args.queries else [])
-    return _common.run_child(__file__, {"method": method, "bits": bits, "threads": threads}, argv, threads)
+    spec = {"method": method, "bits": bits, "threads": threads, "rows": rows}
+    return _common.run_child(__file__, spec, argv, threads)
 
 
 def worker(args) -> None:
     spec = json.loads(args.worker)
     ev.set_num_threads(spec["threads"])
-    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
+    ds = load(args.data, spec["rows"], args.queries)
     m = build(ds, spec["method"], spec["bits"], args.seed)
     r, _ = recall10(ds, m)
     print(json.dumps({**timings({"m": m}, ds.test, args.repeat, args.single)["m"], "recall10": r}))
 
 
-def exact_share(ds: datasets.Dataset, bits: int, seed: int, fast_ids: np.ndarray, nq: int) -> float:
-    """Share of fast-scan top-k ids equal (position by position) to the float path's."""
-    flat = build(ds, "turboann", bits, seed, layout="flat")
-    _, I = flat.search(ds.test[:nq], K)
-    return float((I == fast_ids[:nq]).mean())
+def agreement(ds: datasets.Dataset, bits: int, seed: int, ids: np.ndarray, nq: int) -> float:
+    """Share of the first nq queries whose top-K id set equals the full-code float top K, scored by the
+    float-table scan (`kernels.scan.search_codes`) of an index with the same codes."""
+    from turboann.kernels.scan import search_codes
+
+    flat = build(ds, "turboann", bits, seed, layout="flat").index
+    q, _, _, _ = flat._queries(ds.test[:nq], K, None)
+    _, slots = search_codes(flat._store.codes, flat._store.factors, *flat._segment_values(q), flat._centroid_table,
+                            *flat._quant.plan, K, 1)
+    truth = flat._store.ids[slots]
+    return float(np.mean([set(a) == set(b) for a, b in zip(ids[:nq], truth)]))
 
 
-def measure_bits(ds, bits: int, args) -> list[dict]:
+def measure_bits(ds, bits: int, args, rows: int) -> list[dict]:
     """Every method at `bits`: build at 1 thread, recall, interleaved timings at 1 and mt threads."""
     ev.set_num_threads(1)
     results, built, ids = {}, {}, {}
     for method in args.methods:
-        out = results[method] = {"method": method, "bits": bits}
+        out = results[method] = {"method": method, "bits": bits, "n": ds.train.shape[0]}
         try:
             m = build(ds, method, bits, args.seed)
         except ev.MethodUnavailable as exc:
@@ -124,7 +146,7 @@ def measure_bits(ds, bits: int, args) -> list[dict]:
     for method, t in timings(built, ds.test, args.repeat, args.single).items():
         results[method]["t1"] = summarise(t, nq)
     if "turboann" in built and args.exact_queries:
-        results["turboann"]["exact_share"] = exact_share(ds, bits, args.seed, ids["turboann"], args.exact_queries)
+        results["turboann"]["agree"] = agreement(ds, bits, args.seed, ids["turboann"], args.exact_queries)
     ev.set_num_threads(args.mt_threads)
     same = {name: m for name, m in built.items() if name not in RAYON_METHODS}
     for method, t in timings(same, ds.test, args.repeat, args.single).items():
@@ -132,34 +154,38 @@ def measure_bits(ds, bits: int, args) -> list[dict]:
     ev.set_num_threads(1)
     for method in [name for name in built if name in RAYON_METHODS]:
         del built[method]
-        child = in_child(args, method, bits, args.mt_threads)
+        child = in_child(args, method, bits, args.mt_threads, rows)
         results[method]["tmt"] = {**summarise(child, nq), "process": "child"}
         if abs(child["recall10"] - results[method]["recall10"]) > 1e-9:
             results[method]["tmt"]["note"] = f"child recall {child['recall10']:.4f} differs"
     return list(results.values())
 
 
-COLUMNS = [("method", "method", 11, "s"), ("bits", "bits", 4, "d"), ("code_bytes", "B/vec", 5, "d"),
+COLUMNS = [("n", "n", 7, ",d"), ("method", "method", 11, "s"), ("bits", "bits", 4, "d"),
+           ("code_bytes", "B/vec", 5, "d"),
            ("recall10", "10@10", 6, ".4f"), ("qps1", "QPS 1t", 8, ",.0f"), ("qpsmt", "QPS mt", 8, ",.0f"),
            ("p50_1", "p50 1t ms", 9, ".2f"), ("p50_mt", "p50 mt ms", 9, ".2f"),
            ("vs_tv1", "x tv 1t", 7, ".2f"), ("vs_tvmt", "x tv mt", 7, ".2f"),
            ("vs_fs1", "x fs 1t", 7, ".2f"), ("vs_fsmt", "x fs mt", 7, ".2f"),
-           ("p50_vs_tv1", "p50 x tv", 8, ".2f"), ("exact_share", "exact", 6, ".4f")]
+           ("vs_sq1", "x sq8 1t", 8, ".2f"), ("vs_flat1", "x flat 1t", 9, ".2f"),
+           ("p50_vs_tv1", "p50 x tv", 8, ".2f"), ("agree", "agree", 6, ".4f")]
 
 
 def table_rows(results: list[dict]) -> list[dict]:
     """One row per available result; turboann rows get the ratios to each anchor at the same bits."""
     rows = []
-    by = {(r["method"], r["bits"]): r for r in results if r["available"]}
+    by = {(r["method"], r["bits"], r["n"]): r for r in results if r["available"]}
     for r in results:
         if not r["available"]:
             continue
-        row = {"method": r["method"], "bits": r["bits"], "code_bytes": r["code_bytes"], "recall10": r["recall10"],
+        row = {"n": r["n"], "method": r["method"], "bits": r["bits"], "code_bytes": r["code_bytes"],
+               "recall10": r["recall10"],
                "qps1": r["t1"]["qps"], "qpsmt": r["tmt"]["qps"], "p50_1": r["t1"]["p50_ms"],
-               "p50_mt": r["tmt"]["p50_ms"], "exact_share": r.get("exact_share")}
+               "p50_mt": r["tmt"]["p50_ms"], "agree": r.get("agree")}
         if r["method"] == "turboann":
-            for anchor, tag in (("turbovec", "tv"), ("faiss-pqfs", "fs")):
-                a = by.get((anchor, r["bits"]))
+            for anchor, tag in (("turbovec", "tv"), ("faiss-pqfs", "fs"), ("faiss-sq8", "sq"),
+                                ("faiss-flat", "flat")):
+                a = by.get((anchor, r["bits"], r["n"]))
                 if a:
                     row[f"vs_{tag}1"] = r["t1"]["qps"] / a["t1"]["qps"]
                     row[f"vs_{tag}mt"] = r["tmt"]["qps"] / a["tmt"]["qps"]
@@ -172,7 +198,8 @@ def table_rows(results: list[dict]) -> list[dict]:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ann-benchmarks HDF5 file")
-    p.add_argument("--bits", default="2,4", help="comma-separated bit widths")
+    p.add_argument("--bits", default="2,3,4", help="comma-separated bit widths")
+    p.add_argument("--rows", default="0", help="comma-separated prefixes of the train rows (0: all)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {', '.join(METHODS)}")
     p.add_argument("--queries", type=int, default=None, help="first N test queries (default all)")
     p.add_argument("--mt-threads", type=int, default=2, help="threads of the multi-thread columns")
@@ -185,6 +212,7 @@ def parse_args(argv=None):
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.bits = _common.csv_list(args.bits, int)
+    args.rows = _common.csv_list(args.rows, int)
     args.methods = _common.csv_list(args.methods)
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
@@ -200,33 +228,37 @@ def main(argv=None) -> None:
         worker(args)
         return
     ev.set_num_threads(1)   # before any turbovec call: its pool keeps this count
-    ds = datasets.load_ann_benchmarks(args.data, queries=args.queries)
-    out_path = args.out or _common.REPO / "bench" / "results" / f"fastscan_{ds.name}.json"
+    full = datasets.load_ann_benchmarks(args.data, queries=args.queries)
+    out_path = args.out or _common.REPO / "bench" / "results" / f"fastscan_{full.name}.json"
     report = {"settings": {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                           "dataset": ds.name, "n": ds.train.shape[0], "dim": ds.train.shape[1],
-                           "nq": ds.test.shape[0], "k": K, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]},
+                           "dataset": full.name, "n": full.train.shape[0], "dim": full.train.shape[1],
+                           "nq": full.test.shape[0], "k": K, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"]},
               "machine": _common.machine_info(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "results": []}
-    print(f"{ds.name}: n={ds.train.shape[0]} d={ds.train.shape[1]} queries={ds.test.shape[0]}; "
+    print(f"{full.name}: n={full.train.shape[0]} d={full.train.shape[1]} queries={full.test.shape[0]}; "
           f"{report['machine']['cpu_model']}, {report['machine']['cores']} cores, SIMD "
-          f"{report['machine']['simd']}; threads 1 / {args.mt_threads}; repeat {args.repeat}; "
-          f"load average {report['machine']['load_average'][0]:.2f}", flush=True)
-    for bits in args.bits:
-        t0 = time.perf_counter()
-        for r in measure_bits(ds, bits, args):
-            report["results"].append(r)
-            if r["available"]:
-                print(f"  {r['method']:<11} {bits} bits: 10@10 {r['recall10']:.4f}, QPS {r['t1']['qps']:,.0f} / "
-                      f"{r['tmt']['qps']:,.0f}, {r['describe']}", flush=True)
-            else:
-                print(f"  {r['method']:<11} {bits} bits: unavailable: {r['reason']}", flush=True)
-        _common.write_json(out_path, report)
-        print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+          f"{report['machine']['simd']}; turboann kernels {report['machine']['kernels']}; threads 1 / "
+          f"{args.mt_threads}; repeat {args.repeat}; load average {report['machine']['load_average'][0]:.2f}",
+          flush=True)
+    for rows in args.rows:
+        ds = load(args.data, rows, args.queries)
+        for bits in args.bits:
+            t0 = time.perf_counter()
+            for r in measure_bits(ds, bits, args, rows):
+                report["results"].append(r)
+                if r["available"]:
+                    print(f"  n={ds.train.shape[0]:,} {r['method']:<11} {bits} bits: 10@10 {r['recall10']:.4f}, "
+                          f"QPS {r['t1']['qps']:,.0f} / {r['tmt']['qps']:,.0f}, {r['describe']}", flush=True)
+                else:
+                    print(f"  n={ds.train.shape[0]:,} {r['method']:<11} {bits} bits: unavailable: {r['reason']}",
+                          flush=True)
+            _common.write_json(out_path, report)
+            print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     _common.finish_report(report, out_path)
     print()
     print(_common.table(table_rows(report["results"]), COLUMNS))
-    print(f"x tv / x fs: turboann QPS over turbovec / Faiss PQ{{M}}x4fs QPS; p50 x tv: turbovec p50 over "
-          f"turboann p50 (1 thread); mt = {args.mt_threads} threads; exact: fast-scan top {K} equal to the "
-          f"float path on {args.exact_queries} queries; load average at end "
+    print(f"x tv / x fs / x sq8 / x flat: turboann QPS over turbovec / Faiss PQ{{M}}x4fs / SQ8 / IndexFlat QPS; "
+          f"p50 x tv: turbovec p50 over turboann p50 (1 thread); mt = {args.mt_threads} threads; agree: share "
+          f"of {args.exact_queries} queries whose top {K} equals the full-code float top {K}; load average at end "
           f"{report['load_average_end'][0]:.2f}; wrote {out_path}")
 
 

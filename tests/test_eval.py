@@ -213,6 +213,8 @@ ANCHOR_CASES = [
     ("faiss-tq-rr", "cosine", 4, 16, 0.7),
     ("turbovec", "cosine", 4, 20, 0.7),
     ("turbovec-cal", "ip", 3, 16, 0.65),
+    ("faiss-sq8", "cosine", 8, 32, 0.9),
+    ("faiss-flat", "l2", 6, 128, 0.999),
 ]
 # k-means on all 2000 rows costs seconds here; a 1000-row sample keeps the test fast.
 ANCHOR_OPTIONS = {"faiss-pq": {"max_train": 1000}}
@@ -259,6 +261,10 @@ def test_methods_pad_when_fewer_than_k(small):
 def test_unavailable_combinations_say_why():
     pytest.importorskip("faiss")
     pytest.importorskip("turbovec")
+    with pytest.raises(ev.MethodUnavailable, match="bits 5-8"):
+        ev.make_method("faiss-sq8", 32, 4, "l2")
+    with pytest.raises(ev.MethodUnavailable, match="bits 5-8"):
+        ev.make_method("faiss-flat", 32, 2, "l2")
     with pytest.raises(ev.MethodUnavailable, match="inner product only"):
         ev.make_method("turbovec", 32, 4, "l2")
     with pytest.raises(ev.MethodUnavailable, match="bits must be 2, 3 or 4"):

@@ -6,6 +6,9 @@ import platform
 from importlib import metadata
 
 LIBRARIES = ("turboann", "numpy", "numba", "h5py", "faiss-cpu", "turbovec")
+# The /proc/cpuinfo flags the kernels (ours and the anchors') choose instructions by.
+_SIMD_FLAGS = ("fma", "bmi2", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi",
+               "avx512_vbmi2", "avx512_bitalg", "avx512_vpopcntdq", "gfni")
 
 
 def cpu_model() -> str:
@@ -42,7 +45,7 @@ def machine_info() -> dict:
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "simd": [f for f in ("avx2", "avx512f", "avx512_vnni", "fma") if f" {f}" in flags],
+        "simd": [f for f in _SIMD_FLAGS if f" {f}" in flags or flags.endswith(f" {f}")],
         "memory_gib": None if mem_gib is None else round(mem_gib, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -522,6 +522,30 @@ class FaissTurboQuantRR(FaissTurboQuant):
 
 # -- turbovec -------------------------------------------------------------------------
 
+class FaissSQ8(_FaissMethod):
+    """Faiss `IndexScalarQuantizer` QT_8bit ("SQ8"): 8 bits a coordinate, uniform per dimension
+    (trained min and max). The anchor of the 5-8 bit widths: available at bits >= 5 only."""
+
+    name = "faiss-sq8"
+
+    def _factory_string(self) -> str:
+        if self.bits < 5:
+            raise MethodUnavailable(f"{self.name}: an 8-bit scalar quantizer, compared at bits 5-8, got {self.bits}")
+        return "SQ8"
+
+
+class FaissFlat(_FaissMethod):
+    """Faiss `IndexFlat`: exhaustive float32 search (4 * dim bytes a vector), the brute-force floor a
+    compressed index must beat; compared at bits >= 5 only."""
+
+    name = "faiss-flat"
+
+    def _factory_string(self) -> str:
+        if self.bits < 5:
+            raise MethodUnavailable(f"{self.name}: exhaustive float32, compared at bits 5-8, got {self.bits}")
+        return "Flat"
+
+
 class Turbovec(Method):
     """turbovec.TurboQuantIndex(dim, bits): TurboQuant codes, inner-product search.
 
@@ -615,15 +639,15 @@ class Turboann(Method):
 
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
-    Turboann, FaissPQ, FaissPQFastScan, FaissRaBitQ, FaissTurboQuant, FaissTurboQuantRR,
-    Turbovec, TurbovecCalibrated)}
+    Turboann, FaissPQ, FaissPQFastScan, FaissRaBitQ, FaissTurboQuant, FaissTurboQuantRR, FaissSQ8,
+    FaissFlat, Turbovec, TurbovecCalibrated)}
 
 
 def make_method(name: str, dim: int, bits: int, metric: str, *, seed: int = 0, **options) -> Method:
     """Build the comparison method `name` (a key of METHODS), empty and ready to `add`.
 
     name: "turboann", "faiss-pq", "faiss-pqfs", "faiss-rabitq", "faiss-tq",
-    "faiss-tq-rr", "turbovec" or "turbovec-cal". dim, bits: vector width and
+    "faiss-tq-rr", "faiss-sq8", "faiss-flat", "turbovec" or "turbovec-cal". dim, bits: vector width and
     bits per coordinate (code bytes ~ dim*bits/8 plus the method's factors);
     metric "cosine" | "l2" | "ip"; seed: training samples and rotations;
     options: method-specific keywords (see each class).

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from . import _validate, compact as _compact
+from .kernels import dot as _dot
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
@@ -153,10 +154,10 @@ class Index:
         self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation, rotation_rounds, tail)
         self.dim, self.bits, self.seed = self._quant.dim, self._quant.bits, self._quant.seed
         self.center, mean = self._check_center(center)
+        self.layout = self._check_layout(layout)
         self._set_mean(mean)
         nseg = len(self._quant.segments)
         n_factors = nseg + (1 if self.metric == "l2" else 0)
-        self.layout = self._check_layout(layout)
         codes = _compact.FactorCodes(self.metric, self.dim, self.bits) if self.compact else None
         if self.layout == "fastscan":
             self._store = BlockedCodeStore(self._quant.code_bytes, n_factors, self._block_layout(), factor_codes=codes)
@@ -299,6 +300,14 @@ class Index:
         self._mean = mean
         self._translate, self._centre, self._gain = self._centring(mean)
         self._centroid_table = self._quant.centroid_table_for(self._gain)
+        self._dot_book = self._dot_codebook()
+
+    def _dot_codebook(self) -> _dot.DotCodebook | None:
+        """The integer engine's decoder where it scans these codes (row-major codes of one MSE part),
+        else None (the float-table scan)."""
+        if self.layout != "flat" or self.variant != "mse" or self._quant.tail_coords:
+            return None
+        return _dot.dot_codebook(self._centroid_table[0, :1 << self.bits], self.bits)
 
     def _centring(self, mean: np.ndarray | None):
         """(translate, centre, gain) the encoder takes for centre `mean` (see `_set_mean`)."""
@@ -438,6 +447,8 @@ class Index:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
             return self._search_fastscan(q, k, nthreads, exact)
+        if self._dot_book is not None:
+            return self._search_dot(q, k, nthreads, exact)
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
@@ -482,6 +493,20 @@ class Index:
                                      self.bits, lay.per_nibble, lay.head_sub, tail_cents, lay.tail_bits,
                                      lay.tail_per_nibble, lay.tail_first, k, n_chunks, group, _fs.simd_level(),
                                      exact)
+
+    def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
+        """The integer engine (`kernels.dot`) over the row-major codes: the exact float top k, or with
+        exact=False the k best by exact score of the k best by estimate (a shortlist to re-rank)."""
+        store, book = self._store, self._dot_book
+        n_groups = -(-q.shape[0] // _dot.GROUP)
+        n_chunks = 1
+        if n_groups < nthreads:   # few queries: split the database across threads (see _search_fastscan)
+            n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
+        qrot, qoff, cents = self._fastscan_queries(q)
+        prepared = _dot.dot_queries(qrot, qoff, book)
+        with numba.parallel_chunksize(1):
+            return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
+                                   _dot.simd_level())
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

@@ -294,3 +294,39 @@ def sample_sum(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray, unit: boo
         norms = np.sqrt((rows ** 2).sum(axis=1))
         rows = rows[norms > 0] / norms[norms > 0, None]
     return rows.sum(axis=0), len(rows)
+
+
+def dot_partials(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    """Twin of `kernels.dot.exact_partial` for every (query, vector): (nq, n) float64.
+
+    off + sum_i q[i] * cents[code_i] with four sequential sums over i mod 4 added as (s0 + s1) + (s2 + s3),
+    the kernel's order, so the two agree bit for bit. codes (n, bytes) packed; q (nq, d) float64.
+    """
+    d = q.shape[1]
+    c = np.asarray(cents, np.float32).astype(np.float64)[unpack_codes(codes, 0, bits, d)]   # (n, d)
+    sums = []
+    for t in range(4):
+        terms = q[:, None, t::4] * c[None, :, t::4]    # (nq, n, ~d/4)
+        sums.append(np.cumsum(terms, axis=2)[:, :, -1] if terms.shape[2] else np.zeros(terms.shape[:2]))
+    return off[:, None] + ((sums[0] + sums[1]) + (sums[2] + sums[3]))
+
+
+def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, cents: np.ndarray):
+    """Twin of the integer estimate of `kernels.dot`: (estimates (nq, n) float64, bounds (nq,) float64).
+
+    The codebook to u8 and the queries to int8 as `dot_codebook` / `dot_queries` do; the estimate
+    a + b * S with S the exact integer dot product, and the bound E of the module docstring.
+    """
+    d = q.shape[1]
+    c = np.asarray(cents, np.float64)[:1 << bits]
+    cmax = np.abs(c).max()
+    sc = cmax / 127.0 if cmax > 0 else 1.0
+    c8 = np.clip(np.round(c / sc), -127, 127)
+    qmax = np.abs(q).max(axis=1)
+    sq = np.where(qmax > 0, qmax / 127.0, 1.0)
+    q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    u = (c8 + 128)[unpack_codes(codes, 0, bits, d)]          # (n, d) the decoded bytes
+    S = q8 @ u.T                                              # exact in float64 (|S| < 2**53)
+    est = off[:, None] - (sq * sc * 128.0 * q8.sum(axis=1))[:, None] + (sq * sc)[:, None] * S
+    bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * cmax + sq * np.abs(q8).sum(axis=1) * np.abs(c - sc * c8).max()
+    return est, bound

@@ -1,0 +1,128 @@
+"""The integer dot-product engine (kernels.dot) against its NumPy twins, at every width and SIMD level."""
+import numpy as np
+import pytest
+
+import turboann as ta
+from turboann import codebook
+from turboann.kernels import _simd, _wide, dot
+from turboann.kernels import reference as ref
+
+# Levels this machine runs: 3 VBMI decode + AVX512-VNNI, 2 AVX512-VNNI with the scalar decode, 1 AVX-VNNI
+# where present (plain IR otherwise), 0 plain IR. Each is a runtime branch of one compiled kernel.
+LEVELS = sorted({dot.simd_level(k) for k in _simd.AVAILABLE} | ({2} if _wide.HAS_VNNI512 else set()) | {1, 0},
+                reverse=True)
+
+
+def _case(bits, dim, n, nq, seed, bias=True):
+    rng = np.random.default_rng(seed)
+    cents = codebook.centroids(dim, bits).astype(np.float32)
+    codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
+    factors = rng.uniform(0.5, 2.0, (n, 2 if bias else 1)).astype(np.float32)
+    q = (rng.standard_normal((nq, dim)) / np.sqrt(dim)).astype(np.float32)
+    off = 0.01 * rng.standard_normal(nq)
+    return cents, codes, factors, q, off
+
+
+def _search(cents, codes, factors, q, off, bits, k, *, exact=True, shortlist=None, n_chunks=1, simd=None):
+    book = dot.dot_codebook(cents, bits)
+    p = dot.dot_queries(q, off, book)
+    return dot.search_dot(codes, factors, p, book, cents, k, shortlist or k, n_chunks, exact,
+                          dot.simd_level() if simd is None else simd)
+
+
+def _reference_scores(cents, codes, factors, q, off, bits):
+    partial = ref.dot_partials(codes, bits, q.astype(np.float64), off, cents)
+    bias = factors[:, 1].astype(np.float64) if factors.shape[1] > 1 else 0.0
+    return factors[:, 0].astype(np.float64) * partial + bias
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("dim", [2, 63, 130])
+def test_exact_top_k_equals_float_top_k(bits, dim):
+    cents, codes, factors, q, off = _case(bits, dim, 700, 21, seed=bits * 1000 + dim)
+    truth = _reference_scores(cents, codes, factors, q, off, bits)
+    order = np.argsort(-truth, axis=1, kind="stable")[:, :10]
+    for simd in LEVELS:
+        # 21 queries: a full group of 16 and 5 scored one at a time; 1 and 3: the few-query path alone
+        for nq, n_chunks in ((21, 1), (21, 3), (1, 2), (3, 1)):
+            s, i = _search(cents, codes, factors, q[:nq], off[:nq], bits, 10, n_chunks=n_chunks, simd=simd)
+            np.testing.assert_array_equal(i, order[:nq], err_msg=f"simd {simd}, {nq} queries")
+            np.testing.assert_array_equal(s, np.take_along_axis(truth, order, 1)[:nq].astype(np.float32))
+
+
+@pytest.mark.parametrize("bits", [3, 5, 8])
+def test_shortlist_returns_exact_scores_of_its_candidates(bits):
+    cents, codes, factors, q, off = _case(bits, 100, 900, 17, seed=bits)
+    truth = _reference_scores(cents, codes, factors, q, off, bits)
+    s, i = _search(cents, codes, factors, q, off, bits, 10, exact=False, shortlist=30)
+    np.testing.assert_array_equal(s, np.take_along_axis(truth, i, 1).astype(np.float32))
+    assert (np.diff(s, axis=1) <= 0).all()
+    exact_i = np.argsort(-truth, axis=1, kind="stable")[:, :10]
+    assert np.mean([set(a) == set(b) for a, b in zip(i, exact_i)]) >= 0.9
+
+
+@pytest.mark.parametrize("bits", [1, 3, 4, 6, 7, 8])
+def test_estimate_within_its_bound(bits):
+    """The bound E the exact mode prunes with holds for every (query, vector), on skewed queries too."""
+    cents, codes, _, q, off = _case(bits, 96, 500, 30, seed=7 + bits)
+    q[:5] *= np.linspace(0.0, 3.0, 96, dtype=np.float32)   # uneven coordinates: large rounding steps
+    q[5] = 0.0                                              # a zero query
+    est, bound = ref.dot_estimates(codes, bits, q.astype(np.float64), off, cents)
+    partial = ref.dot_partials(codes, bits, q.astype(np.float64), off, cents)
+    assert (np.abs(est - partial) <= bound[:, None] * (1 + 1e-9) + 1e-12).all()
+    book = dot.dot_codebook(cents, bits)
+    p = dot.dot_queries(q, off, book)
+    assert (p.e[:30] >= bound).all()   # the kernel's bound includes the reference's
+
+
+def test_codebook_and_queries_match_reference_quantization():
+    cents = codebook.centroids(64, 8).astype(np.float32)
+    book = dot.dot_codebook(cents, 8)
+    c8 = book.decode.astype(np.int64) - 128
+    assert np.abs(c8).max() == 127
+    assert np.abs(cents - book.scale * c8).max() <= book.err + 1e-12 <= book.scale / 2 + 1e-12
+    q = np.random.default_rng(0).standard_normal((20, 64)).astype(np.float32)
+    p = dot.dot_queries(q, np.zeros(20), book)
+    assert p.lanes.shape == (2, 16, 64)
+    q8 = p.lanes.reshape(2, 16, 16, 4).transpose(0, 2, 1, 3).reshape(32, 64)
+    assert np.abs(q8[:20]).max() == 127 and (q8[20:] == 0).all()
+    np.testing.assert_allclose(q8[:20] * (np.abs(q).max(1) / 127)[:, None], q, atol=np.abs(q).max() / 254 + 1e-6)
+
+
+def test_scalar_and_simd_decode_agree():
+    rng = np.random.default_rng(3)
+    for bits in range(1, 9):
+        for dim in (5, 64, 200):
+            codes = ref.pack_codes(rng.integers(0, 1 << bits, (40, dim)), bits)
+            cents = codebook.centroids(dim, bits).astype(np.float32)
+            book = dot.dot_codebook(cents, bits)
+            values = np.empty(dot.padded_dim(dim), np.uint8)
+            raw = np.empty_like(values)
+            want = ref.unpack_codes(codes, 0, bits, dim)
+            for v in range(40):
+                dot.decode_scalar(codes, v, dim, bits, book.decode, values, raw)
+                np.testing.assert_array_equal(raw[:dim], want[v])
+                np.testing.assert_array_equal(values[:dim], book.decode[want[v]])
+
+
+@pytest.mark.parametrize("bits", [3, 5, 6, 7, 8])
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_index_flat_search_is_the_float_top_k(bits, metric):
+    """Index with row-major codes (the auto layout at 3 and 5-8 bits) returns the reference top k."""
+    rng = np.random.default_rng(bits)
+    x = rng.standard_normal((1500, 48)).astype(np.float32) + 0.5
+    q = rng.standard_normal((40, 48)).astype(np.float32) + 0.5
+    idx = ta.Index(48, bits, metric)
+    assert idx.layout == "flat" and idx._dot_book is not None
+    idx.add(x)
+    D, I = idx.search(q, 7)
+    qq, _, _, _ = idx._queries(q, 7, None)
+    qrot, qoff, cents = idx._fastscan_queries(qq)
+    scores = _reference_scores(cents, idx._store.codes, idx._store.factors, qrot, qoff, bits)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(I, idx.ids[order])
+    for threads in (1, 2):
+        D1, I1 = idx.search(q[:1], 7, threads=threads)   # one query: the database split across threads
+        np.testing.assert_array_equal(I1, I[:1])
+        # the dense rotation's matrix product of one row may round differently from a batch's
+        np.testing.assert_allclose(D1, D[:1], rtol=1e-6)
