@@ -15,6 +15,7 @@ import numpy as np
 from . import _blas, _validate
 from .index import Index, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
+from .kernels import dot as _dot
 from .kernels import fastscan as _fs
 from .kernels import ivf_fastscan as _ivf_fs
 from .kernels.ivf_scan import search_lists
@@ -211,6 +212,12 @@ class IVFIndex(Index):
                                                   self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
                                                   *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
                                                   k, batch, _fs.simd_level(), exact)
+        if self._dot_book is not None:
+            qrot, qoff, cents = self._fastscan_queries(q)
+            prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
+            return _dot.search_dot_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
+                                         self.metric != "ip", self._list_bias_mult(), nprobe, prepared,
+                                         self._dot_book, cents, k, exact, _dot.simd_level())
         return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
                             self.metric != "ip", self._list_bias_mult(), nprobe,
                             *self._segment_values(q), self._centroid_table, *self._quant.plan, k)

@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _simd, _wide as w
+from .ivf_scan import select_lists
 from .topk import heap_push, sorted_topk
 
 GROUP = 16          # queries scored together: the int32 lanes of one 512-bit register
@@ -274,6 +275,16 @@ def row_sums(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts, m
     return w.reduce_add(s0), w.reduce_add(s1), w.reduce_add(s2), w.reduce_add(s3)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def row_sum(values, rows, at, chunks, simd):
+    """The int32 sum S of decoded bytes values (64 * chunks,) against the int8 query row
+    rows[at: at + 64 * chunks], as int64 (`row_sums` for a vector already decoded to a buffer)."""
+    s0 = w.zero_i32()
+    for c in range(chunks):
+        s0 = _dot(simd, s0, w.as_i32(w.load_i8(values, 64 * c)), w.load_i8(rows, at + 64 * c))
+    return w.reduce_add(s0)
+
+
 @njit(cache=True, nogil=True)
 def exact_partial(raw, q, off, cents, dim):
     """off + sum_i q[i] * cents[raw[i]] in float64, four running sums over i mod 4 added as
@@ -365,6 +376,56 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
                 if est >= thr[j0 + j]:
                     _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j0 + j, est, exact, hs, hi_,
                            thr)
+
+
+@njit(cache=True, nogil=True)
+def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, hs, hi_, scratch):
+    """Rows lo..hi-1 of codes against query q alone into its heap (hs, hi_) (k,), with `shift` (float64)
+    added to every score: an inverted list's <q, c_l> term. The heap may hold scores already (earlier
+    lists): the float32 threshold starts at its root. scratch (3, 64 * chunks) uint8.
+
+    With VBMI each chunk is decoded in registers and met by the query at once
+    (`row_sums`); without, the scalar decode fills a buffer first.
+    """
+    dim = queries.rotated.shape[1]
+    bits = book.bits
+    chunks = queries.lanes.shape[1] // 16
+    flat = codes.reshape(-1)
+    values, raw, spare = scratch[0], scratch[1], scratch[2]
+    thr = np.empty(1, np.float32)
+    thr[0] = np.float32(hs[0] - shift)
+    if thr[0] > hs[0] - shift:
+        thr[0] = np.nextafter(thr[0], np.float32(-np.inf))
+    at = np.full(4, q * 64 * chunks, np.int64)
+    rows = queries.rows.reshape(-1)
+    t0, t1, t2, t3, sp, sh, mask = decoder(book)
+    a, b, e = queries.a[q], queries.b[q], queries.e[q]
+    row_bytes = codes.shape[1]
+    two = factors.shape[1] > 1
+    heap_s = hs.reshape(1, -1)
+    heap_i = hi_.reshape(1, -1)
+    for v in range(lo, hi):
+        if simd == 3:
+            S = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at, 1, chunks,
+                         simd)[0]
+        else:
+            decode_scalar(codes, v, dim, bits, book.decode, values, raw)
+            S = row_sum(values, rows, at[0], chunks, simd)
+        wv = np.float32(factors[v, 0])
+        est = wv * (a + b * np.float32(S)) + (np.float32(factors[v, 1]) if two else np.float32(0.0))
+        if exact:
+            est += abs(wv) * e
+        if est >= thr[0]:
+            if exact:
+                sc = _exact_score(codes, factors, v, queries, q, book, cents, spare, raw)
+            else:
+                sc = np.float64(est)
+            sc += shift
+            if sc > hs[0]:
+                _offer(heap_s, heap_i, thr, 0, v, sc)
+                thr[0] = np.float32(hs[0] - shift)   # the threshold is on the unshifted estimate
+                if thr[0] > hs[0] - shift:
+                    thr[0] = np.nextafter(thr[0], np.float32(-np.inf))
 
 
 @njit(cache=True, nogil=True)
@@ -477,3 +538,36 @@ def simd_level(kernel: str | None = None) -> int:
     $TURBOANN_SIMD, else the best this CPU runs)."""
     level = SIMD_LEVELS[_simd.kernel_choice(kernel)]
     return 2 if level == 3 and not w.HAS_VBMI else level
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
+                     queries, book, cents, k, exact, simd):
+    """`search_dot` over the nprobe nearest inverted lists of each query (`ivf_scan.select_lists`).
+
+    codes (arena, code_bytes) uint8 and factors (arena, nf) float32 are the
+    list arena, list l rows [list_start[l], list_start[l] + list_size[l]);
+    qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32; a vector's
+    score is its flat score plus list_bias_mult * qc[q, l]. Returns scores
+    (nq, k) float32 best first and arena positions (nq, k) int64, -1 padded.
+    exact=False: top k by estimate (a shortlist to re-rank).
+    """
+    nq = queries.rotated.shape[0]
+    chunks = queries.lanes.shape[1] // 16
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        lists = np.empty(nprobe, np.int64)
+        select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
+        hs = np.full(k, -np.inf)
+        hi = np.full(k, -1, np.int64)
+        scratch = np.empty((3, 64 * chunks), np.uint8)
+        for j in range(nprobe):
+            l = lists[j]
+            if l >= 0:
+                scan_one(codes, factors, queries, book, cents, q, list_start[l], list_start[l] + list_size[l],
+                         list_bias_mult * np.float64(qc[q, l]), exact, simd, hs, hi, scratch)
+        tmp = np.empty(k)
+        sorted_topk(hs, hi, k, tmp, out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
