@@ -182,6 +182,20 @@ def test_lock_is_reentrant_and_refuses_upgrades():
     assert done == [True]
 
 
+def test_failed_calls_leave_the_index_usable_from_other_threads():
+    index = ta.Index(DIM, bits=2, metric="cosine")
+    index.add(clustered(300, DIM, seed=2))
+    with pytest.raises(ValueError, match="dim"):
+        index.search(np.ones((2, DIM + 1)), 5)          # a read that raised
+    with pytest.raises(ValueError, match="present"):
+        index.add(np.ones((1, DIM)), ids=[0])           # a write that raised
+    out = []
+    t = threading.Thread(target=lambda: out.append((index.remove([1]), index.search(np.ones((1, DIM)), 5)[1].shape)))
+    t.start()
+    t.join(timeout=60)
+    assert out == [(1, (1, 5))]
+
+
 def test_lock_keeps_writes_whole_under_many_threads():
     """Writers change two counters with a thread switch between; readers must always see them equal,
     and both sides must get in while the other keeps coming (writers first, readers that waited next)."""

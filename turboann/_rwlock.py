@@ -11,7 +11,8 @@ A reader enters without a mutex: it puts its thread id in a set and then
 looks for a writer; a writer announces itself and then waits for that set
 to empty. Each side writes before it reads, and the GIL runs those
 operations one at a time, so at least one of them sees the other: either
-the reader yields or the writer waits. Two plain mutex operations instead
+the reader yields or the writer waits (this needs the GIL: a free-threaded
+interpreter would need a mutex here). Two plain mutex operations instead
 cost a 1-query search 2.5-3 % (bench/lock_overhead.py; the lock's data is
 cold after a scan); this costs about 1 %. Contended paths use a condition.
 
@@ -51,7 +52,11 @@ class RWLock:
             return False
         self._readers.add(me)
         if self._writer is not None:
-            self._wait_for_writer(me)
+            try:
+                self._wait_for_writer(me)
+            except BaseException:   # e.g. KeyboardInterrupt while waiting: leave nothing behind
+                self._readers.discard(me)
+                raise
         return True
 
     def release_read(self) -> None:
@@ -70,13 +75,15 @@ class RWLock:
             self._readers.discard(me)
             self._cond.notify_all()   # the writer may be waiting for this reader
             self._waiting += 1
-            while self._writer is not None:
-                self._cond.wait()
+            try:
+                while self._writer is not None:
+                    self._cond.wait()
+            finally:   # also when interrupted: a stale count would keep the readers' turn for good
+                self._waiting -= 1
+                if not self._waiting and self._readers_turn:
+                    self._readers_turn = False
+                    self._cond.notify_all()
             self._readers.add(me)
-            self._waiting -= 1
-            if not self._waiting and self._readers_turn:
-                self._readers_turn = False
-                self._cond.notify_all()
 
     def acquire_write(self) -> bool:
         """Enter as the writer; False when this thread already writes. RuntimeError when it reads."""
@@ -87,12 +94,16 @@ class RWLock:
             raise RuntimeError("an index cannot be changed from inside one of its own searches "
                                "(this thread holds it for reading)")
         self._writers.acquire()
-        with self._cond:
-            while self._readers_turn:
-                self._cond.wait()
-            self._writer = me
-            while self._readers:
-                self._cond.wait()
+        try:
+            with self._cond:
+                while self._readers_turn:
+                    self._cond.wait()
+                self._writer = me
+                while self._readers:
+                    self._cond.wait()
+        except BaseException:   # e.g. KeyboardInterrupt while waiting: readers must not wait for it
+            self.release_write()
+            raise
         return True
 
     def release_write(self) -> None:
@@ -116,9 +127,9 @@ def reading(method):
         if me in readers or lock._writer == me:
             return method(self, *args, **kwargs)
         readers.add(me)
-        if lock._writer is not None:
-            lock._wait_for_writer(me)
         try:
+            if lock._writer is not None:
+                lock._wait_for_writer(me)
             return method(self, *args, **kwargs)
         finally:
             readers.discard(me)
