@@ -249,3 +249,83 @@ def test_lock_keeps_writes_whole_under_many_threads():
     assert (pair.a, pair.b) == (1000, 1000)
     assert min(reads) > 0   # no reader starved while the writers looped
 
+
+# -- forked workers -------------------------------------------------------------------------------
+
+_FORK_SCRIPT = r"""
+import json, multiprocessing as mp
+import numpy as np
+import turboann as ta
+from turboann._threading import threading_layer
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((6000, 64)).astype(np.float32)
+q = rng.standard_normal((300, 64)).astype(np.float32)
+flat = ta.Index(64, bits=4, keep_vectors=True)
+flat.add(x)
+ivf = ta.IVFIndex(64, nlist=16, bits=4, keep_vectors=True)
+ivf.set_centroids(x[:16])
+ivf.add(x)
+
+def searches():
+    return [flat.search(q, 10, threads=2), flat.search(q, 10, threads=2, rerank=40),
+            ivf.search(q, 10, nprobe=4, threads=2, rerank=40)]
+
+parent = searches()   # the parent's parallel launches come before the fork
+
+def child(conn):
+    conn.send(searches())
+    conn.close()
+
+ctx = mp.get_context("fork")
+a, b = ctx.Pipe()
+p = ctx.Process(target=child, args=(b,))
+p.start()
+b.close()
+try:
+    got = a.recv()
+except EOFError:
+    got = None
+p.join()
+same = got is not None and all(np.array_equal(D, D2) and np.array_equal(I, I2)
+                               for (D, I), (D2, I2) in zip(parent, got))
+print(json.dumps({"layer": threading_layer(), "exitcode": p.exitcode, "same": same}))
+"""
+
+
+def _run_own_session(script: str, **env):
+    """Run script in a fresh interpreter in a session of its own: a layer that kills its process group
+    on fork takes only that session down, not pytest."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING_LAYER")}
+    root = str(Path(__file__).resolve().parents[1])   # this checkout's turboann, whatever is installed
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, environ.get("PYTHONPATH")) if p)
+    environ.update(env)
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True,
+                          timeout=600, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_forked_child_searches_like_its_parent():
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    out, stderr = _run_own_session(_FORK_SCRIPT)
+    assert "fork() called from a process already using GNU OpenMP" not in stderr
+    assert out == {"layer": "tbb", "exitcode": 0, "same": True}
+
+
+def test_explicit_threading_layer_is_respected():
+    script = ("import json, numpy as np, turboann as ta\n"
+              "from turboann._threading import threading_layer\n"
+              "i = ta.Index(32); i.add(np.random.default_rng(0).random((2000, 32))); i.search(np.ones((64, 32)), 5)\n"
+              "print(json.dumps({'layer': threading_layer()}))")
+    out, _ = _run_own_session(script, NUMBA_THREADING_LAYER="workqueue")
+    assert out == {"layer": "workqueue"}

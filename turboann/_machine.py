@@ -5,7 +5,7 @@ import os
 import platform
 from importlib import metadata
 
-LIBRARIES = ("turboann", "numpy", "numba", "h5py", "faiss-cpu", "turbovec")
+LIBRARIES = ("turboann", "numpy", "numba", "tbb", "h5py", "faiss-cpu", "turbovec")
 
 
 def cpu_model() -> str:
