@@ -16,12 +16,14 @@ runs its product on one BLAS thread too.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
+_modules_seen = 0   # len(sys.modules) when _controller looked at the loaded libraries
 _guard = threading.Lock()
 _users = 0
 _limiter = None
@@ -30,11 +32,14 @@ _limiter = None
 @contextmanager
 def one_thread():
     """A context in which BLAS uses one thread; the previous counts come back when the last user leaves."""
-    global _controller, _users, _limiter
+    global _controller, _modules_seen, _users, _limiter
     with _guard:
-        if _controller is None:   # inspecting the loaded libraries takes milliseconds: once a process
-            _controller = ThreadpoolController()
         if _users == 0:
+            # Inspecting the loaded libraries takes milliseconds: again only after imports, which
+            # may have brought another BLAS (one bundled with a library imported later, as Ray
+            # brings in the test suite) that a stale look would leave on all its threads.
+            if _controller is None or len(sys.modules) != _modules_seen:
+                _controller, _modules_seen = ThreadpoolController(), len(sys.modules)
             _limiter = _controller.limit(limits=1, user_api="blas")
         _users += 1
     try:
