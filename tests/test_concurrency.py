@@ -92,8 +92,9 @@ class _Writer:
 
 def _reader(index, writer, x, q, rerank, metric, stop, start, out):
     start.wait()
-    searches, errors = 0, []
-    while not stop.is_set() or searches < 5:
+    searches, attempts, errors = 0, 0, []
+    while not stop.is_set() or attempts < 5:   # a few even if the writer was quicker
+        attempts += 1
         epoch = writer.epoch
         try:
             D, I = _search(index, q, rerank)
