@@ -292,3 +292,56 @@ def test_shard_of_spreads_strided_ids():
     ids = np.arange(0, 20000, 4, dtype=np.int64)
     counts = np.bincount(shard_of(ids, 4), minlength=4)
     assert counts.min() > 0.2 * len(ids)
+
+
+def test_searches_while_the_driver_writes(data):
+    """A driver thread searching while another adds and removes sees each write whole across the
+    shards (ShardedIndex's lock, README: threads), and ends equal to one index of the vectors held."""
+    import threading
+
+    x, q = data
+    single = ta.Index(DIM, bits=4, metric="cosine", center=False)
+    single.add(x[:200])
+    single.search(q, K)
+    sh = ShardedIndex(DIM, shards=2, bits=4, metric="cosine", center=False)
+    try:
+        sh.add(x[:200])
+        held, epoch, removed_at, errors = set(range(200)), [0], {}, []
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                start = epoch[0]
+                try:
+                    D, I = sh.search(q, K)
+                except Exception as e:
+                    errors.append(repr(e))
+                    continue
+                if (I < 0).any() or not np.isfinite(D).all():
+                    errors.append("padding or non-finite score")
+                if any(removed_at.get(i, start + 1) <= start for i in I.ravel().tolist()):
+                    errors.append("an id removed before the search began")
+
+        t = threading.Thread(target=reader)
+        t.start()
+        rng = np.random.default_rng(1)
+        for r in range(15):
+            ids = np.arange(200 + 30 * r, 230 + 30 * r)
+            sh.add(x[ids], ids)
+            held.update(ids.tolist())
+            gone = rng.choice(sorted(held), 20, replace=False)
+            assert sh.remove(gone) == 20
+            epoch[0] += 1
+            for i in gone.tolist():
+                removed_at[i] = epoch[0]
+            held.difference_update(gone.tolist())
+        stop.set()
+        t.join()
+        assert errors == []
+        order = np.array(sorted(held))
+        fresh = ta.Index(DIM, bits=4, metric="cosine", center=False)
+        fresh.add(x[order], order)
+        assert len(sh) == len(order)
+        assert_same_results(sh.search(q, K), fresh.search(q, K))
+    finally:
+        sh.close()

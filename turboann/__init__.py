@@ -10,6 +10,7 @@ coordinate law) with Numba scan kernels. Public API:
     load             read an index file written by Index.save or IVFIndex.save
     set_num_threads  threads for later searches
 """
+from . import _threading  # noqa: F401  (first: makes TBB loadable before any parallel kernel runs)
 from .index import Index, set_num_threads
 from .ivf import IVFIndex
 from .io import IndexFileError, load

@@ -7,19 +7,46 @@ measured 8,046 QPS before and 13,274 with this, as with
 OPENBLAS_NUM_THREADS=1 (13,728). A product of queries with centroids is a
 small part of a search, so one thread costs little there. The k-means
 assignment of `IVFIndex.add` keeps all BLAS threads: it is most of that work.
+
+The limit is process-wide, so searches in several threads share one: the
+first to enter sets it and the last to leave restores the counts from
+before the first (nested limits, each restoring what the other set, would
+leave BLAS on one thread for good). An add in another thread meanwhile
+runs its product on one BLAS thread too.
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import sys
+import threading
+from contextlib import contextmanager
 
 from threadpoolctl import ThreadpoolController
 
 _controller: ThreadpoolController | None = None
+_modules_seen = 0   # len(sys.modules) when _controller looked at the loaded libraries
+_guard = threading.Lock()
+_users = 0
+_limiter = None
 
 
-def one_thread() -> AbstractContextManager:
-    """A context in which BLAS uses one thread; the previous counts come back on exit."""
-    global _controller
-    if _controller is None:   # inspecting the loaded libraries takes milliseconds: once a process
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+@contextmanager
+def one_thread():
+    """A context in which BLAS uses one thread; the previous counts come back when the last user leaves."""
+    global _controller, _modules_seen, _users, _limiter
+    with _guard:
+        if _users == 0:
+            # Inspecting the loaded libraries takes milliseconds: again only after imports, which
+            # may have brought another BLAS (one bundled with a library imported later, as Ray
+            # brings in the test suite) that a stale look would leave on all its threads.
+            if _controller is None or len(sys.modules) != _modules_seen:
+                _controller, _modules_seen = ThreadpoolController(), len(sys.modules)
+            _limiter = _controller.limit(limits=1, user_api="blas")
+        _users += 1
+    try:
+        yield
+    finally:
+        with _guard:
+            _users -= 1
+            if _users == 0:
+                _limiter.restore_original_limits()
+                _limiter = None

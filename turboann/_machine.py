@@ -5,7 +5,7 @@ import os
 import platform
 from importlib import metadata
 
-LIBRARIES = ("turboann", "numpy", "numba", "h5py", "faiss-cpu", "turbovec")
+LIBRARIES = ("turboann", "numpy", "numba", "tbb", "h5py", "faiss-cpu", "turbovec")
 # The /proc/cpuinfo flags the kernels (ours and the anchors') choose instructions by.
 _SIMD_FLAGS = ("fma", "bmi2", "avx2", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi",
                "avx512_vbmi2", "avx512_bitalg", "avx512_vpopcntdq", "gfni")

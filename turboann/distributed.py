@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from . import _validate
+from ._rwlock import RWLock, reading, writing
 from .index import MIN_CENTER_SAMPLE, Index, _estimate_centre
 from .io import IndexFileError, _atomic_write
 from .ivf import IVFIndex
@@ -131,6 +132,10 @@ class ShardedIndex:
 
     def __init__(self, dim: int, shards: int = 8, bits: int = 4, metric: str = "cosine", *,
                  ivf: dict | None = None, seed: int = 0, actor_options: dict | None = None, **options):
+        # The driver's own state (count, next id, centre) and the shards must change together: searches
+        # share this lock, writes hold it alone, so a search never sees some shards after an add and
+        # others before it (each actor runs its calls one at a time, in order).
+        self._lock = RWLock()
         self.shards = _validate.integer("shards", shards, low=1)
         self._kind, self._settings = self._check_settings(dim, bits, metric, seed, ivf, options)
         self._template = _build(self._kind, self._settings)   # validates the settings here, on the driver
@@ -190,6 +195,7 @@ class ShardedIndex:
         return None if self._mean is None else self._mean.copy()
 
     @property
+    @reading
     def nbytes(self) -> int:
         """Bytes held by all shards (see `Index.nbytes`)."""
         return int(sum(self._gather([a.nbytes.remote() for a in self._actors], "nbytes")))
@@ -236,6 +242,7 @@ class ShardedIndex:
         return absent
 
     # -- training and adding ----------------------------------------------------
+    @writing
     def train(self, sample, **kwargs) -> None:
         """IVF only: fit the coarse centroids once on the driver (see `IVFIndex.train`) and give
         them to every shard. Must come before the first add."""
@@ -243,6 +250,7 @@ class ShardedIndex:
         self._template.train(sample, **kwargs)
         self._share_centroids("train")
 
+    @writing
     def set_centroids(self, centroids) -> None:
         """IVF only: give every shard these coarse centroids (nlist, dim), as `IVFIndex.set_centroids`
         (e.g. trained elsewhere, or shared with an in-process index). Must come before the first add."""
@@ -260,6 +268,7 @@ class ShardedIndex:
         centroids = self._template.centroids
         self._gather([a.reset.remote(self._kind, self._settings, centroids) for a in self._actors], action)
 
+    @writing
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype; ids: optional unique int64 (n,), global.
 
@@ -320,6 +329,7 @@ class ShardedIndex:
             self._gather([a.reset.remote(self._kind, self._shard_settings()) for a in self._actors], "add")
 
     # -- searching --------------------------------------------------------------
+    @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
                rerank: int | None = None, allow_partial: bool = False):
         """k nearest neighbours of each query row over all shards: D (nq, k) float32, I (nq, k) int64.
@@ -354,6 +364,7 @@ class ShardedIndex:
         return merge_top_k([d for d, _ in live], [i for _, i in live], k, self.metric == "l2", q.shape[0])
 
     # -- removing ---------------------------------------------------------------
+    @writing
     def remove(self, ids, *, missing: str = "raise") -> int:
         """Remove vectors by id from their shards; returns how many were removed.
 
@@ -374,6 +385,7 @@ class ShardedIndex:
         return removed
 
     # -- persistence ------------------------------------------------------------
+    @reading
     def save(self, directory: str | os.PathLike) -> None:
         """Write one index file per shard (each shard writes its own, atomically) and a manifest.
 
@@ -403,6 +415,7 @@ class ShardedIndex:
         directory = os.path.abspath(os.fspath(directory))
         manifest = _read_manifest(directory)
         self = cls.__new__(cls)
+        self._lock = RWLock()
         self.shards, self._kind, self._settings = manifest["shards"], manifest["kind"], manifest["settings"]
         self._actor_options = dict(actor_options or {})
         self.last_missing_shards = ()
@@ -423,6 +436,7 @@ class ShardedIndex:
         self._count, self._next_id = int(manifest["count"]), int(manifest["next_id"])
         return self
 
+    @writing
     def close(self) -> None:
         """Stop every shard actor (the data is gone unless saved)."""
         ray = _import_ray()

@@ -17,6 +17,7 @@ from .kernels import dot as _dot
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
+from ._rwlock import RWLock, reading, writing
 from .quantizer import TurboQuantMSE, TurboQuantProd
 from .store import BlockedCodeStore, CodeStore
 from .vectors import KeptVectors
@@ -143,6 +144,8 @@ class Index:
                  variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
                  rotation_rounds: int | None = None, keep_vectors: bool = False,
                  layout: str = "auto", compact: bool = False):
+        # Searches share it, adds and removes hold it alone (see turboann._rwlock and README).
+        self._lock = RWLock()
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
@@ -209,6 +212,7 @@ class Index:
         return True, mean.astype(np.float32)
 
     # -- introspection -------------------------------------------------------
+    @reading
     def __len__(self) -> int:
         return len(self._store)
 
@@ -226,12 +230,14 @@ class Index:
         return self._vectors is not None
 
     @property
+    @reading
     def nbytes(self) -> int:
         """Bytes held: codes + factors + ids (+ the mean vector when centred, + kept vectors)."""
         return (self._store.nbytes + (0 if self._mean is None else self._mean.nbytes)
                 + (0 if self._vectors is None else self._vectors.nbytes))
 
     @property
+    @reading
     def ids(self) -> np.ndarray:
         """Ids held, in slot order (a copy)."""
         return self._store.ids.copy()
@@ -246,6 +252,7 @@ class Index:
         return self._quant
 
     # -- adding --------------------------------------------------------------
+    @writing
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype. ids: optional unique int64 (n,).
 
@@ -392,6 +399,7 @@ class Index:
                 out[:, s] = w
 
     # -- searching -----------------------------------------------------------
+    @reading
     def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):
         """k nearest neighbours of each query row.
 
@@ -523,6 +531,7 @@ class Index:
         return D.astype(np.float32), I
 
     # -- removing ------------------------------------------------------------
+    @writing
     def remove(self, ids, *, missing: str = "raise") -> int:
         """Remove vectors by id; returns how many were removed.
 
@@ -540,6 +549,7 @@ class Index:
         return self._store.remove(ids)
 
     # -- persistence ---------------------------------------------------------
+    @reading
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to one file, atomically (see `turboann.io`)."""
         from . import io

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from . import _blas, _validate
+from ._rwlock import reading, writing
 from .index import Index, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
 from .kernels import dot as _dot
@@ -81,21 +82,25 @@ class IVFIndex(Index):
         return None if self._centroids is None else self._centroids.copy()
 
     @property
+    @reading
     def ids(self) -> np.ndarray:
         """Ids held, list by list (a copy)."""
         return self._store.ids[self._store.positions()]
 
     @property
+    @reading
     def list_sizes(self) -> np.ndarray:
         """Vectors in each list, (nlist,) int64 (a copy)."""
         return self._store.size.copy()
 
     @property
+    @reading
     def nbytes(self) -> int:
         """Bytes held: codes + factors + ids + centroids (+ kept vectors)."""
         return super().nbytes + (0 if self._centroids is None else self._centroids.nbytes)
 
     # -- training -------------------------------------------------------------
+    @writing
     def train(self, sample, *, niter: int = 20, verbose: bool = False, threads: int | None = None) -> None:
         """Fit the nlist coarse centroids by k-means on sample (n >= nlist, dim), any real dtype.
 
@@ -129,6 +134,7 @@ class IVFIndex(Index):
             faiss.omp_set_num_threads(old_threads)
         self._set_centroids(np.ascontiguousarray(kmeans.centroids, dtype=np.float32))
 
+    @writing
     def set_centroids(self, centroids) -> None:
         """Use given coarse centroids (nlist, dim), any real dtype, instead of train().
 
@@ -158,6 +164,7 @@ class IVFIndex(Index):
         return out
 
     # -- adding ---------------------------------------------------------------
+    @writing
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype, to their nearest lists. ids as in `Index.add`."""
         x, norms = _validate.vectors_and_norms("x", x, self.dim)
@@ -185,6 +192,7 @@ class IVFIndex(Index):
         self._keep(x, scale, ids)
 
     # -- searching ------------------------------------------------------------
+    @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
                rerank: int | None = None):
         """k nearest neighbours of each query row among the nprobe nearest lists.
