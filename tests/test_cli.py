@@ -304,3 +304,20 @@ def test_root_cli_py_runs_the_same_cli(files):
     bad = subprocess.run([sys.executable, str(REPO / "cli.py"), "build", "missing.hdf5", "x.tann"],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 1 and bad.stderr == "turboann: error: missing.hdf5: no such file\n"
+
+
+def test_search_with_no_test_queries_and_info_with_bad_ground_truth(files, tmp_path):
+    from turboann import datasets
+
+    train = datasets.load_ann_benchmarks(files["angular"]).train
+    empty = tmp_path / "no-queries.hdf5"
+    datasets.write_ann_benchmarks(empty, train, train[:0], np.zeros((0, 100), np.int64),
+                                  np.zeros((0, 100)), "angular")
+    run_fails(["search", str(files["index"]), str(empty)], "has no test queries to search with")
+    bad_gt = tmp_path / "bad-gt.hdf5"
+    with h5py.File(files["angular"], "r") as f:
+        neighbors = f["neighbors"][:]
+        neighbors[0, 0] = train.shape[0] + 5
+        datasets.write_ann_benchmarks(bad_gt, f["train"][:], f["test"][:], neighbors, f["distances"][:], "angular")
+    run_fails(["datasets", "info", str(bad_gt)], "corrupt ground truth")
+    run_fails(["build", str(bad_gt), str(tmp_path / "x.tann")], "corrupt ground truth")

@@ -68,6 +68,8 @@ def test_bad_layouts_are_named(tmp_path, edit, message):
     _corrupt(path, edit)
     with pytest.raises(ds.DatasetError, match=message):
         ds.load_ann_benchmarks(path)
+    with pytest.raises(ds.DatasetError, match=message):   # `datasets info` agrees with `build`
+        ds.inspect(path)
 
 
 def test_missing_and_non_hdf5_files(tmp_path):

@@ -304,3 +304,93 @@ def test_bad_input_errors(data_64):
         other = ta.Index(64, bits=2, metric=metric)
         other.add(np.zeros((3, 64)))
         assert len(other) == 3
+
+
+# -- numeric edges (issue 17) ------------------------------------------------------------------------
+
+def _state(index):
+    return len(index), index.ids.tolist(), index._store.next_id
+
+
+def test_ids_leave_room_for_the_next_default_id(tmp_path, data_64):
+    x = data_64[0][:3]
+    index = ta.Index(64, bits=2)
+    with pytest.raises(ValueError, match="ids must be at most 9223372036854775806, got 9223372036854775807"):
+        index.add(x[:1], ids=[2 ** 63 - 1])
+    assert len(index) == 0
+    index.add(x[:1], ids=[2 ** 63 - 2])              # the largest id: next_id is int64's max
+    before = _state(index)
+    with pytest.raises(ValueError, match="ids must be given: the 1 default ids from 9223372036854775807"):
+        index.add(x[1:2])
+    assert _state(index) == before
+    index.add(x[1:3], ids=[5, 6])                   # explicit ids still work
+    index.save(tmp_path / "big.tann")                # used to raise OverflowError
+    assert ta.load(tmp_path / "big.tann").ids.tolist() == [2 ** 63 - 2, 5, 6]
+
+
+def test_nan_row_is_named_when_it_spoils_the_centre(data_64):
+    x = data_64[0][:300].copy()
+    x[250, 7] = np.nan
+    for metric in ("l2", "cosine"):
+        index = ta.Index(64, bits=2, metric=metric)    # centre="auto" estimates from >= 256 rows
+        with pytest.raises(ValueError, match="x must be finite: row 250 holds NaN or inf"):
+            index.add(x)
+        assert len(index) == 0 and index.mean is None
+
+
+def test_huge_k_and_rerank_are_clamped_to_the_index_or_refused(data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=2, metric="l2", keep_vectors=True)
+    index.add(x[:500])
+    D10, I10 = index.search(q[:3], 10)
+    D, I = index.search(q[:3], 600)                 # beyond len: padded, the kernel asked for 500
+    assert D.shape == I.shape == (3, 600)
+    np.testing.assert_array_equal(I[:, :10], I10)
+    assert (I[:, 500:] == -1).all() and np.isinf(D[:, 500:]).all() and (I[:, :500] >= 0).all()
+    for k in (10 ** 9, 2 ** 62):                    # a bare MemoryError / "array is too big" before
+        with pytest.raises(ValueError, match=f"k must be at most 65536 or the 500 vectors held .* got {k}"):
+            index.search(q[:3], k)
+    Dr, Ir = index.search(q[:3], 10, rerank=10 ** 9)   # rerank beyond len: every vector, exactly
+    np.testing.assert_array_equal(Ir, exact_topk(x[:500], q[:3], 10, "l2"))
+    Dr, Ir = index.search(q[:3], 700, rerank=10 ** 9)
+    assert Ir.shape == (3, 700) and (Ir[:, 500:] == -1).all() and (Ir[:, :500] >= 0).all()
+    empty = ta.Index(64, metric="ip")
+    D, I = empty.search(q[:2], 65_536)              # padding alone, up to the limit
+    assert D.shape == (2, 65_536) and (I == -1).all() and (D == -np.inf).all()
+    with pytest.raises(ValueError, match="k must be at most 65536 or the 0 vectors held"):
+        empty.search(q[:2], 65_537)
+
+
+def test_l2_queries_too_large_for_float32_distances(data_64):
+    x, q = data_64
+    index = ta.Index(64, bits=2, metric="l2")
+    index.add(x[:300])
+    with pytest.raises(ValueError, match="q row 1 is too large for metric 'l2': its squared norm"):
+        index.search(np.stack([q[0], np.full(64, 1e19, np.float32)]), 5)
+    with np.errstate(all="raise"):                  # no silent RuntimeWarning either
+        D, I = index.search(np.full((1, 64), 1e15, np.float32), 5)
+    assert np.isfinite(D).all() and (I >= 0).all()
+
+
+@pytest.mark.parametrize("variant,bits", [("mse", 4), ("prod", 3)])
+def test_dense_rotation_add_is_chunked(monkeypatch, data_64, variant, bits):
+    """Codes and factors do not depend on the chunking, and an add's peak stays near what it keeps."""
+    import tracemalloc
+
+    from turboann import quantizer
+    x = np.tile(data_64[0], (5, 1))                  # 20,000 x 64, dense rotation
+    whole = ta.Index(64, bits=bits, variant=variant, metric="l2", layout="flat", center=False)
+    whole.add(x)
+    monkeypatch.setattr(quantizer, "_ENCODE_CHUNK", 1000)
+    chunked = ta.Index(64, bits=bits, variant=variant, metric="l2", layout="flat", center=False)
+    chunked.add(x[:10])                              # compiled and warm
+    chunked = ta.Index(64, bits=bits, variant=variant, metric="l2", layout="flat", center=False)
+    tracemalloc.start()
+    chunked.add(x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(chunked._store.codes, whole._store.codes)
+    np.testing.assert_array_equal(chunked._store.factors, whole._store.factors)
+    kept = chunked._store.nbytes
+    # a rotated copy of x alone would be 256 B a vector; chunks of 1,000 rows cost a few hundred KB
+    assert peak < kept + 40 * x.shape[0] + 3_000_000, (peak, kept)

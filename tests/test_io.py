@@ -134,3 +134,177 @@ def test_huge_length_in_header_is_not_trusted(tmp_path):
     path.write_bytes(b"TURBOANN" + body + struct.pack("<I", zlib.crc32(body)) + data[16 + hlen + 4:])
     with pytest.raises(io.IndexFileError, match="truncated: array 'codes' needs bytes up to"):
         io.read_file(path)
+
+
+# -- crafted files (issue 17): every one refused with IndexFileError, before anything large is built ----
+
+import json  # noqa: E402
+import stat as _stat  # noqa: E402
+import time  # noqa: E402
+
+import filefuzz  # noqa: E402  (tests/filefuzz.py)
+
+
+def _rewrite(path, change_settings=None, change_arrays=None, kind=None):
+    """Rewrite a saved file with its settings and arrays changed, every checksum recomputed."""
+    k, settings, arrays = io.read_file(path)
+    settings, arrays = dict(settings), {n: a.copy() for n, a in arrays.items()}
+    if change_settings:
+        change_settings(settings)
+    if change_arrays:
+        change_arrays(arrays)
+    io.write_file(path, kind or k, settings, arrays, version=2)
+
+
+def _refused(path, match):
+    with pytest.raises(io.IndexFileError, match=match):
+        ta.load(path)
+
+
+def test_crafted_header_structures_are_refused(saved):
+    _, path, _ = saved
+    version, meta, payload = filefuzz.split(path.read_bytes())
+    cases = [
+        (b"[" * 100_000 + b"]" * 100_000, "unreadable header"),           # RecursionError in json
+        (json.dumps([1, 2]).encode(), "not an object with kind"),
+        (json.dumps({**meta, "arrays": [1]}).encode(), "bad array entry"),
+        (json.dumps({**meta, "arrays": 5}).encode(), "not an object with kind"),
+        (json.dumps({**meta, "settings": []}).encode(), "not an object with kind"),
+        (json.dumps({**meta, "arrays": meta["arrays"] * 2}).encode(), "listed twice"),
+    ]
+    bad_shape = json.loads(json.dumps(meta))
+    bad_shape["arrays"][0]["shape"] = [float("inf"), 2]                  # int(inf): OverflowError before
+    cases.append((json.dumps(bad_shape).encode(), "bad array entry"))
+    wrapped = json.loads(json.dumps(meta))
+    wrapped["arrays"][0].update(shape=[2 ** 32, 2 ** 32], nbytes=0)       # wraps to 0 in int64
+    cases.append((json.dumps(wrapped).encode(), "size does not match its shape"))
+    for header, match in cases:
+        path.write_bytes(filefuzz.join(version, None, payload, header=header))
+        _refused(path, match)
+
+
+@pytest.mark.parametrize("settings, match", [
+    ({"dim": 2 ** 22}, "do not fit dim|implausible"),
+    ({"dim": 2 ** 24, "rotation": "hadamard"}, "do not fit dim|implausible"),
+    ({"dim": 8000, "rotation": "dense"}, "do not fit dim|implausible"),
+    ({"dim": "64"}, "invalid settings"),
+    ({"bits": 9}, "invalid settings"),
+    ({"center": [0.0] * 64}, "invalid settings: center"),
+    ({"metric": None}, "invalid settings"),
+    ({"extra": 1}, "invalid settings"),
+])
+def test_crafted_settings_are_refused_before_building(saved, settings, match):
+    _, path, _ = saved
+    _rewrite(path, lambda s: s.update(settings))
+    t0 = time.perf_counter()
+    _refused(path, match)
+    assert time.perf_counter() - t0 < 1.0   # nothing of dim 2^22 or a dense 8000 x 8000 was built
+
+
+def test_empty_file_of_a_huge_dim_is_refused_by_size(tmp_path):
+    """Zero rows carry no bytes, so dim cannot be tied to the arrays: the build cost is bounded by size."""
+    path = tmp_path / "e.tann"
+    ta.Index(64, bits=4, metric="ip").save(path)
+    dim = 2 ** 22
+    _rewrite(path, lambda s: s.update(dim=dim, rotation="hadamard"),
+             lambda a: a.update(codes=np.zeros((0, dim // 2), np.uint8)))
+    _refused(path, "implausible settings: building an index of dim 4194304")
+
+
+def test_crafted_ivf_nlist_is_checked_against_the_list_sizes(tmp_path, data_64):
+    x = data_64[0]
+    index = ta.IVFIndex(64, nlist=4, bits=2)
+    index.set_centroids(x[:4])
+    index.add(x[:100])
+    path = tmp_path / "i.tann"
+    index.save(path)
+    _rewrite(path, lambda s: s.update(nlist=2 ** 31))
+    _refused(path, "list sizes do not match nlist 2147483648")
+    index.save(path)
+    _rewrite(path, change_arrays=lambda a: a.update(list_sizes=np.array([2 ** 62, 2 ** 62, 2 ** 62, 2 ** 62 + 100])))
+    _refused(path, "list sizes do not match the 100 vectors")     # the int64 sum wraps to 100
+    index.save(path)
+    _rewrite(path, change_arrays=lambda a: a["ids"].__setitem__(0, -7))
+    _refused(path, r"ids must lie in \[0, ")
+    index.save(path)
+    _rewrite(path, change_arrays=lambda a: a.update(mean=np.zeros(64, np.float32)))
+    _refused(path, "global centre")
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: a["next_id"].__setitem__(0, 0), "next_id 0 must exceed every id"),
+    (lambda a: a["next_id"].__setitem__(0, -5), "next_id -5 must exceed"),
+    (lambda a: a["ids"].__setitem__(0, -1), r"ids must lie in \[0, "),
+    (lambda a: a["ids"].__setitem__(0, 2 ** 63 - 1), r"ids must lie in \[0, "),
+    (lambda a: a["ids"].__setitem__(1, a["ids"][0]), "duplicate ids"),
+    (lambda a: a["mean"].__setitem__(3, np.nan), "'mean' holds NaN"),
+    (lambda a: a["factors"].__setitem__((5, 0), np.inf), "factors hold NaN or inf"),
+    (lambda a: a.update(mean_direction=a.pop("mean")), "stored as 'mean_direction'"),
+    (lambda a: a.update(codes=a["codes"][:, :-1].copy()), "do not fit dim"),
+    (lambda a: a.update(ids=a["ids"].astype(np.float32)), "do not agree"),
+    (lambda a: a.update(vectors=np.zeros((997, 64), np.float32)), "settings do not keep them"),
+    (lambda a: a.update(surprise=np.zeros(3, np.uint8)), "unexpected array"),
+    (lambda a: a.pop("next_id"), "missing array"),
+])
+def test_crafted_arrays_are_refused(saved, change, match):
+    _, path, _ = saved
+    _rewrite(path, change_arrays=change)
+    _refused(path, match)
+
+
+def test_special_files_are_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.tann"
+    os.mkfifo(fifo)
+    t0 = time.perf_counter()
+    _refused(fifo, "not a regular file")          # opening it for reading used to wait for a writer
+    assert time.perf_counter() - t0 < 1.0
+    if os.path.exists("/dev/zero") and _stat.S_ISCHR(os.stat("/dev/zero").st_mode):
+        _refused("/dev/zero", "not a regular file")
+    _refused(tmp_path, "it is a directory")
+
+
+def test_fuzz_flips_truncations_and_crafted_files(tmp_path):
+    """Seeded: every mutated file of every kind is refused with IndexFileError or loads into an index
+    that searches; bench/fuzz_files.py runs the long version."""
+    t0 = time.perf_counter()
+    counts = filefuzz.run(tmp_path, seed=17, per_file=12)
+    refused = {m: counts.get((m, "refused"), 0) for m in filefuzz.MUTATIONS}
+    assert sum(counts.values()) == 5 * 4 * 12
+    assert refused["truncate"] == 60 and refused["header"] >= 50 and refused["arrays"] >= 30, counts
+    assert time.perf_counter() - t0 < 60
+
+
+def test_old_files_still_load(tmp_path, data_64):
+    """A version-1 flat file without rotation_rounds (written before the round count depended on dim)."""
+    x, q = data_64
+    index = ta.Index(256, bits=2, metric="ip", rotation="hadamard", rotation_rounds=3)
+    index.add(np.tile(x[:300], (1, 4)))
+    path = tmp_path / "old.tann"
+    index.save(path)
+    kind, settings, arrays = io.read_file(path)
+    settings = {k: v for k, v in settings.items() if k not in ("rotation_rounds", "layout")}
+    io.write_file(path, kind, settings, dict(arrays), version=1)
+    loaded = ta.load(path)
+    qq = np.tile(q[:5], (1, 4))
+    np.testing.assert_array_equal(loaded.search(qq, 5)[1], index.search(qq, 5)[1])
+
+
+def test_next_save_removes_temp_files_of_killed_saves(saved, tmp_path):
+    index, path, _ = saved
+    dead = 2 ** 22 + 12345   # beyond the default pid_max: no such process
+    while True:
+        try:
+            os.kill(dead, 0)
+            dead += 1
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            dead += 1
+    stray = tmp_path / f".a.tann.tmp{dead}-abcd1234"            # a killed save of a.tann
+    live = tmp_path / f".a.tann.tmp{os.getpid()}-efgh5678"       # a save still running in this process
+    other = tmp_path / f".b.tann.tmp{dead}-abcd1234"            # another path's
+    unrelated = tmp_path / ".tmp-zzzz.turboann"
+    for p in (stray, live, other, unrelated):
+        p.write_bytes(b"partial")
+    index.save(path)
+    assert sorted(os.listdir(tmp_path)) == sorted(["a.tann", live.name, other.name, unrelated.name])

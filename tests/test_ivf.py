@@ -405,3 +405,22 @@ def test_blas_runs_one_thread_inside_the_context_and_comes_back():
     with _blas.one_thread():
         assert all(n == 1 for n in blas_threads())
     assert blas_threads() == before
+
+
+def test_l2_row_too_large_for_its_bias_is_rejected_as_flat_add_does(data_32):
+    """A 1e30 row used to be stored with bias -inf, never to be found; Index.add rejects it."""
+    x, q = data_32
+    for mode in ("residual", "raw"):
+        index = ta.IVFIndex(32, nlist=4, bits=2, metric="l2", mode=mode)
+        index.set_centroids(x[:4])
+        index.add(x[:50])
+        rows = x[50:60].copy()
+        rows[7] = 1e30
+        with pytest.raises(ValueError, match="x row 7 is too large to encode"):
+            index.add(rows)
+        flat = ta.Index(32, bits=2, metric="l2")
+        with pytest.raises(ValueError, match="x row 7 is too large to encode"):
+            flat.add(rows)
+        assert len(index) == 50 and index.list_sizes.sum() == 50
+        D, I = index.search(q[:2], 600, nprobe=4)    # k beyond len: padded, not allocated blindly
+        assert I.shape == (2, 600) and (I[:, 50:] == -1).all() and (I[:, :50] >= 0).all()

@@ -12,6 +12,8 @@ import numpy as np
 from .kernels.encode import row_norms
 
 METRICS = ("ip", "cosine", "l2")
+# The largest id an index takes: one past it, the next default id, must still be an int64.
+MAX_ID = np.iinfo(np.int64).max - 1
 
 
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:

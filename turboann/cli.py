@@ -254,6 +254,8 @@ def search(index_path, data, k, queries, threads, latency_queries, output, nprob
 
     index = _load_index(index_path)
     dataset = _load(data, queries=queries)
+    if dataset.test.shape[0] == 0:   # recall would be the mean of nothing: nan, with RuntimeWarnings
+        raise click.ClickException(f"{data} has no test queries to search with")
     if dataset.train.shape[1] != index.dim:
         raise click.ClickException(f"dimension mismatch: index {index_path} has dim {index.dim}, "
                                    f"{data} has dim {dataset.train.shape[1]}")

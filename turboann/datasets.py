@@ -185,6 +185,7 @@ def inspect(path) -> dict:
     """
     with _open_hdf5(path) as f:
         info = _check_layout(f, path)
+        _check_neighbors(path, f["neighbors"][:], info["n"])   # as load_ann_benchmarks does: build agrees
         attrs = {key: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
                  for key, v in f.attrs.items()}
     return {"path": os.fspath(path), "name": Path(path).stem, **info, "metric": metric_for_distance(info["distance"]),
@@ -207,10 +208,15 @@ def load_ann_benchmarks(path: str | os.PathLike, *, queries: int | None = None) 
                        neighbors=f["neighbors"][:nq].astype(np.int64),
                        distances=f["distances"][:nq].astype(np.float64),
                        distance=info["distance"])
-    if data.neighbors.size and (data.neighbors.min() < 0 or data.neighbors.max() >= info["n"]):
-        raise DatasetError(f"{os.fspath(path)}: corrupt ground truth: neighbors must lie in [0, {info['n']}), "
-                           f"got values in [{data.neighbors.min()}, {data.neighbors.max()}]")
+    _check_neighbors(path, data.neighbors, info["n"])
     return data
+
+
+def _check_neighbors(path, neighbors: np.ndarray, n: int) -> None:
+    """Raise DatasetError unless every ground-truth id lies in [0, n)."""
+    if neighbors.size and (neighbors.min() < 0 or neighbors.max() >= n):
+        raise DatasetError(f"{os.fspath(path)}: corrupt ground truth: neighbors must lie in [0, {n}), "
+                           f"got values in [{neighbors.min()}, {neighbors.max()}]")
 
 
 # -- writing ---------------------------------------------------------------------------------------

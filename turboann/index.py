@@ -27,6 +27,10 @@ CORRECTIONS = ("ip", "none")
 LAYOUTS = ("auto", "flat", "fastscan")
 # Fewer vectors than this in the first add give too noisy a mean: stay oblivious.
 MIN_CENTER_SAMPLE = 256
+# k may exceed len(index) (the rest is padding) up to this; beyond it a k above len is a mistake
+# that would allocate (nq, k) outputs of padding alone.
+MAX_PADDED_K = 1 << 16
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
 _CHUNKS_PER_THREAD = 4
@@ -100,6 +104,16 @@ def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds, tail=(0
         return TurboQuantProd(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds)
     return TurboQuantMSE(dim, bits, seed=seed, rotation=rotation, rotation_rounds=rotation_rounds,
                          tail_coords=tail[0], tail_bits=tail[1])
+
+
+def _check_l2_queries(norms: np.ndarray) -> None:
+    """Under l2, reject the first query whose squared norm overflows float32 (norms (nq,) float64):
+    every distance to it would be +inf, as `add` rejects rows whose -||x||^2 overflows."""
+    big = np.flatnonzero(norms * norms > _FLOAT32_MAX)
+    if big.size:
+        row = int(big[0])
+        raise ValueError(f"q row {row} is too large for metric 'l2': its squared norm "
+                         f"{float(norms[row]) ** 2:.3g} overflows the float32 distances")
 
 
 def _corrections(dots: np.ndarray) -> np.ndarray:
@@ -267,6 +281,8 @@ class Index:
         if mean is None and self.center is not False and len(self._store) == 0:
             if self.center is True or n >= MIN_CENTER_SAMPLE:
                 mean = _estimate_centre(x, directions=self.metric != "l2")
+                if not np.isfinite(mean).all():   # a NaN/inf row summed: name it, not a row the centre spoilt
+                    _validate.finite_rows("x", _enc.row_norms(x), x)
         translate, centre, gain = self._centring(mean)
         # One pass over x: the encoder rotates, then translates and
         # normalises (the rotation commutes with both), and writes the codes
@@ -289,8 +305,13 @@ class Index:
     def _new_ids(self, ids, n: int) -> np.ndarray:
         """Checked ids for n new vectors; None gives the next n default ids."""
         if ids is None:
+            if self._store.next_id + n - 1 > _validate.MAX_ID:
+                raise ValueError(f"ids must be given: the {n} default ids from {self._store.next_id} on would "
+                                 f"pass the largest id {_validate.MAX_ID}")
             return np.arange(self._store.next_id, self._store.next_id + n, dtype=np.int64)
         ids = _validate.ids("ids", ids, n)
+        if ids.size and ids.max() > _validate.MAX_ID:   # it would leave no next default id in int64
+            raise ValueError(f"ids must be at most {_validate.MAX_ID}, got {int(ids.max())}")
         present = self._store.contains(ids)
         if present.any():
             raise ValueError(f"ids must not be in the index already, got id {int(ids[present][0])} "
@@ -407,6 +428,9 @@ class Index:
         D is the estimated similarity (descending) for "ip"/"cosine" and the
         estimated squared distance (ascending) for "l2". Missing results are
         id -1 with D -inf (similarity) or +inf (distance).
+        k above len(index) is padded (up to MAX_PADDED_K; more is refused), and
+        the kernels are asked for at most len(index) results, as is rerank.
+        Under "l2" a query whose squared norm overflows float32 is refused.
         rerank=R (>= k, needs keep_vectors=True): take the R best by the codes
         (the fast-scan layout ranks them by its u8-table estimate, with no
         exact re-scoring), then return the k best of those by the exact
@@ -421,7 +445,14 @@ class Index:
         """Checked (q for the codes, q for exact scores, k, shortlist size) of a search call."""
         q, norms = _validate.vectors_and_norms("q", q, self.dim)
         k = _validate.integer("k", k, low=1)
-        shortlist = self._shortlist(k, rerank)
+        held = len(self._store)
+        if k > max(held, MAX_PADDED_K):
+            raise ValueError(f"k must be at most {MAX_PADDED_K} or the {held} vectors held (results beyond "
+                             f"those are padding), got {k}")
+        if self.metric == "l2":
+            _check_l2_queries(norms)
+        # Kernels are asked for no more than the index holds: `_results` pads to k.
+        shortlist = min(self._shortlist(k, rerank), max(held, 1))
         if self.metric == "cosine":
             q = (q * self._row_scale(norms, "q")[:, None]).astype(np.float32)
         q_exact = q
@@ -432,10 +463,19 @@ class Index:
     def _results(self, q, q_exact, scores, slots, k, rerank):
         """D, I from the kernel's (scores, slots), re-ranked exactly when asked."""
         D, I = self._finish(q, scores, slots)
-        if rerank is None:
+        if rerank is not None:
+            scores, I = self._vectors.rerank(q_exact, I, min(k, I.shape[1]), self.metric == "l2")
+            D = (-scores if self.metric == "l2" else scores).astype(np.float32)
+        return self._padded(D, I, k)
+
+    def _padded(self, D: np.ndarray, I: np.ndarray, k: int):
+        """D, I widened to k columns of missing results (id -1, D -inf, or +inf under l2)."""
+        if D.shape[1] >= k:
             return D, I
-        scores, I = self._vectors.rerank(q_exact, I, k, self.metric == "l2")
-        return (-scores if self.metric == "l2" else scores).astype(np.float32), I
+        nq, extra = D.shape[0], k - D.shape[1]
+        fill = np.inf if self.metric == "l2" else -np.inf
+        return (np.hstack([D, np.full((nq, extra), fill, np.float32)]),
+                np.hstack([I, np.full((nq, extra), -1, np.int64)]))
 
     def _shortlist(self, k: int, rerank) -> int:
         """How many candidates the codes must deliver: k, or the checked rerank size."""

@@ -20,7 +20,10 @@ without kept vectors stay readable by version-1 readers.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
+import stat
 import struct
 import tempfile
 import zlib
@@ -35,7 +38,9 @@ READABLE_VERSIONS = (1, 2)
 _ALIGN = 64
 _PREFIX = struct.Struct("<8sII")
 _DTYPES = {"uint8", "float32", "int64"}
-_MAX_HEADER = 1 << 24
+# Real headers take about a kilobyte; the cap bounds what parsing a crafted one costs.
+_MAX_HEADER = 1 << 18
+_MAX_NDIM = 8
 
 
 class IndexFileError(ValueError):
@@ -50,10 +55,49 @@ def _crc(data) -> int:
     return zlib.crc32(memoryview(data).cast("B")) & 0xFFFFFFFF
 
 
-def _atomic_write(path: str, chunks) -> None:
-    """Write chunks (bytes-like) to a temp file beside path, fsync, rename."""
+def _temp_prefix(path: str) -> str:
+    """The temp-file prefix of saves to `path`: ".NAME.tmpPID-", with NAME its file name (shortened,
+    with its CRC-32, when long) so that stray temp files can be told apart by path and by process."""
+    name = os.path.basename(path)
+    if len(name) > 160:   # keep the temp name within NAME_MAX (255)
+        name = f"{name[:140]}~{_crc(name.encode()):08x}"
+    return f".{name}.tmp{os.getpid()}-"
+
+
+def _remove_stray_temps(path: str) -> None:
+    """Remove temp files that earlier saves to `path` left when killed: those of our pattern for this
+    path whose process is gone. A live process's temp file may be a save still running: kept."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".turboann", dir=directory)
+    stem = _temp_prefix(path)[:-len(f"{os.getpid()}-")]
+    pattern = re.compile(re.escape(stem) + r"(\d+)-[a-z0-9_]{8}")
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(stem)]
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match and not _process_alive(int(match.group(1))):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass   # another save removed it first, or it is not ours to remove
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True   # someone else's process, or a pid we cannot check: keep its file
+    return True
+
+
+def _atomic_write(path: str, chunks) -> None:
+    """Write chunks (bytes-like) to a temp file beside path, fsync, rename; then remove the temp files
+    of earlier saves to path that were killed (see `_remove_stray_temps`)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
@@ -67,6 +111,7 @@ def _atomic_write(path: str, chunks) -> None:
             os.unlink(tmp)
         raise
     _files.fsync_directory(path)
+    _remove_stray_temps(path)
 
 
 def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], version: int = VERSION) -> None:
@@ -104,12 +149,12 @@ def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], v
 
 def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
     """Read and verify a file written by `write_file`: (kind, settings, arrays)."""
-    path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-        f = open(path, "rb")
-    except OSError as e:
-        raise IndexFileError(f"cannot open index file {path!r}: {e.strerror}") from None
+    return _read(os.fspath(path))[:3]
+
+
+def _read(path: str) -> tuple[str, dict, dict[str, np.ndarray], int]:
+    """`read_file`, plus the file's size in bytes."""
+    f, size = _open_regular(path)
     with f:
         head = f.read(_PREFIX.size)
         if len(head) < _PREFIX.size or head[:8] != MAGIC:
@@ -126,29 +171,75 @@ def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
             raise IndexFileError(f"{path!r} is corrupt: header checksum mismatch")
         try:
             meta = json.loads(header)
-            kind, settings, entries = meta["kind"], meta["settings"], meta["arrays"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError):   # RecursionError: brackets nested too deep for the parser
             raise IndexFileError(f"{path!r} is corrupt: unreadable header") from None
+        if (not isinstance(meta, dict) or not isinstance(meta.get("kind"), str)
+                or not isinstance(meta.get("settings"), dict) or not isinstance(meta.get("arrays"), list)):
+            raise IndexFileError(f"{path!r} is corrupt: the header is not an object with kind, settings "
+                                 f"and arrays")
         data_start = _aligned(_PREFIX.size + hlen + 4)
-        arrays = {}
-        for e in entries:
-            arrays[e["name"]] = _read_array(f, path, size, data_start, e)
-    return kind, settings, arrays
+        entries = _array_entries(path, size, data_start, meta["arrays"])
+        arrays = {e[0]: _read_array(f, path, *e) for e in entries}
+    return meta["kind"], meta["settings"], arrays, size
 
 
-def _read_array(f, path: str, size: int, data_start: int, e: dict) -> np.ndarray:
+def _open_regular(path: str):
+    """(binary file, size) of the regular file at path; FIFOs, devices and directories are refused.
+
+    Opened non-blocking, so that a FIFO is refused instead of waiting for a
+    writer, and checked with fstat on what was opened (no race with a rename).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        name, dtype, shape = str(e["name"]), str(e["dtype"]), tuple(int(s) for s in e["shape"])
-        offset, nbytes, crc = data_start + int(e["offset"]), int(e["nbytes"]), int(e["crc32"])
-    except (KeyError, TypeError, ValueError):
-        raise IndexFileError(f"{path!r} is corrupt: bad array entry") from None
-    if dtype not in _DTYPES or any(s < 0 for s in shape):
-        raise IndexFileError(f"{path!r} is corrupt: array {name!r} has dtype {dtype} shape {shape}")
-    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize != nbytes:
-        raise IndexFileError(f"{path!r} is corrupt: array {name!r} size does not match its shape")
-    if offset < data_start or offset + nbytes > size:
-        raise IndexFileError(f"{path!r} is truncated: array {name!r} needs bytes up to {offset + nbytes}, "
-                             f"file has {size}")
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise IndexFileError(f"cannot open index file {path!r}: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a FIFO, socket or device)"
+        raise IndexFileError(f"cannot open index file {path!r}: it is {what}")
+    return os.fdopen(fd, "rb"), st.st_size
+
+
+def _is_count(v) -> bool:
+    """A JSON integer >= 0 (not a bool, float or string)."""
+    return type(v) is int and v >= 0
+
+
+def _array_entries(path: str, size: int, data_start: int, entries: list) -> list[tuple]:
+    """The header's array entries, checked, as (name, dtype, shape, offset, nbytes, crc) tuples.
+
+    Everything that decides how much is read is checked here, before any
+    array is: their bytes together must fit in the file, so no header can
+    make us read (or allocate) more than the file holds.
+    """
+    out, names, total = [], set(), 0
+    for e in entries:
+        fields = [e.get(k) for k in ("name", "dtype", "shape", "offset", "nbytes", "crc32")] \
+            if isinstance(e, dict) else None
+        if (fields is None or not isinstance(fields[0], str) or not isinstance(fields[1], str)
+                or not isinstance(fields[2], list) or len(fields[2]) > _MAX_NDIM
+                or not all(_is_count(v) for v in fields[2] + fields[3:])):
+            raise IndexFileError(f"{path!r} is corrupt: bad array entry")
+        name, dtype, shape, offset, nbytes, crc = fields
+        if dtype not in _DTYPES or name in names:
+            raise IndexFileError(f"{path!r} is corrupt: array {name!r} has dtype {dtype} or is listed twice")
+        if math.prod(shape) * np.dtype(dtype).itemsize != nbytes:   # exact: Python ints do not wrap
+            raise IndexFileError(f"{path!r} is corrupt: array {name!r} size does not match its shape")
+        if data_start + offset + nbytes > size:
+            raise IndexFileError(f"{path!r} is truncated: array {name!r} needs bytes up to "
+                                 f"{data_start + offset + nbytes}, file has {size}")
+        total += nbytes
+        if total > size - data_start:
+            raise IndexFileError(f"{path!r} is corrupt: its arrays claim more bytes than the file holds")
+        names.add(name)
+        out.append((name, dtype, tuple(shape), data_start + offset, nbytes, crc))
+    return out
+
+
+def _read_array(f, path: str, name: str, dtype: str, shape: tuple, offset: int, nbytes: int,
+                crc: int) -> np.ndarray:
     f.seek(offset)
     buf = bytearray(nbytes)
     if f.readinto(buf) != nbytes:
@@ -182,65 +273,166 @@ def save(index, path) -> None:
     write_file(path, type(index).__name__, index._settings(), arrays, version)
 
 
+# Arrays each kind of file may hold; anything else is not a file we wrote.
+_ARRAYS = {"Index": {"codes", "factors", "ids", "next_id", "mean", "mean_direction", "vectors"},
+           "IVFIndex": {"codes", "factors", "ids", "next_id", "list_sizes", "centroids", "vectors"}}
+# Building an index from its settings costs memory before any array is used:
+# measured with tracemalloc, about 330 B a coordinate for a Hadamard rotation
+# (3 rounds, up to 8 may be asked for) and 33 B per dim^2 for a dense one
+# (a float64 Gaussian matrix and its QR, which also takes O(dim^3) time). A
+# file may make `load` spend at most this multiple of its own size on that,
+# plus an allowance that covers every index up to a dense dim of about 1000
+# or a Hadamard dim of about 30,000 whatever it holds.
+_BUILD_PER_FILE_BYTE = 16
+_BUILD_ALLOWANCE = 32 << 20
+
+
+def _build_bytes(dim: int, rotation: str) -> int:
+    """An upper estimate of the bytes building an index of `dim` with `rotation` allocates."""
+    from .rotation import resolve_kind
+
+    kind = resolve_kind(dim) if rotation == "auto" else rotation
+    return 40 * dim * dim if kind == "dense" else 1000 * dim
+
+
 def load(path):
-    """Load an index saved by `save`; returns an object of the class that was saved."""
+    """Load an index saved by `save`; returns an object of the class that was saved.
+
+    Raises `IndexFileError` for anything that is not a file `save` could have
+    written: the settings are checked against the arrays and the arrays'
+    contents (ids, next_id, centres) before the index is built.
+    """
     from .index import Index
     from .ivf import IVFIndex
-    kind, settings, arrays = read_file(path)
+    path = os.fspath(path)
+    kind, settings, arrays, size = _read(path)
     classes = {"Index": Index, "IVFIndex": IVFIndex}
     if kind not in classes:
-        raise IndexFileError(f"{os.fspath(path)!r} holds an unknown index kind {kind!r}")
+        raise IndexFileError(f"{path!r} holds an unknown index kind {kind!r}")
     if settings.get("rotation") == "hadamard" and "rotation_rounds" not in settings:
         settings["rotation_rounds"] = 3   # files from before the round count depended on dim
+    _check_arrays(path, kind, settings, arrays, size)
     try:
-        index = classes[kind](**{k: v for k, v in settings.items()})
+        index = classes[kind](**settings)
     except (TypeError, ValueError) as e:
-        raise IndexFileError(f"{os.fspath(path)!r} has invalid settings: {e}") from None
-    need = ("codes", "factors", "ids", "next_id")
-    missing = [name for name in need if name not in arrays]
+        raise IndexFileError(f"{path!r} has invalid settings: {e}") from None
     store = index._store
-    codes, factors, ids = arrays.get("codes"), arrays.get("factors"), arrays.get("ids")
+    codes, factors, ids = arrays["codes"], arrays["factors"], arrays["ids"]
     factor_cols, factor_dtype = store.factor_layout()
-    if (missing or codes.ndim != 2 or codes.shape[1] != store.code_bytes or factors.ndim != 2
-            or factors.shape != (codes.shape[0], factor_cols) or ids.shape != (codes.shape[0],)
-            or codes.dtype != np.uint8 or factors.dtype != factor_dtype or ids.dtype != np.int64):
-        raise IndexFileError(f"{os.fspath(path)!r} is corrupt: arrays do not match the settings")
+    if codes.shape[1] != store.code_bytes or factors.shape[1] != factor_cols or factors.dtype != factor_dtype:
+        raise IndexFileError(f"{path!r} is corrupt: arrays do not match the settings")
+    _check_contents(path, index, arrays)
     centre_name = "mean" if index.metric == "l2" else "mean_direction"
-    if index.metric != "l2" and "mean" in arrays:
-        raise IndexFileError(f"{os.fspath(path)!r} was centred by an earlier turboann rule that this "
-                             f"version does not read; rebuild the index")
     if centre_name in arrays:
-        if arrays[centre_name].shape != (index.dim,) or arrays[centre_name].dtype != np.float32:
-            raise IndexFileError(f"{os.fspath(path)!r} is corrupt: bad mean vector")
         index._set_mean(arrays[centre_name])
-    if len(np.unique(ids)) != len(ids):
-        raise IndexFileError(f"{os.fspath(path)!r} is corrupt: duplicate ids")
     next_id = int(arrays["next_id"][0])
     if kind == "IVFIndex":
-        _load_lists(index, arrays, codes, factors, ids, next_id, os.fspath(path))
+        if "centroids" in arrays:
+            index._set_centroids(arrays["centroids"])
+        store.load(codes, factors, ids, arrays["list_sizes"], next_id)
     else:
         store.load_arrays(codes, factors, ids, next_id)
     if index._vectors is not None:
-        vectors = arrays.get("vectors")
-        if vectors is None or vectors.shape != (len(ids), index.dim) or vectors.dtype != np.float32:
-            raise IndexFileError(f"{os.fspath(path)!r} is corrupt: the kept vectors are missing or "
-                                 f"do not match the ids")
-        index._vectors.load(vectors.copy(), ids.copy())
+        index._vectors.load(arrays["vectors"].copy(), ids.copy())
     return index
 
 
-def _load_lists(index, arrays, codes, factors, ids, next_id: int, path: str) -> None:
-    """Check and install an IVFIndex's centroids and inverted lists."""
-    sizes, centroids = arrays.get("list_sizes"), arrays.get("centroids")
-    if (sizes is None or sizes.shape != (index.nlist,) or sizes.dtype != np.int64 or (sizes < 0).any()
-            or int(sizes.sum()) != len(ids)):
-        raise IndexFileError(f"{path!r} is corrupt: list sizes do not match the {len(ids)} vectors")
-    if centroids is None:
-        if len(ids):
-            raise IndexFileError(f"{path!r} is corrupt: vectors without coarse centroids")
-    elif (centroids.shape != (index.nlist, index.dim) or centroids.dtype != np.float32
-          or not np.isfinite(centroids).all()):
-        raise IndexFileError(f"{path!r} is corrupt: bad coarse centroids")
-    else:
-        index._set_centroids(centroids)
-    index._store.load(codes, factors, ids, sizes, next_id)
+def _check_arrays(path: str, kind: str, settings: dict, arrays: dict, size: int) -> None:
+    """Check the arrays' presence, dtypes and shapes against each other and against the settings
+    that decide what building the index costs (dim, rotation, nlist), before it is built."""
+    def bad(what: str):
+        raise IndexFileError(f"{path!r} is corrupt: {what}")
+
+    missing = [name for name in ("codes", "factors", "ids", "next_id") if name not in arrays]
+    if missing:
+        bad(f"missing array(s) {', '.join(missing)}")
+    if kind == "IVFIndex" and "list_sizes" not in arrays:
+        bad("the list sizes (array 'list_sizes') are missing")
+    unknown = sorted(set(arrays) - _ARRAYS[kind])
+    if unknown:
+        if kind == "Index" or not set(unknown) <= {"mean", "mean_direction"}:
+            bad(f"unexpected array(s) {', '.join(unknown)} in an {kind} file")
+        bad("an IVFIndex file holds a global centre, which IVFIndex does not use")
+    codes, factors, ids, next_id = (arrays[n] for n in ("codes", "factors", "ids", "next_id"))
+    n = codes.shape[0] if codes.ndim == 2 else -1
+    if (codes.ndim != 2 or codes.dtype != np.uint8 or factors.ndim != 2 or factors.shape[0] != n
+            or ids.shape != (n,) or ids.dtype != np.int64 or next_id.shape != (1,) or next_id.dtype != np.int64):
+        bad("the codes, factors, ids and next_id arrays do not agree")
+    dim, rotation = settings.get("dim"), settings.get("rotation", "auto")
+    if type(dim) is not int or dim < 2 or rotation not in ("auto", "dense", "hadamard"):
+        raise IndexFileError(f"{path!r} has invalid settings: dim {dim!r}, rotation {rotation!r}")
+    bits, variant = settings.get("bits", 4), settings.get("variant", "mse")
+    if type(bits) is int and 1 <= bits <= 8 and variant in ("mse", "prod"):   # else the constructor refuses
+        # A code is ceil(dim * bits / 8) bytes (its factors included when compact; a QJL sketch takes
+        # one of the bits under "prod"): this ties dim to the arrays before a rotation of dim is built.
+        width = codes.shape[1] + (factors.shape[1] if settings.get("compact") is True else 0)
+        expect = -(-dim * bits // 8) if variant == "mse" else -(-dim * (bits - 1) // 8) - (-dim // 8)
+        if width != expect:
+            bad(f"codes of {codes.shape[1]} bytes a vector do not fit dim {dim} at {bits} bits")
+    for name in ("mean", "mean_direction"):
+        if name in arrays and (arrays[name].shape != (dim,) or arrays[name].dtype != np.float32):
+            bad(f"array {name!r} is not a ({dim},) float32 centre")
+    if "vectors" in arrays and (arrays["vectors"].shape != (n, dim) or arrays["vectors"].dtype != np.float32):
+        bad(f"the kept vectors are not ({n}, {dim}) float32, one row per id")
+    if bool(settings.get("keep_vectors", False)) != ("vectors" in arrays):
+        bad("the kept vectors are missing" if "vectors" not in arrays
+            else "it holds kept vectors but its settings do not keep them")
+    if kind == "IVFIndex":
+        nlist, sizes, centroids = settings.get("nlist"), arrays["list_sizes"], arrays.get("centroids")
+        if type(nlist) is not int or sizes.shape != ((nlist,) if type(nlist) is int else None) \
+                or sizes.dtype != np.int64:
+            bad(f"list sizes do not match nlist {nlist!r}")
+        if centroids is not None and (centroids.shape != (nlist, dim) or centroids.dtype != np.float32):
+            bad(f"coarse centroids are not ({nlist}, {dim}) float32")
+    elif settings.get("center", "auto") not in ("auto", True, False):
+        raise IndexFileError(f"{path!r} has invalid settings: center {settings.get('center')!r}")
+    cost = _build_bytes(dim, rotation)
+    if cost > _BUILD_PER_FILE_BYTE * size + _BUILD_ALLOWANCE:
+        raise IndexFileError(f"{path!r} has implausible settings: building an index of dim {dim} with rotation "
+                             f"{rotation!r} takes about {cost / 1e6:,.0f} MB, more than this file of "
+                             f"{size:,} bytes can hold an index for")
+
+
+def _check_contents(path: str, index, arrays: dict) -> None:
+    """Check what the arrays hold: ids, next_id, finite factors, centres and vectors, list sizes."""
+    from ._validate import MAX_ID
+
+    def bad(what: str):
+        raise IndexFileError(f"{path!r} is corrupt: {what}")
+
+    ids, next_id = arrays["ids"], int(arrays["next_id"][0])
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_ID):
+        bad(f"ids must lie in [0, {MAX_ID}], got [{int(ids.min())}, {int(ids.max())}]")
+    if len(np.unique(ids)) != len(ids):
+        bad("duplicate ids")
+    largest = int(ids.max()) if ids.size else -1
+    if not largest < next_id <= MAX_ID + 1:   # a lower next_id would hand out ids already held
+        bad(f"next_id {next_id} must exceed every id (the largest is {largest}) and be at most {MAX_ID + 1}")
+    store = index._store
+    factors = arrays["factors"]
+    codes = getattr(store, "factor_codes", None)   # compact packing (flat indexes only)
+    held = factors if codes is None else codes.unpack(factors)
+    if not np.isfinite(held).all():
+        bad("factors hold NaN or inf")
+    if index.metric != "l2" and "mean" in arrays:
+        raise IndexFileError(f"{path!r} was centred by an earlier turboann rule that this "
+                             f"version does not read; rebuild the index")
+    if index.metric == "l2" and "mean_direction" in arrays:
+        bad("an l2 index's centre is stored as 'mean_direction', which only ip and cosine use")
+    for name in ("mean", "mean_direction", "centroids", "vectors"):
+        if name in arrays and not np.isfinite(arrays[name]).all():
+            bad(f"array {name!r} holds NaN or inf")
+    if "centroids" in arrays:
+        with np.errstate(over="ignore"):   # the overflow is what is checked for
+            cnorm2 = (arrays["centroids"].astype(np.float64) ** 2).sum(axis=1).astype(np.float32)
+        if not np.isfinite(cnorm2).all():
+            bad("coarse centroids too large: their squared norms overflow float32")
+    if getattr(index, "center", None) is False and ("mean" in arrays or "mean_direction" in arrays):
+        bad("it holds a centre but its settings say center=False")
+    if "list_sizes" in arrays:
+        sizes, n = arrays["list_sizes"], len(ids)
+        # each size checked before the sum, which wraps around in int64
+        if (sizes < 0).any() or (sizes > n).any() or int(sizes.sum()) != n:
+            bad(f"list sizes do not match the {n} vectors")
+        if "centroids" not in arrays and n:
+            bad("vectors without coarse centroids")

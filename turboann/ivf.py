@@ -187,7 +187,10 @@ class IVFIndex(Index):
         factors = self._scan_factors(enc.norms, enc.dots, enc.gammas)
         if self.metric == "l2" and self.mode == "residual":
             # The bias is the exact -||x||^2 (not -||r||^2): see kernels.ivf_scan.
-            factors[:, -1] = -(norms * norms)
+            with np.errstate(over="ignore"):   # -inf for a huge row, rejected below
+                factors[:, -1] = -(norms * norms)
+        if not np.isfinite(factors).all():   # a row whose factors (e.g. its -||x||^2) overflow float32
+            _validate.finite_rows("x", np.abs(factors).max(axis=1), x)
         self._store.append(lists, enc.codes, factors, ids)
         self._keep(x, scale, ids)
 
