@@ -53,6 +53,24 @@ def git_revision() -> str | None:
     return rev + ("+dirty" if dirty else "")
 
 
+def fair_blas() -> str | None:
+    """Set OPENBLAS_CORETYPE, unless the environment does, to the newest OpenBLAS kernel family this CPU
+    runs ("SkylakeX" with AVX-512, "Haswell" with AVX2); the value, or None. Call before numpy or
+    Faiss loads: an OpenBLAS older than the CPU (Faiss's bundled one) otherwise runs its generic
+    kernels, which makes the brute-force anchor several times slower than it is."""
+    if "OPENBLAS_CORETYPE" in os.environ:
+        return os.environ["OPENBLAS_CORETYPE"]
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line for line in f if line.startswith("flags")), "").split())
+    except OSError:
+        return None
+    core = "SkylakeX" if {"avx512f", "avx512bw", "avx512vl"} <= flags else "Haswell" if "avx2" in flags else None
+    if core:
+        os.environ["OPENBLAS_CORETYPE"] = core
+    return core
+
+
 def machine_info() -> dict:
     """`turboann._machine.machine_info()` plus the repository's git revision and the kernels turboann runs."""
     from turboann.kernels import _simd, _wide, dot
@@ -60,7 +78,18 @@ def machine_info() -> dict:
     kernels = {"fastscan": _simd.kernel_choice(), "dot": {3: "vbmi+vnni512", 2: "vnni512", 1: "vnni256",
                                                           0: "plain IR"}[dot.simd_level()],
                "vnni256": _wide.HAS_VNNI256}
-    return {**_machine.machine_info(), "turboann_git": git_revision(), "kernels": kernels}
+    try:
+        import threadpoolctl
+        try:
+            import faiss  # noqa: F401  (loads its bundled BLAS, so that it is listed too)
+        except ImportError:
+            pass
+        blas = sorted({f"{i['internal_api']}:{i.get('architecture')}" for i in threadpoolctl.threadpool_info()
+                       if i.get("user_api") == "blas"})
+    except ImportError:
+        blas = None
+    return {**_machine.machine_info(), "turboann_git": git_revision(), "kernels": kernels, "blas": blas,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
 
 
 def timed(fn, repeat: int, budget_seconds: float = float("inf")) -> list[float]:

@@ -30,6 +30,11 @@ OpenMP (Numba's pool and Faiss) runs with OMP_WAIT_POLICY=passive unless the
 environment sets it: on a shared machine with more runnable threads than
 cores, idle OpenMP threads that spin steal the cores the working thread
 needs (measured: turboann nq=1 p50 16 ms spinning vs 1.7 ms passive).
+Faiss's wheel bundles an OpenBLAS that does not know recent CPUs and falls
+back to its oldest kernels (measured on an Emerald Rapids Xeon: "Prescott",
+IndexFlat 242 QPS on wordnet, 1,035 QPS with SkylakeX kernels), so unless the
+environment sets OPENBLAS_CORETYPE the script sets it to the newest kernel
+family this CPU runs; the header and the JSON name each BLAS's kernels.
 Run it with PYTHONPATH=. from a checkout to measure that checkout.
 
     python bench/fastscan.py [--data PATH] [--rows 10000,30000,0] [--bits 2,3,4] [--repeat 5] [--mt-threads 2]
@@ -44,9 +49,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")   # before any OpenMP runtime loads (see above)
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+
+_common.fair_blas()   # before numpy and Faiss load their OpenBLAS (see _common.fair_blas)
 
 import numpy as np  # noqa: E402
 
@@ -237,8 +243,8 @@ def main(argv=None) -> None:
     print(f"{full.name}: n={full.train.shape[0]} d={full.train.shape[1]} queries={full.test.shape[0]}; "
           f"{report['machine']['cpu_model']}, {report['machine']['cores']} cores, SIMD "
           f"{report['machine']['simd']}; turboann kernels {report['machine']['kernels']}; threads 1 / "
-          f"{args.mt_threads}; repeat {args.repeat}; load average {report['machine']['load_average'][0]:.2f}",
-          flush=True)
+          f"{args.mt_threads}; repeat {args.repeat}; BLAS {report['machine']['blas']}; load average "
+          f"{report['machine']['load_average'][0]:.2f}", flush=True)
     for rows in args.rows:
         ds = load(args.data, rows, args.queries)
         for bits in args.bits:
