@@ -160,3 +160,19 @@ def test_ivf_flat_lists_match_the_float_table_scan(metric, bits):
         np.testing.assert_allclose(s, want_s, rtol=1e-5, atol=1e-5)
     D, I = ivf.search(q, 5, nprobe=3)
     np.testing.assert_array_equal(I, np.where(i >= 0, lists.ids[np.maximum(i, 0)], -1))
+
+
+@pytest.mark.parametrize("nq", [1, 5, 16])
+def test_ties_everywhere_settle_in_slot_order(nq):
+    """Identical vectors: every bound passes, candidate lists fill and are settled mid-scan; the top k
+    is still the float top k with ties to the lower slot."""
+    cents, codes, factors, q, off = _case(4, 70, 600, nq, seed=11)
+    codes[:] = codes[0]
+    factors[:] = factors[0]
+    codes[450] = codes[1]          # one distinct vector late in the scan
+    truth = _reference_scores(cents, codes, factors, q, off, 4)
+    order = np.argsort(-truth, axis=1, kind="stable")[:, :3]
+    for simd in LEVELS:
+        s, i = _search(cents, codes, factors, q, off, 4, 3, simd=simd)
+        np.testing.assert_array_equal(i, order, err_msg=f"simd {simd}")
+        np.testing.assert_array_equal(s, np.take_along_axis(truth, order, 1).astype(np.float32))

@@ -332,14 +332,75 @@ def _exact_score(codes, factors, v, queries, q, book, cents, values, raw):
     return np.float64(factors[v, 0]) * exact_partial(raw, queries.rotated[q], queries.off[q], cents, dim) + bias
 
 
+class Pending(NamedTuple):
+    """Deferred exact re-scoring of one query group's scan (exact mode), from `pending`.
+
+    low_s, low_i  (G, k) min-heaps of the best lower bounds w * est + bias - |w| * E: their root
+                  T is a lower bound of the k-th best exact score, and a vector whose upper
+                  bound is below T can never enter the top k
+    cand_v, cand_u (G, cap) candidates (slot, float32 upper bound) in slot order, count (G,)
+    Re-scoring waits for the end of the range, when T is highest: far fewer vectors are scored
+    exactly than when each is scored as its bound passes the running k-th best.
+    """
+    low_s: np.ndarray
+    low_i: np.ndarray
+    cand_v: np.ndarray
+    cand_u: np.ndarray
+    count: np.ndarray
+
+
+@njit(cache=True, nogil=True)
+def pending(gq, k):
+    """An empty `Pending` for gq queries and top k."""
+    cap = 4 * k + 64
+    return Pending(np.full((gq, k), -np.inf), np.full((gq, k), -1, np.int64), np.empty((gq, cap), np.int64),
+                   np.empty((gq, cap), np.float32), np.zeros(gq, np.int64))
+
+
+@njit(cache=True, nogil=True)
+def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw):
+    """Score exactly query j's candidates whose upper bound still reaches T (thr[j]), in slot order, into
+    its exact heap (hs[j], hi_[j]); then it has none."""
+    hsj = hs[j]
+    for c in range(p.count[j]):
+        if p.cand_u[j, c] >= thr[j]:
+            v = p.cand_v[j, c]
+            sc = _exact_score(codes, factors, v, queries, q0 + j, book, cents, values, raw)
+            if sc > hsj[0]:
+                heap_push(hsj, hi_[j], sc, v)
+    p.count[j] = 0
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _check(codes, factors, v, queries, book, cents, values, raw, q0, j, est, exact, hs, hi_, thr):
-    """Offer vector v to query q0 + j given its float32 estimate (exact: upper bound) est >= thr[j]."""
-    if exact:
-        sc = _exact_score(codes, factors, v, queries, q0 + j, book, cents, values, raw)
-    else:
-        sc = np.float64(est)
-    _offer(hs, hi_, thr, j, v, sc)
+def _check(codes, factors, v, queries, book, cents, values, raw, q0, j, est, exact, hs, hi_, thr, p, wv, ev):
+    """Vector v's float32 estimate (exact: upper bound) est reached thr[j], query q0 + j's threshold.
+
+    Shortlist mode offers it to the heap by the estimate. Exact mode raises T by its lower bound
+    est - 2 |w| E (less a slack for the float32 sums) and keeps it as a candidate; a full candidate
+    list first drops those below T, then, if still full, is settled (`_settle`) at once.
+    """
+    if not exact:
+        _offer(hs, hi_, thr, j, v, np.float64(est))
+        return
+    up = np.float64(est)
+    low = up - 2.0 * np.float64(abs(wv)) * np.float64(ev) * (1.0 + 1e-6) - _F32_SLACK * abs(up)
+    if low > p.low_s[j, 0]:
+        _offer(p.low_s, p.low_i, thr, j, v, low)
+    n = p.count[j]
+    if n == p.cand_v.shape[1]:
+        kept = 0
+        for c in range(n):
+            if p.cand_u[j, c] >= thr[j]:
+                p.cand_v[j, kept] = p.cand_v[j, c]
+                p.cand_u[j, kept] = p.cand_u[j, c]
+                kept += 1
+        p.count[j] = kept
+        if kept == n:
+            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw)
+        n = p.count[j]
+    p.cand_v[j, n] = v
+    p.cand_u[j, n] = est
+    p.count[j] = n + 1
 
 
 @njit(cache=True, nogil=True)
@@ -359,6 +420,7 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
     at = np.empty(4, np.int64)
+    p = pending(gq, hs.shape[1])
     for j0 in range(0, gq, 4):
         m = min(4, gq - j0)
         for j in range(4):   # past m: query j0 again, computed and ignored
@@ -375,7 +437,10 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
                     est += abs(wv) * e[q]
                 if est >= thr[j0 + j]:
                     _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j0 + j, est, exact, hs, hi_,
-                           thr)
+                           thr, p, wv, e[q])
+    if exact:
+        for j in range(gq):
+            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
 
 
 @njit(cache=True, nogil=True)
@@ -452,6 +517,7 @@ def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd
     group_lanes = queries.lanes[g].reshape(-1)
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
+    p = pending(gq, hs.shape[1])
     for v in range(lo, hi):
         if simd == 3:
             decode_simd(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
@@ -469,7 +535,11 @@ def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd
         w.store_wide(upper, 0, est)
         for j in range(gq):
             if (hits >> j) & 1:
-                _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j, upper[j], exact, hs, hi_, thr)
+                _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j, upper[j], exact, hs, hi_, thr,
+                       p, wv, queries.e[q0 + j])
+    if exact:
+        for j in range(gq):
+            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
 
 
 @njit(cache=True, nogil=True)
