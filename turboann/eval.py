@@ -553,7 +553,8 @@ class Turbovec(Method):
     per vector: code_bytes = dim*bits/8 + 4. "cosine" feeds it unit vectors,
     "ip" raw ones; "l2" is unavailable (it cannot rank by L2). dim must be a
     multiple of 8, bits 2, 3 or 4. Adds and searches run unchunked
-    (chunk_size=0, its full-speed path). Threads: see `set_num_threads`.
+    (chunk_size=0, its full-speed path), and every add ends with
+    `prepare()`, as its docs recommend. Threads: see `set_num_threads`.
     """
 
     name = "turbovec"
@@ -588,6 +589,7 @@ class Turbovec(Method):
         if self.calibrate and self._n == 0:
             self.index.calibrate(np.ascontiguousarray(_sample_rows(x, self.calibration_rows, self.seed)))
         self.index.add(x, chunk_size=0)
+        self.index.prepare()   # its docs: warm the search caches after adding, so no search pays for them
 
     def _search(self, q, k):
         _note_rayon_start()
