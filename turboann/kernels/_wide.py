@@ -301,15 +301,6 @@ def ge_mask(typingctx, a, b):
 
 
 @intrinsic
-def lanes_i32(typingctx, v, out, offset):
-    """Store the 16 lanes of an i32x16 to an int32 array from `offset`."""
-    def codegen(context, builder, sig, args):
-        builder.store(args[0], _pointer(context, builder, sig.args[1], args[1], args[2], _V32), align=4)
-        return context.get_dummy_value()
-    return types.void(v, out, offset), codegen
-
-
-@intrinsic
 def add_i32(typingctx, a, b):
     """Lanewise sum of two i32x16 (modulo 2**32)."""
     def codegen(context, builder, sig, args):

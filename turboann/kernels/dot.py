@@ -310,16 +310,22 @@ def exact_partial(raw, q, off, cents, dim):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _floor32(x):
+    """The largest float32 <= x (float64): a float32 threshold that never skips a vector above x."""
+    r = np.float32(x)
+    if r > x:
+        r = np.nextafter(r, np.float32(-np.inf))
+    return r
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _offer(heap_s, heap_i, thr, j, v, score):
     """Push (score, slot v) into query j's heap if it beats the root; thr[j] follows the root, rounded
     down to float32 so that the float32 comparison never skips a vector that would enter."""
     hs = heap_s[j]
     if score > hs[0]:
         heap_push(hs, heap_i[j], score, v)
-        r = np.float32(hs[0])
-        if r > hs[0]:
-            r = np.nextafter(r, np.float32(-np.inf))
-        thr[j] = r
+        thr[j] = _floor32(hs[0])
 
 
 @njit(cache=True, nogil=True)
@@ -457,18 +463,13 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
     values, raw, spare = scratch[0], scratch[1], scratch[2]
-    thr = np.empty(1, np.float32)
-    thr[0] = np.float32(hs[0] - shift)
-    if thr[0] > hs[0] - shift:
-        thr[0] = np.nextafter(thr[0], np.float32(-np.inf))
+    thr = _floor32(hs[0] - shift)   # the threshold is on the unshifted estimate
     at = np.full(4, q * 64 * chunks, np.int64)
     rows = queries.rows.reshape(-1)
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     a, b, e = queries.a[q], queries.b[q], queries.e[q]
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
-    heap_s = hs.reshape(1, -1)
-    heap_i = hi_.reshape(1, -1)
     for v in range(lo, hi):
         if simd == 3:
             S = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at, 1, chunks,
@@ -480,17 +481,15 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
         est = wv * (a + b * np.float32(S)) + (np.float32(factors[v, 1]) if two else np.float32(0.0))
         if exact:
             est += abs(wv) * e
-        if est >= thr[0]:
+        if est >= thr:
             if exact:
                 sc = _exact_score(codes, factors, v, queries, q, book, cents, spare, raw)
             else:
                 sc = np.float64(est)
             sc += shift
             if sc > hs[0]:
-                _offer(heap_s, heap_i, thr, 0, v, sc)
-                thr[0] = np.float32(hs[0] - shift)   # the threshold is on the unshifted estimate
-                if thr[0] > hs[0] - shift:
-                    thr[0] = np.nextafter(thr[0], np.float32(-np.inf))
+                heap_push(hs, hi_, sc, v)
+                thr = _floor32(hs[0] - shift)
 
 
 @njit(cache=True, nogil=True)
