@@ -44,6 +44,7 @@ from .topk import heap_push, sorted_topk
 
 GROUP = 16          # queries scored together: the int32 lanes of one 512-bit register
 CHUNK = 64          # coordinates decoded together
+HITS = 32           # vectors whose estimates pass some threshold, taken together (`_drain`)
 FEW = 8             # groups of fewer queries score each with a dot product of its own
 # The kernels' `simd` argument (`simd_level`): 3 VBMI decode and AVX512-VNNI sums, 2 scalar decode and
 # AVX512-VNNI, 1 scalar decode and AVX-VNNI (ymm), 0 scalar decode and plain IR.
@@ -141,23 +142,41 @@ def dot_queries(qrot: np.ndarray, qoff: np.ndarray, book: DotCodebook) -> DotQue
 # -- decoding --------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def decode_scalar(codes, v, dim, bits, table, values, raw):
-    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[i] = table[code],
-    for i < dim; 0 and table[0] up to values' length."""
-    mask = (1 << bits) - 1
+def decode_codes(codes, v, dim, bits, raw):
+    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i for i < dim, 0 up to raw's
+    length (without SIMD).
+
+    Eight coordinates take exactly `bits` bytes: each such group is gathered into one 64-bit word
+    and its codes shifted out of it, rather than two bytes read and a branch taken per coordinate.
+    """
+    mask = np.uint64((1 << bits) - 1)
     nbytes = codes.shape[1]
-    for i in range(dim):
+    full = dim // 8
+    for g in range(full):
+        base = g * bits
+        x = np.uint64(0)
+        for t in range(bits):
+            x |= np.uint64(codes[v, base + t]) << np.uint64(8 * t)
+        for t in range(8):
+            raw[8 * g + t] = np.uint8((x >> np.uint64(t * bits)) & mask)
+    for i in range(8 * full, dim):
         p = i * bits
         byte = p >> 3
-        x = np.int32(codes[v, byte])
+        x32 = np.int32(codes[v, byte])
         if byte + 1 < nbytes:
-            x |= np.int32(codes[v, byte + 1]) << 8
-        c = (x >> (p & 7)) & mask
-        raw[i] = c
-        values[i] = table[c]
-    for i in range(dim, values.shape[0]):
+            x32 |= np.int32(codes[v, byte + 1]) << 8
+        raw[i] = (x32 >> (p & 7)) & ((1 << bits) - 1)
+    for i in range(dim, raw.shape[0]):
         raw[i] = 0
-        values[i] = table[0]
+
+
+@njit(cache=True, nogil=True)
+def decode_scalar(codes, v, dim, bits, table, values, raw):
+    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[i] = table[code],
+    for i < dim; 0 and table[0] up to values' length (`decode_codes`, then the table)."""
+    decode_codes(codes, v, dim, bits, raw)
+    for i in range(values.shape[0]):
+        values[i] = table[raw[i]]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -311,31 +330,67 @@ def exact_partial(raw, q, off, cents, dim):
 
 @njit(cache=True, nogil=True, inline="always")
 def _floor32(x):
-    """The largest float32 <= x (float64): a float32 threshold that never skips a vector above x."""
+    """The largest float32 <= x (float64), or one a few ulps below it: a float32 threshold that never
+    skips a vector above x. (np.nextafter is a library call, and thresholds move on every push.)"""
     r = np.float32(x)
     if r > x:
-        r = np.nextafter(r, np.float32(-np.inf))
+        # x * (1 -+ 2**-22) lies over an ulp below x, so rounding it cannot land above x
+        r = np.float32(x * (1.0 - 2.0 ** -22)) if x > 0 else np.float32(x * (1.0 + 2.0 ** -22))
+        if r > x:   # float32 underflow near 0
+            r = np.float32(-np.inf) if x < 0 else np.float32(0.0)
     return r
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _offer(heap_s, heap_i, thr, j, v, score):
-    """Push (score, slot v) into query j's heap if it beats the root; thr[j] follows the root, rounded
-    down to float32 so that the float32 comparison never skips a vector that would enter."""
-    hs = heap_s[j]
-    if score > hs[0]:
-        heap_push(hs, heap_i[j], score, v)
-        thr[j] = _floor32(hs[0])
+    """Push (score, slot v) into row j of the min-heaps (heap_s, heap_i) (rows, k) if it beats the root;
+    thr[j] follows the root, rounded down to float32 so that the float32 comparison never skips a
+    vector that would enter. Rows are indexed in place: a view of the row per hit cost more than the
+    push itself."""
+    if score > heap_s[j, 0]:
+        k = heap_s.shape[1]
+        pos = 0
+        while True:   # topk.heap_push on row j: equal scores keep the earlier slot
+            child = 2 * pos + 1
+            if child >= k:
+                break
+            right = child + 1
+            if right < k and (heap_s[j, right] < heap_s[j, child]
+                              or (heap_s[j, right] == heap_s[j, child] and heap_i[j, right] > heap_i[j, child])):
+                child = right
+            if heap_s[j, child] < score or (heap_s[j, child] == score and heap_i[j, child] > v):
+                heap_s[j, pos] = heap_s[j, child]
+                heap_i[j, pos] = heap_i[j, child]
+                pos = child
+            else:
+                break
+        heap_s[j, pos] = score
+        heap_i[j, pos] = v
+        thr[j] = _floor32(heap_s[j, 0])
 
 
-@njit(cache=True, nogil=True)
-def _exact_score(codes, factors, v, queries, q, book, cents, values, raw):
-    """Vector v's exact score for query q: its codes decoded again (scalar: only vectors whose bound
-    passes get here) into the scratch values, raw."""
-    dim = queries.rotated.shape[1]
-    decode_scalar(codes, v, dim, book.bits, book.decode, values, raw)
+@njit(cache=True, nogil=True, inline="always")
+def _exact_score(codes, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
+    """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its codes decoded
+    again into the scratch raw (padded_dim,) uint8, in registers with VBMI (spread, shifts, mask as
+    `decode_chunk` takes them), else by `decode_codes`. Arrays only: a function handed the
+    NamedTuples paid a reference count on each of their arrays per call."""
+    dim = q.shape[0]
+    if simd == 3:
+        row_bytes = codes.shape[1]
+        flat = codes.reshape(-1)
+        step = 8 * bits
+        ch = 0
+        for at in range(0, raw.shape[0], CHUNK):
+            x = w.load_bytes(flat, v * row_bytes + ch * step, max(min(row_bytes - ch * step, step), 0))
+            if bits < 8:
+                x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
+            w.store_wide(raw, at, x)
+            ch += 1
+    else:
+        decode_codes(codes, v, dim, bits, raw)
     bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
-    return np.float64(factors[v, 0]) * exact_partial(raw, queries.rotated[q], queries.off[q], cents, dim) + bias
+    return np.float64(factors[v, 0]) * exact_partial(raw, q, off, cents, dim) + bias
 
 
 class Pending(NamedTuple):
@@ -364,49 +419,61 @@ def pending(gq, k):
 
 
 @njit(cache=True, nogil=True)
-def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw):
+def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd):
     """Score exactly query j's candidates whose upper bound still reaches T (thr[j]), in slot order, into
     its exact heap (hs[j], hi_[j]); then it has none."""
     hsj = hs[j]
+    his = hi_[j]
+    q = queries.rotated[q0 + j]
+    off = queries.off[q0 + j]
+    t0, t1, t2, t3, sp, sh, mask = decoder(book)
+    cand_v, cand_u = p.cand_v[j], p.cand_u[j]
+    t = thr[j]
     for c in range(p.count[j]):
-        if p.cand_u[j, c] >= thr[j]:
-            v = p.cand_v[j, c]
-            sc = _exact_score(codes, factors, v, queries, q0 + j, book, cents, values, raw)
+        if cand_u[c] >= t:
+            v = cand_v[c]
+            sc = _exact_score(codes, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
             if sc > hsj[0]:
-                heap_push(hsj, hi_[j], sc, v)
+                heap_push(hsj, his, sc, v)
     p.count[j] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _check(codes, factors, v, queries, book, cents, values, raw, q0, j, est, exact, hs, hi_, thr, p, wv, ev):
-    """Vector v's float32 estimate (exact: upper bound) est reached thr[j], query q0 + j's threshold.
+def _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, ev):
+    """Exact mode: vector v's float32 upper bound `up` reached thr[j] (query j of the group).
 
-    Shortlist mode offers it to the heap by the estimate. Exact mode raises T by its lower bound
-    est - 2 |w| E (less a slack for the float32 sums) and keeps it as a candidate; a full candidate
-    list first drops those below T, then, if still full, is settled (`_settle`) at once.
+    Raises T (the root of the lower-bound heap row j, followed by thr[j]) by its lower bound
+    up - 2 |w| E (less a slack for the float32 sums) and keeps it as a candidate. A full candidate
+    list first drops those below T; returns True when it is still full: then v is not kept, and the
+    caller settles the list (`_settle`) and keeps v (`_keep`).
+    The arrays are a `Pending`'s, unpacked: a per-hit function handed whole NamedTuples of arrays
+    paid a reference count on each of their arrays per hit, several times the cost of the push.
     """
-    if not exact:
-        _offer(hs, hi_, thr, j, v, np.float64(est))
-        return
-    up = np.float64(est)
-    low = up - 2.0 * np.float64(abs(wv)) * np.float64(ev) * (1.0 + 1e-6) - _F32_SLACK * abs(up)
-    if low > p.low_s[j, 0]:
-        _offer(p.low_s, p.low_i, thr, j, v, low)
-    n = p.count[j]
-    if n == p.cand_v.shape[1]:
+    u = np.float64(up)
+    low = u - 2.0 * np.float64(abs(wv)) * np.float64(ev) * (1.0 + 1e-6) - _F32_SLACK * abs(u)
+    _offer(low_s, low_i, thr, j, v, low)
+    n = count[j]
+    if n == cand_v.shape[1]:
         kept = 0
         for c in range(n):
-            if p.cand_u[j, c] >= thr[j]:
-                p.cand_v[j, kept] = p.cand_v[j, c]
-                p.cand_u[j, kept] = p.cand_u[j, c]
+            if cand_u[j, c] >= thr[j]:
+                cand_v[j, kept] = cand_v[j, c]
+                cand_u[j, kept] = cand_u[j, c]
                 kept += 1
-        p.count[j] = kept
+        count[j] = kept
         if kept == n:
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw)
-        n = p.count[j]
-    p.cand_v[j, n] = v
-    p.cand_u[j, n] = est
-    p.count[j] = n + 1
+            return True
+    _keep(cand_v, cand_u, count, j, v, up)
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep(cand_v, cand_u, count, j, v, up):
+    """Append candidate (slot v, float32 upper bound up) to row j of a `Pending`'s lists."""
+    n = count[j]
+    cand_v[j, n] = v
+    cand_u[j, n] = up
+    count[j] = n + 1
 
 
 @njit(cache=True, nogil=True)
@@ -417,7 +484,6 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
     raw = np.empty(64 * chunks, np.uint8)
-    scratch = np.empty(64 * chunks, np.uint8)
     thr = np.full(GROUP, -np.inf, np.float32)
     a, b, e = queries.a, queries.b, queries.e
     table = book.decode
@@ -427,6 +493,7 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
     two = factors.shape[1] > 1
     at = np.empty(4, np.int64)
     p = pending(gq, hs.shape[1])
+    low_s, low_i, cand_v, cand_u, count = p
     for j0 in range(0, gq, 4):
         m = min(4, gq - j0)
         for j in range(4):   # past m: query j0 again, computed and ignored
@@ -442,18 +509,21 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
                 if exact:
                     est += abs(wv) * e[q]
                 if est >= thr[j0 + j]:
-                    _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j0 + j, est, exact, hs, hi_,
-                           thr, p, wv, e[q])
+                    if not exact:
+                        _offer(hs, hi_, thr, j0 + j, v, np.float64(est))
+                    elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j0 + j, v, est, wv, e[q]):
+                        _settle(codes, factors, queries, book, cents, q0, j0 + j, p, thr, hs, hi_, raw, simd)
+                        _keep(cand_v, cand_u, count, j0 + j, v, est)
     if exact:
         for j in range(gq):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
+            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
 def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, hs, hi_, scratch):
     """Rows lo..hi-1 of codes against query q alone into its heap (hs, hi_) (k,), with `shift` (float64)
     added to every score: an inverted list's <q, c_l> term. The heap may hold scores already (earlier
-    lists): the float32 threshold starts at its root. scratch (3, 64 * chunks) uint8.
+    lists): the float32 threshold starts at its root. scratch (2, 64 * chunks) uint8.
 
     With VBMI each chunk is decoded in registers and met by the query at once
     (`row_sums`); without, the scalar decode fills a buffer first.
@@ -462,7 +532,7 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     bits = book.bits
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
-    values, raw, spare = scratch[0], scratch[1], scratch[2]
+    values, raw = scratch[0], scratch[1]
     thr = _floor32(hs[0] - shift)   # the threshold is on the unshifted estimate
     at = np.full(4, q * 64 * chunks, np.int64)
     rows = queries.rows.reshape(-1)
@@ -483,7 +553,8 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
             est += abs(wv) * e
         if est >= thr:
             if exact:
-                sc = _exact_score(codes, factors, v, queries, q, book, cents, spare, raw)
+                sc = _exact_score(codes, factors, v, queries.rotated[q], queries.off[q], cents, bits, raw, simd, sp,
+                                  sh, mask)
             else:
                 sc = np.float64(est)
             sc += shift
@@ -503,11 +574,13 @@ def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd
     q0 = g * GROUP
     values = np.empty(4 * quads, np.uint8)
     raw = np.empty(4 * quads, np.uint8)
-    scratch = np.empty(4 * quads, np.uint8)
     thr = np.full(GROUP, np.inf, np.float32)   # lanes past the last query never pass
     for j in range(gq):
         thr[j] = -np.inf
-    upper = np.empty(GROUP, np.float32)
+    hit_v = np.empty(HITS, np.int64)
+    hit_mask = np.empty(HITS, np.int64)
+    hit_est = np.empty(GROUP * HITS, np.float32)
+    n_hits = 0
     av = w.load_f32(queries.a, q0)
     bv = w.load_f32(queries.b, q0)
     ev = w.load_f32(queries.e, q0)
@@ -529,16 +602,48 @@ def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd
         if exact:
             est = w.fadd(est, w.fmul(w.splat_f32(abs(wv)), ev))
         hits = w.ge_mask(est, w.load_f32(thr, 0))
-        if hits == 0:
-            continue
-        w.store_wide(upper, 0, est)
-        for j in range(gq):
-            if (hits >> j) & 1:
-                _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j, upper[j], exact, hs, hi_, thr,
-                       p, wv, queries.e[q0 + j])
+        if hits != 0:
+            w.store_wide(hit_est, 16 * n_hits, est)
+            hit_v[n_hits] = v
+            hit_mask[n_hits] = hits
+            n_hits += 1
+            if n_hits == HITS:
+                _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits,
+                       hs, hi_, thr, p, raw, simd)
+                n_hits = 0
+    _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr, p,
+           raw, simd)
     if exact:
         for j in range(gq):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
+            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+
+
+@njit(cache=True, nogil=True)
+def _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr, p,
+           raw, simd):
+    """Take the first n_hits vectors `_scan_group` found at or above some threshold, in slot order:
+    hit_v (HITS,) slots, hit_mask (HITS,) their passing lanes, hit_est (16 * HITS,) float32 their
+    estimates (exact: upper bounds). Each lane is tested again, as thresholds have risen since.
+
+    The scan loop only records its hits: handled in the loop, their heap work cost it registers and
+    reference counts on every hit, about 3x the cost of the pushes themselves.
+    """
+    low_s, low_i, cand_v, cand_u, count = p
+    e = queries.e
+    for h in range(n_hits):
+        v = hit_v[h]
+        hits = hit_mask[h]
+        wv = np.float32(factors[v, 0])
+        for j in range(gq):
+            if (hits >> j) & 1:
+                up = hit_est[16 * h + j]
+                if up < thr[j]:
+                    continue
+                if not exact:
+                    _offer(hs, hi_, thr, j, v, np.float64(up))
+                elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
+                    _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+                    _keep(cand_v, cand_u, count, j, v, up)
 
 
 @njit(cache=True, nogil=True)
@@ -591,11 +696,12 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
         cand_s = np.ascontiguousarray(part_s[:, q]).ravel()
         cand_i = np.ascontiguousarray(part_i[:, q]).ravel()
         if not exact:   # the shortlist by estimate: its exact scores
-            values = np.empty(4 * quads, np.uint8)
             raw = np.empty(4 * quads, np.uint8)
+            t0, t1, t2, t3, sp, sh, mask = decoder(book)
             for c in range(cand_i.shape[0]):
                 if cand_i[c] >= 0:
-                    cand_s[c] = _exact_score(codes, factors, cand_i[c], queries, q, book, cents, values, raw)
+                    cand_s[c] = _exact_score(codes, factors, cand_i[c], queries.rotated[q], queries.off[q], cents,
+                                             book.bits, raw, simd, sp, sh, mask)
         tmp = np.empty(k)
         sorted_topk(cand_s, cand_i, k, tmp, out_i[q])
         out_s[q] = tmp
@@ -630,7 +736,7 @@ def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2
         select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)
-        scratch = np.empty((3, 64 * chunks), np.uint8)
+        scratch = np.empty((2, 64 * chunks), np.uint8)
         for j in range(nprobe):
             l = lists[j]
             if l >= 0:
