@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -44,7 +45,8 @@ from .topk import heap_push, sorted_topk
 
 GROUP = 16          # queries scored together: the int32 lanes of one 512-bit register
 CHUNK = 64          # coordinates decoded together
-HITS = 32           # vectors whose estimates pass some threshold, taken together (`_drain`)
+TASKS_PER_THREAD = 4   # search_dot's tasks a thread: more balance, fewer decodes of each vector
+BLOCK = 64          # vectors decoded together, for every query group of a task: 24 KB at d = 384
 FEW = 8             # groups of fewer queries score each with a dot product of its own
 # The kernels' `simd` argument (`simd_level`): 3 VBMI decode and AVX512-VNNI sums, 2 scalar decode and
 # AVX512-VNNI, 1 scalar decode and AVX-VNNI (ymm), 0 scalar decode and plain IR.
@@ -234,12 +236,12 @@ def _dot(simd, acc, unsigned, signed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def group_sums(values, flat, quads, simd):
+def group_sums(values, base, flat, quads, simd):
     """The int32 sums S of one decoded vector against the 16 queries whose lanes start flat (i32x16),
     with the dot-product instruction of level `simd` (`_dot`).
 
-    values: the vector's decoded bytes (4 * quads,); flat: the group's lanes
-    raveled (quads * 64,) int8.
+    values[base: base + 4 * quads]: the vector's decoded bytes; flat: the
+    group's lanes raveled (quads * 64,) int8.
     """
     # Eight independent sums: vpdpbusd takes several cycles and two can start each cycle.
     s0 = w.zero_i32()
@@ -252,17 +254,17 @@ def group_sums(values, flat, quads, simd):
     s7 = w.zero_i32()
     c = 0
     while c + 8 <= quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, 4 * c), w.load_i8(flat, 64 * c))
-        s1 = _dot(simd, s1, w.broadcast_dword(values, 4 * c + 4), w.load_i8(flat, 64 * c + 64))
-        s2 = _dot(simd, s2, w.broadcast_dword(values, 4 * c + 8), w.load_i8(flat, 64 * c + 128))
-        s3 = _dot(simd, s3, w.broadcast_dword(values, 4 * c + 12), w.load_i8(flat, 64 * c + 192))
-        s4 = _dot(simd, s4, w.broadcast_dword(values, 4 * c + 16), w.load_i8(flat, 64 * c + 256))
-        s5 = _dot(simd, s5, w.broadcast_dword(values, 4 * c + 20), w.load_i8(flat, 64 * c + 320))
-        s6 = _dot(simd, s6, w.broadcast_dword(values, 4 * c + 24), w.load_i8(flat, 64 * c + 384))
-        s7 = _dot(simd, s7, w.broadcast_dword(values, 4 * c + 28), w.load_i8(flat, 64 * c + 448))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
+        s1 = _dot(simd, s1, w.broadcast_dword(values, base + 4 * c + 4), w.load_i8(flat, 64 * c + 64))
+        s2 = _dot(simd, s2, w.broadcast_dword(values, base + 4 * c + 8), w.load_i8(flat, 64 * c + 128))
+        s3 = _dot(simd, s3, w.broadcast_dword(values, base + 4 * c + 12), w.load_i8(flat, 64 * c + 192))
+        s4 = _dot(simd, s4, w.broadcast_dword(values, base + 4 * c + 16), w.load_i8(flat, 64 * c + 256))
+        s5 = _dot(simd, s5, w.broadcast_dword(values, base + 4 * c + 20), w.load_i8(flat, 64 * c + 320))
+        s6 = _dot(simd, s6, w.broadcast_dword(values, base + 4 * c + 24), w.load_i8(flat, 64 * c + 384))
+        s7 = _dot(simd, s7, w.broadcast_dword(values, base + 4 * c + 28), w.load_i8(flat, 64 * c + 448))
         c += 8
     while c < quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, 4 * c), w.load_i8(flat, 64 * c))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
         c += 1
     return w.add_i32(w.add_i32(w.add_i32(s0, s1), w.add_i32(s2, s3)), w.add_i32(w.add_i32(s4, s5), w.add_i32(s6, s7)))
 
@@ -477,9 +479,10 @@ def _keep(cand_v, cand_u, count, j, v, up):
 
 
 @njit(cache=True, nogil=True)
-def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, hs, hi_):
+def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, allowed, hs, hi_):
     """`_scan_range` for the gq < `FEW` queries q0.. of a group: each decoded chunk meets up to four
-    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode only)."""
+    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode only).
+    allowed: (n,) uint8 or empty (no filter)."""
     bits = book.bits
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
@@ -494,11 +497,14 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
     at = np.empty(4, np.int64)
     p = pending(gq, hs.shape[1])
     low_s, low_i, cand_v, cand_u, count = p
+    filtered = allowed.shape[0] > 0
     for j0 in range(0, gq, 4):
         m = min(4, gq - j0)
         for j in range(4):   # past m: query j0 again, computed and ignored
             at[j] = (q0 + j0 + (j if j < m else 0)) * 64 * chunks
         for v in range(lo, hi):
+            if filtered and allowed[v] == 0:
+                continue
             sums = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at,
                             1 if m == 1 else 4, chunks, simd)
             wv = np.float32(factors[v, 0])
@@ -520,10 +526,11 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
 
 
 @njit(cache=True, nogil=True)
-def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, hs, hi_, scratch):
+def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, allowed, hs, hi_, scratch):
     """Rows lo..hi-1 of codes against query q alone into its heap (hs, hi_) (k,), with `shift` (float64)
     added to every score: an inverted list's <q, c_l> term. The heap may hold scores already (earlier
-    lists): the float32 threshold starts at its root. scratch (2, 64 * chunks) uint8.
+    lists): the float32 threshold starts at its root. scratch (2, 64 * chunks) uint8. allowed: (rows,)
+    uint8 or empty (no filter).
 
     With VBMI each chunk is decoded in registers and met by the query at once
     (`row_sums`); without, the scalar decode fills a buffer first.
@@ -540,7 +547,10 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     a, b, e = queries.a[q], queries.b[q], queries.e[q]
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
+    filtered = allowed.shape[0] > 0
     for v in range(lo, hi):
+        if filtered and allowed[v] == 0:
+            continue
         if simd == 3:
             S = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at, 1, chunks,
                          simd)[0]
@@ -563,67 +573,99 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
                 thr = _floor32(hs[0] - shift)
 
 
-@njit(cache=True, nogil=True)
-def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd, hs, hi_):
-    """`_scan_range` for the gq queries of group g together: each decoded vector is shared among them in
-    the lanes of one register (`group_sums`), and one float32 compare tests all 16 bounds."""
-    dim = queries.rotated.shape[1]
-    bits = book.bits
-    quads = queries.lanes.shape[1]
-    flat = codes.reshape(-1)
-    q0 = g * GROUP
-    values = np.empty(4 * quads, np.uint8)
-    raw = np.empty(4 * quads, np.uint8)
-    thr = np.full(GROUP, np.inf, np.float32)   # lanes past the last query never pass
-    for j in range(gq):
-        thr[j] = -np.inf
-    hit_v = np.empty(HITS, np.int64)
-    hit_mask = np.empty(HITS, np.int64)
-    hit_est = np.empty(GROUP * HITS, np.float32)
-    n_hits = 0
-    av = w.load_f32(queries.a, q0)
-    bv = w.load_f32(queries.b, q0)
-    ev = w.load_f32(queries.e, q0)
-    table = book.decode
-    t0, t1, t2, t3, sp, sh, mask = decoder(book)
-    group_lanes = queries.lanes[g].reshape(-1)
-    row_bytes = codes.shape[1]
+@njit(cache=True, nogil=True, inline="always")
+def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exact, simd, allowed, hit_v, hit_mask,
+                hit_est):
+    """Score the decoded block buf (rows b0..b1-1 at [(v - b0) * dp:]) against one query group: its lanes
+    (quads * 64,) int8 and a, b, E as f32x16 (`DotQueries`); record each vector whose estimate (exact:
+    upper bound) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask, hit_est. Returns the
+    number of hits. allowed: (n,) uint8 or empty (no filter)."""
     two = factors.shape[1] > 1
-    p = pending(gq, hs.shape[1])
-    for v in range(lo, hi):
-        if simd == 3:
-            decode_simd(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
-        else:
-            decode_scalar(codes, v, dim, bits, table, values, raw)
-        s = group_sums(values, group_lanes, quads, simd)
+    filtered = allowed.shape[0] > 0
+    t = w.load_f32(thr, r0)
+    n_hits = 0
+    for v in range(b0, b1):
+        if filtered and allowed[v] == 0:
+            continue
+        s = group_sums(buf, (v - b0) * dp, lanes, quads, simd)
         wv = np.float32(factors[v, 0])
         bias = np.float32(factors[v, 1]) if two else np.float32(0.0)
         est = w.fadd(w.fmul(w.splat_f32(wv), w.fadd(av, w.fmul(bv, w.to_float(s)))), w.splat_f32(bias))
         if exact:
             est = w.fadd(est, w.fmul(w.splat_f32(abs(wv)), ev))
-        hits = w.ge_mask(est, w.load_f32(thr, 0))
+        hits = w.ge_mask(est, t)
         if hits != 0:
             w.store_wide(hit_est, 16 * n_hits, est)
             hit_v[n_hits] = v
             hit_mask[n_hits] = hits
             n_hits += 1
-            if n_hits == HITS:
-                _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits,
-                       hs, hi_, thr, p, raw, simd)
-                n_hits = 0
-    _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr, p,
-           raw, simd)
+    return n_hits
+
+
+@njit(cache=True, nogil=True)
+def _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_):
+    """`_scan_range` for query groups g0..g1-1: the range is decoded a block of `BLOCK` vectors at a
+    time (once for all these groups), and each group's 16 queries share each decoded vector in the
+    lanes of one register (`group_sums`); one float32 compare tests all 16 bounds.
+
+    hs, hi_ (rows, width): the heaps of queries g0 * 16 .. on. Blocks with no allowed vector are
+    neither decoded nor scored.
+    """
+    nq, dim = queries.rotated.shape
+    bits = book.bits
+    quads = queries.lanes.shape[1]
+    dp = 4 * quads
+    flat = codes.reshape(-1)
+    q0 = g0 * GROUP
+    rows = min(nq, g1 * GROUP) - q0
+    buf = np.empty(BLOCK * dp, np.uint8)
+    raw = np.empty(dp, np.uint8)
+    thr = np.full((g1 - g0) * GROUP, np.inf, np.float32)   # lanes past the last query never pass
+    thr[:rows] = -np.inf
+    hit_v = np.empty(BLOCK, np.int64)
+    hit_mask = np.empty(BLOCK, np.int64)
+    hit_est = np.empty(GROUP * BLOCK, np.float32)
+    table = book.decode
+    t0, t1, t2, t3, sp, sh, mask = decoder(book)
+    row_bytes = codes.shape[1]
+    p = pending(rows, hs.shape[1])
+    filtered = allowed.shape[0] > 0
+    for b0 in range(lo, hi, BLOCK):
+        b1 = min(hi, b0 + BLOCK)
+        if filtered:
+            some = False
+            for v in range(b0, b1):
+                if allowed[v] != 0:
+                    some = True
+                    break
+            if not some:
+                continue
+        for v in range(b0, b1):
+            values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
+            if simd == 3:
+                decode_simd(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
+            else:
+                decode_scalar(codes, v, dim, bits, table, values, raw)
+        for g in range(g0, g1):
+            r0 = (g - g0) * GROUP
+            n_hits = _block_hits(buf, dp, b0, b1, queries.lanes[g].reshape(-1), quads, w.load_f32(queries.a, g * GROUP),
+                                 w.load_f32(queries.b, g * GROUP), w.load_f32(queries.e, g * GROUP), factors, thr, r0,
+                                 exact, simd, allowed, hit_v, hit_mask, hit_est)
+            if n_hits:
+                _drain(codes, factors, queries, book, cents, q0, r0, min(GROUP, rows - r0), exact, hit_v, hit_mask,
+                       hit_est, n_hits, hs, hi_, thr, p, raw, simd)
     if exact:
-        for j in range(gq):
+        for j in range(rows):
             _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
-def _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr, p,
-           raw, simd):
-    """Take the first n_hits vectors `_scan_group` found at or above some threshold, in slot order:
-    hit_v (HITS,) slots, hit_mask (HITS,) their passing lanes, hit_est (16 * HITS,) float32 their
-    estimates (exact: upper bounds). Each lane is tested again, as thresholds have risen since.
+def _drain(codes, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr,
+           p, raw, simd):
+    """Take the n_hits vectors one group (rows r0..r0+gq-1 of hs, thr and p; queries q0 + r0 ..) reached a
+    threshold with, in slot order: hit_v slots, hit_mask their passing lanes, hit_est (16 per hit)
+    float32 their estimates (exact: upper bounds). Each lane is tested again: thresholds rise as
+    earlier hits are taken.
 
     The scan loop only records its hits: handled in the loop, their heap work cost it registers and
     reference counts on every hit, about 3x the cost of the pushes themselves.
@@ -634,9 +676,10 @@ def _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask,
         v = hit_v[h]
         hits = hit_mask[h]
         wv = np.float32(factors[v, 0])
-        for j in range(gq):
-            if (hits >> j) & 1:
-                up = hit_est[16 * h + j]
+        for lane in range(gq):
+            if (hits >> lane) & 1:
+                j = r0 + lane
+                up = hit_est[16 * h + lane]
                 if up < thr[j]:
                     continue
                 if not exact:
@@ -647,27 +690,29 @@ def _drain(codes, factors, queries, book, cents, q0, gq, exact, hit_v, hit_mask,
 
 
 @njit(cache=True, nogil=True)
-def _scan_range(codes, factors, queries, book, cents, g, lo, hi, exact, simd, heap_s, heap_i):
-    """Slots lo..hi-1 against query group g into the heaps heap_s, heap_i (nq, width) (see `search_dot`).
+def _scan_range(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, heap_s, heap_i):
+    """Slots lo..hi-1 against query groups g0..g1-1 into the heaps heap_s, heap_i (nq, width) (see
+    `search_dot`).
 
     A function of its own rather than the body of search_dot's prange (as a
     parfor body the same loop ran 1.5-2x slower), and the two ways to score
     apart, each a small function that LLVM keeps in registers.
     """
     nq = queries.rotated.shape[0]
-    q0 = g * GROUP
-    gq = min(GROUP, nq - q0)
-    hs = heap_s[q0:q0 + gq]
-    hi_ = heap_i[q0:q0 + gq]
-    if gq < FEW and simd == 3:
-        _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, hs, hi_)
+    q0 = g0 * GROUP
+    q1 = min(nq, g1 * GROUP)
+    hs = heap_s[q0:q1]
+    hi_ = heap_i[q0:q1]
+    if q1 - q0 < FEW and simd == 3:
+        _scan_few(codes, factors, queries, book, cents, q0, q1 - q0, lo, hi, exact, simd, allowed, hs, hi_)
     else:
-        _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd, hs, hi_)
+        _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd):
-    """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64.
+def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None):
+    """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64,
+    -1 padded.
 
     codes (n, code_bytes) uint8 packed `book.bits`-bit codes; factors (n, 1
     or 2) float32 (weight, bias); queries a `DotQueries`, book a
@@ -676,20 +721,29 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
     (>= k) by the estimate and return the best k of them by exact score.
     The database is cut into n_chunks ranges so that small batches use every
     thread (call under `numba.parallel_chunksize(1)`). simd: `simd_level`.
+    allowed: None, or (n,) uint8 with 1 where a slot may be returned: the
+    others are never scored, and blocks with none allowed are skipped.
+
+    Query groups are batched so that a task decodes each vector once for
+    all its groups; batches stay small enough for `TASKS_PER_THREAD` tasks
+    a thread.
     """
+    filt = np.empty(0, np.uint8) if allowed is None else allowed
     n = codes.shape[0]
     nq, dim = queries.rotated.shape
     ng = queries.lanes.shape[0]
     quads = queries.lanes.shape[1]
     width = k if exact else shortlist
+    per_batch = max(1, ng * n_chunks // (TASKS_PER_THREAD * numba.get_num_threads()))
+    n_batches = -(-ng // per_batch)
     part_s = np.full((n_chunks, nq, width), -np.inf)
     part_i = np.full((n_chunks, nq, width), -1, np.int64)
     step = (n + n_chunks - 1) // n_chunks
-    for t in prange(ng * n_chunks):
-        g = t // n_chunks
-        ch = t - g * n_chunks
-        _scan_range(codes, factors, queries, book, cents, g, ch * step, min(n, (ch + 1) * step), exact, simd,
-                    part_s[ch], part_i[ch])
+    for t in prange(n_batches * n_chunks):
+        bt = t // n_chunks
+        ch = t - bt * n_chunks
+        _scan_range(codes, factors, queries, book, cents, bt * per_batch, min(ng, (bt + 1) * per_batch), ch * step,
+                    min(n, (ch + 1) * step), exact, simd, filt, part_s[ch], part_i[ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
@@ -717,7 +771,7 @@ def simd_level(kernel: str | None = None) -> int:
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                     queries, book, cents, k, exact, simd):
+                     queries, book, cents, k, exact, simd, allowed=None):
     """`search_dot` over the nprobe nearest inverted lists of each query (`ivf_scan.select_lists`).
 
     codes (arena, code_bytes) uint8 and factors (arena, nf) float32 are the
@@ -725,8 +779,10 @@ def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2
     qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32; a vector's
     score is its flat score plus list_bias_mult * qc[q, l]. Returns scores
     (nq, k) float32 best first and arena positions (nq, k) int64, -1 padded.
-    exact=False: top k by estimate (a shortlist to re-rank).
+    exact=False: top k by estimate (a shortlist to re-rank). allowed: None,
+    or (arena,) uint8 with 1 where a position may be returned.
     """
+    filt = np.empty(0, np.uint8) if allowed is None else allowed
     nq = queries.rotated.shape[0]
     chunks = queries.lanes.shape[1] // 16
     out_s = np.empty((nq, k), np.float32)
@@ -741,7 +797,7 @@ def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2
             l = lists[j]
             if l >= 0:
                 scan_one(codes, factors, queries, book, cents, q, list_start[l], list_start[l] + list_size[l],
-                         list_bias_mult * np.float64(qc[q, l]), exact, simd, hs, hi, scratch)
+                         list_bias_mult * np.float64(qc[q, l]), exact, simd, filt, hs, hi, scratch)
         tmp = np.empty(k)
         sorted_topk(hs, hi, k, tmp, out_i[q])
         out_s[q] = tmp
