@@ -554,7 +554,7 @@ class Index:
         prepared = _dot.dot_queries(qrot, qoff, book)
         with numba.parallel_chunksize(1):
             return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
-                                   _dot.simd_level())
+                                   _dot.simd_level(), None, nthreads)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

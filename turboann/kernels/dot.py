@@ -35,7 +35,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -710,7 +709,7 @@ def _scan_range(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, sim
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None):
+def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None, threads=1):
     """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64,
     -1 padded.
 
@@ -726,7 +725,8 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
 
     Query groups are batched so that a task decodes each vector once for
     all its groups; batches stay small enough for `TASKS_PER_THREAD` tasks
-    a thread.
+    for each of the `threads` the caller runs (numba.get_num_threads() read
+    here would stop the kernel from being cached).
     """
     filt = np.empty(0, np.uint8) if allowed is None else allowed
     n = codes.shape[0]
@@ -734,7 +734,7 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
     ng = queries.lanes.shape[0]
     quads = queries.lanes.shape[1]
     width = k if exact else shortlist
-    per_batch = max(1, ng * n_chunks // (TASKS_PER_THREAD * numba.get_num_threads()))
+    per_batch = max(1, ng * n_chunks // (TASKS_PER_THREAD * max(threads, 1)))
     n_batches = -(-ng // per_batch)
     part_s = np.full((n_chunks, nq, width), -np.inf)
     part_i = np.full((n_chunks, nq, width), -1, np.int64)
