@@ -180,6 +180,11 @@ class IndexedDocuments:
         return self._settings["dim"]
 
     @property
+    def settings(self) -> dict:
+        """bits, metric, index_options, embedding_dtype, rescore, framework and dim, as saved (a copy)."""
+        return json.loads(json.dumps(self._settings))
+
+    @property
     def framework(self) -> dict:
         """Settings of the framework's store, saved and loaded with the documents (a copy)."""
         return json.loads(json.dumps(self._settings["framework"]))
