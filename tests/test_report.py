@@ -120,9 +120,10 @@ def test_report_files_get_the_usual_permissions(tmp_path, tiny_report):
     assert {oct(p.stat().st_mode & 0o777) for p in paths.values()} == {oct(0o644)}
 
 
-def test_build_times_below_ten_milliseconds_print_in_milliseconds():
+def test_build_times_below_a_tenth_of_a_second_print_in_milliseconds():
     assert report.format_seconds(1.234) == "1.23 s"
-    assert report.format_seconds(0.012) == "0.01 s"
+    assert report.format_seconds(0.1) == "0.10 s"
+    assert report.format_seconds(0.012) == "12.0 ms"
     assert report.format_seconds(0.0042) == "4.2 ms"
     assert report.format_seconds(0.00042) == "0.42 ms"
 

@@ -148,8 +148,9 @@ def run_report(data: Dataset, bits, baselines=DEFAULT_BASELINES, *, threads: int
 
 
 def format_seconds(seconds: float) -> str:
-    """"1.23 s", or milliseconds where seconds would round to "0.00 s" (turboann builds small sets in ms)."""
-    if round(seconds, 2) >= 0.01:
+    """"1.23 s", or milliseconds below 0.1 s, where two decimals of seconds say little or round to
+    "0.00 s" (turboann builds the embedded set in a few ms)."""
+    if seconds >= 0.1:
         return f"{seconds:.2f} s"
     return f"{seconds * 1000:.2f} ms" if seconds < 0.001 else f"{seconds * 1000:.1f} ms"
 
@@ -374,7 +375,10 @@ def _lines_over_bits(report: Report, path, x, y, *, xlabel: str, ylabel: str, ti
             ax.annotate(f"{r.bits}b", (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7,
                         color=_color(i))
     if log_x:
+        from matplotlib.ticker import ScalarFormatter
+
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())   # 64, 128, 256 rather than 2^6, 2^7, 2^8
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
