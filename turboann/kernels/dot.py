@@ -110,34 +110,56 @@ class DotQueries(NamedTuple):
     e: np.ndarray
 
 
-def padded_dim(dim: int) -> int:
+@njit(cache=True, nogil=True)
+def padded_dim(dim):
     """dim rounded up to whole chunks."""
     return -(-dim // CHUNK) * CHUNK
 
 
 def dot_queries(qrot: np.ndarray, qoff: np.ndarray, book: DotCodebook) -> DotQueries:
     """Quantize rotated queries qrot (nq, dim) float32 with offsets qoff (nq,) to int8 lanes."""
-    nq, dim = qrot.shape
-    q = qrot.astype(np.float64)
-    qmax = np.abs(q).max(axis=1) if dim else np.zeros(nq)
-    sq = np.where(qmax > 0, qmax / 127.0, 1.0)
-    q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    q = np.ascontiguousarray(qrot, dtype=np.float64)
+    off = np.ascontiguousarray(qoff, dtype=np.float64)
+    return DotQueries(q, off, *_quantize_queries(q, off, book.scale, book.cmax, book.err))
+
+
+@njit(cache=True, nogil=True)
+def _quantize_queries(q, off, c_scale, cmax, err):
+    """`dot_queries`' arrays (lanes, rows, a, b, e) for q (nq, dim) float64, off (nq,) float64: one
+    compiled pass (as NumPy expressions, a single query's preparation cost more than its scan of
+    ten thousand vectors). q8 = round-half-even(q / s_q) with s_q = max|q| / 127."""
+    nq, dim = q.shape
     ng = -(-nq // GROUP)
     dp = padded_dim(dim)
-    full = np.zeros((ng * GROUP, dp), np.int8)
-    full[:nq, :dim] = q8
-    lanes = np.ascontiguousarray(full.reshape(ng, GROUP, dp // 4, 4).transpose(0, 2, 1, 3)).reshape(ng, dp // 4, 64)
+    rows = np.zeros((nq, dp), np.int8)
+    lanes = np.zeros((ng, dp // 4, 64), np.int8)
     a = np.zeros(ng * GROUP, np.float32)
     b = np.zeros(ng * GROUP, np.float32)
     e = np.zeros(ng * GROUP, np.float32)
-    scale = sq * book.scale
-    a[:nq] = qoff - scale * 128.0 * q8.sum(axis=1)
-    b[:nq] = scale
-    bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * book.cmax + sq * np.abs(q8).sum(axis=1) * book.err
-    # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
-    largest = np.abs(qoff) + scale * 255.0 * np.abs(q8).sum(axis=1) + np.abs(a[:nq])
-    e[:nq] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
-    return DotQueries(q, np.asarray(qoff, np.float64), lanes, full[:nq], a, b, e)
+    for r in range(nq):
+        qmax = 0.0
+        for i in range(dim):
+            qmax = max(qmax, abs(q[r, i]))
+        sq = qmax / 127.0 if qmax > 0 else 1.0
+        total = 0.0      # sum q8, exact
+        magnitude = 0.0  # sum |q8|, exact
+        rounding = 0.0   # sum |q - s_q q8|
+        g, j = divmod(r, GROUP)
+        for i in range(dim):
+            x = min(max(np.rint(q[r, i] / sq), -127.0), 127.0)
+            rows[r, i] = np.int8(x)
+            lanes[g, i // 4, 4 * j + i % 4] = np.int8(x)
+            total += x
+            magnitude += abs(x)
+            rounding += abs(q[r, i] - sq * x)
+        scale = sq * c_scale
+        a[r] = off[r] - scale * 128.0 * total
+        b[r] = scale
+        bound = rounding * cmax + sq * magnitude * err
+        # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
+        largest = abs(off[r]) + scale * 255.0 * magnitude + abs(np.float64(a[r]))
+        e[r] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
+    return lanes, rows, a, b, e
 
 
 # -- decoding --------------------------------------------------------------------------
