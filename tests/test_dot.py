@@ -222,3 +222,25 @@ def test_allowed_slots_give_the_restricted_float_ranking(bits):
         # the shortlist mode keeps to the allowed slots too
         s, i = dot.search_dot(codes, factors, p, book, cents, 10, 30, 1, False, dot.simd_level(), allowed)
         assert np.isin(i[i >= 0], np.flatnonzero(mask)).all() and (i >= 0).sum(1).max() <= mask.sum()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_batches_over_fastscan_blocks_match_fastscan(bits, metric):
+    """From `index._DOT_BATCH` queries on, a fast-scan index is searched by the integer engine straight
+    from its blocks: the same exact top k as fast-scan's own kernel, after removals too."""
+    from turboann import index as index_module
+
+    rng = np.random.default_rng(bits)
+    x = rng.standard_normal((1500, 48)).astype(np.float32) + 0.2
+    q = rng.standard_normal((300, 48)).astype(np.float32) + 0.2
+    idx = ta.Index(48, bits, metric=metric, layout="fastscan")
+    idx.add(x)
+    idx.remove(np.arange(0, 1500, 7))
+    assert idx._dot_book is not None and len(q) >= index_module._DOT_BATCH[bits]
+    D, I = idx.search(q, 10)
+    prepared = idx._queries(q, 10, None)[0]
+    scores, slots = idx._search_fastscan(prepared, 10, 1)
+    want_D, want_I = idx._finish(prepared, scores, slots)
+    np.testing.assert_array_equal(I, want_I)
+    np.testing.assert_allclose(D, want_D, rtol=1e-6, atol=1e-6)

@@ -34,6 +34,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
 _CHUNKS_PER_THREAD = 4
+# Fast-scan layouts whose blocks the integer engine also scans, from this many queries a call on: it
+# decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
+# queries; below it fast-scan's lookups are faster (bench/fastscan.py).
+_DOT_BATCH = {1: 256, 2: 256, 4: 64}
 
 
 def set_num_threads(n: int) -> None:
@@ -331,9 +335,11 @@ class Index:
         self._dot_book = self._dot_codebook()
 
     def _dot_codebook(self) -> _dot.DotCodebook | None:
-        """The integer engine's decoder where it scans these codes (row-major codes of one MSE part),
-        else None (the float-table scan)."""
-        if self.layout != "flat" or self.variant != "mse" or self._quant.tail_coords:
+        """The integer engine's decoder where it scans these codes (codes of one MSE part: row-major, or
+        fast-scan blocks at 1, 2 and 4 bits, whose columns are row-major codes), else None."""
+        if self.variant != "mse" or self._quant.tail_coords:
+            return None
+        if self.layout != "flat" and not (self.layout == "fastscan" and self.bits in _DOT_BATCH):
             return None
         return _dot.dot_codebook(self._centroid_table[0, :1 << self.bits], self.bits)
 
@@ -494,6 +500,8 @@ class Index:
         if n == 0 or nq == 0:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
+            if self._dot_book is not None and nq >= _DOT_BATCH[self.bits]:
+                return self._search_dot(q, k, nthreads, exact)
             return self._search_fastscan(q, k, nthreads, exact)
         if self._dot_book is not None:
             return self._search_dot(q, k, nthreads, exact)
@@ -543,8 +551,9 @@ class Index:
                                      exact)
 
     def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
-        """The integer engine (`kernels.dot`) over the row-major codes: the exact float top k, or with
-        exact=False the k best by exact score of the k best by estimate (a shortlist to re-rank)."""
+        """The integer engine (`kernels.dot`) over the row-major codes or fast-scan blocks: the exact float
+        top k, or with exact=False the k best by exact score of the k best by estimate (a shortlist
+        to re-rank)."""
         store, book = self._store, self._dot_book
         n_groups = -(-q.shape[0] // _dot.GROUP)
         n_chunks = 1
@@ -553,6 +562,10 @@ class Index:
         qrot, qoff, cents = self._fastscan_queries(q)
         prepared = _dot.dot_queries(qrot, qoff, book)
         with numba.parallel_chunksize(1):
+            if self.layout == "fastscan":   # the blocks' columns are the row-major codes
+                return _dot.search_dot(np.empty((0, store.blocks.shape[1]), np.uint8), store.factors, prepared,
+                                       book, cents, k, k, n_chunks, exact, _dot.simd_level(), None, nthreads,
+                                       store.blocks, len(store))
             return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
                                    _dot.simd_level(), None, nthreads)
 

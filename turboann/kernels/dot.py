@@ -393,11 +393,26 @@ def _offer(heap_s, heap_i, thr, j, v, score):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _exact_score(codes, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
-    """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its codes decoded
-    again into the scratch raw (padded_dim,) uint8, in registers with VBMI (spread, shifts, mask as
-    `decode_chunk` takes them), else by `decode_codes`. Arrays only: a function handed the
-    NamedTuples paid a reference count on each of their arrays per call."""
+def _code_row(codes, blocks, v, tmp):
+    """(array, row) holding vector v's row-major code: (codes, v), or with `blocks` (n_blocks, rows, 32)
+    non-empty (fast-scan's layout at 1, 2 and 4 bits, whose block column is the row-major code)
+    that column copied into tmp (1, rows) and row 0."""
+    if blocks.shape[0] == 0:
+        return codes, v
+    b = v // 32
+    lane = v - 32 * b
+    for r in range(blocks.shape[1]):
+        tmp[0, r] = blocks[b, r, lane]
+    return tmp, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact_score(codes, row, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
+    """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its code, row `row`
+    of codes (`_code_row`), decoded again into the scratch raw (padded_dim,) uint8, in registers
+    with VBMI (spread, shifts, mask as `decode_chunk` takes them), else by `decode_codes`. Arrays
+    only: a function handed the NamedTuples paid a reference count on each of their arrays per
+    call."""
     dim = q.shape[0]
     if simd == 3:
         row_bytes = codes.shape[1]
@@ -405,13 +420,13 @@ def _exact_score(codes, factors, v, q, off, cents, bits, raw, simd, spread, shif
         step = 8 * bits
         ch = 0
         for at in range(0, raw.shape[0], CHUNK):
-            x = w.load_bytes(flat, v * row_bytes + ch * step, max(min(row_bytes - ch * step, step), 0))
+            x = w.load_bytes(flat, row * row_bytes + ch * step, max(min(row_bytes - ch * step, step), 0))
             if bits < 8:
                 x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
             w.store_wide(raw, at, x)
             ch += 1
     else:
-        decode_codes(codes, v, dim, bits, raw)
+        decode_codes(codes, row, dim, bits, raw)
     bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
     return np.float64(factors[v, 0]) * exact_partial(raw, q, off, cents, dim) + bias
 
@@ -442,7 +457,7 @@ def pending(gq, k):
 
 
 @njit(cache=True, nogil=True)
-def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd):
+def _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd):
     """Score exactly query j's candidates whose upper bound still reaches T (thr[j]), in slot order, into
     its exact heap (hs[j], hi_[j]); then it has none."""
     hsj = hs[j]
@@ -452,10 +467,12 @@ def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, s
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     cand_v, cand_u = p.cand_v[j], p.cand_u[j]
     t = thr[j]
+    tmp = np.empty((1, blocks.shape[1]), np.uint8)
     for c in range(p.count[j]):
         if cand_u[c] >= t:
             v = cand_v[c]
-            sc = _exact_score(codes, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
+            src, row = _code_row(codes, blocks, v, tmp)
+            sc = _exact_score(src, row, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
             if sc > hsj[0]:
                 heap_push(hsj, his, sc, v)
     p.count[j] = 0
@@ -500,10 +517,10 @@ def _keep(cand_v, cand_u, count, j, v, up):
 
 
 @njit(cache=True, nogil=True)
-def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, allowed, hs, hi_):
+def _scan_few(codes, blocks, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, allowed, hs, hi_):
     """`_scan_range` for the gq < `FEW` queries q0.. of a group: each decoded chunk meets up to four
-    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode only).
-    allowed: (n,) uint8 or empty (no filter)."""
+    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode, row-major
+    codes only: blocks is empty). allowed: (n,) uint8 or empty (no filter)."""
     bits = book.bits
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
@@ -539,11 +556,11 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
                     if not exact:
                         _offer(hs, hi_, thr, j0 + j, v, np.float64(est))
                     elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j0 + j, v, est, wv, e[q]):
-                        _settle(codes, factors, queries, book, cents, q0, j0 + j, p, thr, hs, hi_, raw, simd)
+                        _settle(codes, blocks, factors, queries, book, cents, q0, j0 + j, p, thr, hs, hi_, raw, simd)
                         _keep(cand_v, cand_u, count, j0 + j, v, est)
     if exact:
         for j in range(gq):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+            _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
@@ -584,8 +601,8 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
             est += abs(wv) * e
         if est >= thr:
             if exact:
-                sc = _exact_score(codes, factors, v, queries.rotated[q], queries.off[q], cents, bits, raw, simd, sp,
-                                  sh, mask)
+                sc = _exact_score(codes, v, factors, v, queries.rotated[q], queries.off[q], cents, bits, raw, simd,
+                                  sp, sh, mask)
             else:
                 sc = np.float64(est)
             sc += shift
@@ -624,19 +641,23 @@ def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exa
 
 
 @njit(cache=True, nogil=True)
-def _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_):
+def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_):
     """`_scan_range` for query groups g0..g1-1: the range is decoded a block of `BLOCK` vectors at a
     time (once for all these groups), and each group's 16 queries share each decoded vector in the
     lanes of one register (`group_sums`); one float32 compare tests all 16 bounds.
 
     hs, hi_ (rows, width): the heaps of queries g0 * 16 .. on. Blocks with no allowed vector are
-    neither decoded nor scored.
+    neither decoded nor scored. With `blocks` non-empty the codes come from fast-scan's layout
+    (`_code_row`): each block's columns are copied to rows once, for all the task's groups.
     """
     nq, dim = queries.rotated.shape
     bits = book.bits
     quads = queries.lanes.shape[1]
     dp = 4 * quads
-    flat = codes.reshape(-1)
+    from_blocks = blocks.shape[0] > 0
+    row_bytes = blocks.shape[1] if from_blocks else codes.shape[1]
+    src = np.empty((BLOCK, row_bytes), np.uint8) if from_blocks else codes
+    flat = src.reshape(-1)
     q0 = g0 * GROUP
     rows = min(nq, g1 * GROUP) - q0
     buf = np.empty(BLOCK * dp, np.uint8)
@@ -648,7 +669,6 @@ def _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, si
     hit_est = np.empty(GROUP * BLOCK, np.float32)
     table = book.decode
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
-    row_bytes = codes.shape[1]
     p = pending(rows, hs.shape[1])
     filtered = allowed.shape[0] > 0
     for b0 in range(lo, hi, BLOCK):
@@ -661,28 +681,35 @@ def _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, si
                     break
             if not some:
                 continue
+        if from_blocks:
+            for v in range(b0, b1):
+                b = v // 32
+                lane = v - 32 * b
+                for r in range(row_bytes):
+                    src[v - b0, r] = blocks[b, r, lane]
         for v in range(b0, b1):
             values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
+            row = v - b0 if from_blocks else v
             if simd == 3:
-                decode_simd(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
+                decode_simd(flat, row * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
             else:
-                decode_scalar(codes, v, dim, bits, table, values, raw)
+                decode_scalar(src, row, dim, bits, table, values, raw)
         for g in range(g0, g1):
             r0 = (g - g0) * GROUP
             n_hits = _block_hits(buf, dp, b0, b1, queries.lanes[g].reshape(-1), quads, w.load_f32(queries.a, g * GROUP),
                                  w.load_f32(queries.b, g * GROUP), w.load_f32(queries.e, g * GROUP), factors, thr, r0,
                                  exact, simd, allowed, hit_v, hit_mask, hit_est)
             if n_hits:
-                _drain(codes, factors, queries, book, cents, q0, r0, min(GROUP, rows - r0), exact, hit_v, hit_mask,
-                       hit_est, n_hits, hs, hi_, thr, p, raw, simd)
+                _drain(codes, blocks, factors, queries, book, cents, q0, r0, min(GROUP, rows - r0), exact, hit_v,
+                       hit_mask, hit_est, n_hits, hs, hi_, thr, p, raw, simd)
     if exact:
         for j in range(rows):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+            _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
-def _drain(codes, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs, hi_, thr,
-           p, raw, simd):
+def _drain(codes, blocks, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs,
+           hi_, thr, p, raw, simd):
     """Take the n_hits vectors one group (rows r0..r0+gq-1 of hs, thr and p; queries q0 + r0 ..) reached a
     threshold with, in slot order: hit_v slots, hit_mask their passing lanes, hit_est (16 per hit)
     float32 their estimates (exact: upper bounds). Each lane is tested again: thresholds rise as
@@ -706,12 +733,13 @@ def _drain(codes, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_m
                 if not exact:
                     _offer(hs, hi_, thr, j, v, np.float64(up))
                 elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
-                    _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+                    _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
                     _keep(cand_v, cand_u, count, j, v, up)
 
 
 @njit(cache=True, nogil=True)
-def _scan_range(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, heap_s, heap_i):
+def _scan_range(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, heap_s,
+                heap_i):
     """Slots lo..hi-1 against query groups g0..g1-1 into the heaps heap_s, heap_i (nq, width) (see
     `search_dot`).
 
@@ -724,14 +752,15 @@ def _scan_range(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, sim
     q1 = min(nq, g1 * GROUP)
     hs = heap_s[q0:q1]
     hi_ = heap_i[q0:q1]
-    if q1 - q0 < FEW and simd == 3:
-        _scan_few(codes, factors, queries, book, cents, q0, q1 - q0, lo, hi, exact, simd, allowed, hs, hi_)
+    if q1 - q0 < FEW and simd == 3 and blocks.shape[0] == 0:
+        _scan_few(codes, blocks, factors, queries, book, cents, q0, q1 - q0, lo, hi, exact, simd, allowed, hs, hi_)
     else:
-        _scan_groups(codes, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_)
+        _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None, threads=1):
+def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None, threads=1,
+               blocks=None, n_blocked=0):
     """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64,
     -1 padded.
 
@@ -746,17 +775,23 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
     others are never scored, and blocks with none allowed are skipped.
 
     Query groups are batched so that a task decodes each vector once for
-    all its groups; batches stay small enough for `TASKS_PER_THREAD` tasks
-    for each of the `threads` the caller runs (numba.get_num_threads() read
-    here would stop the kernel from being cached).
+    all its groups: one batch on one thread, else batches small enough for
+    `TASKS_PER_THREAD` tasks for each of the `threads` the caller runs
+    (numba.get_num_threads() read here would stop the kernel from being
+    cached).
+
+    blocks: None, or the n_blocked vectors' codes in fast-scan's layout
+    (n_blocks, rows, 32) uint8 at 1, 2 or 4 bits (`kernels.fastscan`), whose
+    columns are the row-major codes; codes is then (0, rows), unused.
     """
     filt = np.empty(0, np.uint8) if allowed is None else allowed
-    n = codes.shape[0]
+    blk = np.empty((0, codes.shape[1], 32), np.uint8) if blocks is None else blocks
+    n = codes.shape[0] if blocks is None else n_blocked
     nq, dim = queries.rotated.shape
     ng = queries.lanes.shape[0]
     quads = queries.lanes.shape[1]
     width = k if exact else shortlist
-    per_batch = max(1, ng * n_chunks // (TASKS_PER_THREAD * max(threads, 1)))
+    per_batch = ng if threads <= 1 else max(1, ng * n_chunks // (TASKS_PER_THREAD * threads))
     n_batches = -(-ng // per_batch)
     part_s = np.full((n_chunks, nq, width), -np.inf)
     part_i = np.full((n_chunks, nq, width), -1, np.int64)
@@ -764,8 +799,8 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
     for t in prange(n_batches * n_chunks):
         bt = t // n_chunks
         ch = t - bt * n_chunks
-        _scan_range(codes, factors, queries, book, cents, bt * per_batch, min(ng, (bt + 1) * per_batch), ch * step,
-                    min(n, (ch + 1) * step), exact, simd, filt, part_s[ch], part_i[ch])
+        _scan_range(codes, blk, factors, queries, book, cents, bt * per_batch, min(ng, (bt + 1) * per_batch),
+                    ch * step, min(n, (ch + 1) * step), exact, simd, filt, part_s[ch], part_i[ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
@@ -773,10 +808,13 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
         cand_i = np.ascontiguousarray(part_i[:, q]).ravel()
         if not exact:   # the shortlist by estimate: its exact scores
             raw = np.empty(4 * quads, np.uint8)
+            tmp = np.empty((1, blk.shape[1]), np.uint8)
             t0, t1, t2, t3, sp, sh, mask = decoder(book)
             for c in range(cand_i.shape[0]):
-                if cand_i[c] >= 0:
-                    cand_s[c] = _exact_score(codes, factors, cand_i[c], queries.rotated[q], queries.off[q], cents,
+                v = cand_i[c]
+                if v >= 0:
+                    src, row = _code_row(codes, blk, v, tmp)
+                    cand_s[c] = _exact_score(src, row, factors, v, queries.rotated[q], queries.off[q], cents,
                                              book.bits, raw, simd, sp, sh, mask)
         tmp = np.empty(k)
         sorted_topk(cand_s, cand_i, k, tmp, out_i[q])
