@@ -309,11 +309,17 @@ def row_sums(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts, m
         x, y = decode_chunk(flat, row_start + c * step, row_bytes - c * step, bits, t0, t1, t2, t3, spread,
                             shifts, mask)
         u = w.as_i32(y)
-        s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
         if m > 1:
+            s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
             s1 = _dot(simd, s1, u, w.load_i8(rows, a1 + 64 * c))
             s2 = _dot(simd, s2, u, w.load_i8(rows, a2 + 64 * c))
             s3 = _dot(simd, s3, u, w.load_i8(rows, a3 + 64 * c))
+        elif c & 1:   # one query: two sums, so that each vpdpbusd waits for the one before last
+            s1 = _dot(simd, s1, u, w.load_i8(rows, a0 + 64 * c))
+        else:
+            s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
+    if m == 1:
+        return w.reduce_add(w.add_i32(s0, s1)), 0, 0, 0
     return w.reduce_add(s0), w.reduce_add(s1), w.reduce_add(s2), w.reduce_add(s3)
 
 
