@@ -34,10 +34,11 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
 _CHUNKS_PER_THREAD = 4
-# Fast-scan layouts whose blocks the integer engine also scans, from this many queries a call on: it
+# Fast-scan widths whose blocks the integer engine also scans, from this many queries a call on: it
 # decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
-# queries; below it fast-scan's lookups are faster (bench/fastscan.py).
-_DOT_BATCH = {1: 256, 2: 256, 4: 64}
+# queries; below it fast-scan's lookups are faster, and at 1 bit (a nibble holds 4 coordinates)
+# always (bench/fastscan.py).
+_DOT_BATCH = {2: 256, 4: 64}
 
 
 def set_num_threads(n: int) -> None:
