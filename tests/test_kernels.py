@@ -24,8 +24,9 @@ def test_encode_directions_matches_reference(bits, dim):
     translate = (0.3 * rng.standard_normal(dim)).astype(np.float32)
     centre = (0.1 * rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32)
     scale[3], y[3] = 1.0, translate   # a row that becomes zero gets zero dots and does not crash
-    enc.encode_directions(y, scale, translate, centre, b, c, bits, codes, 1, norms, dots, resid)
-    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, translate, centre, b, c, bits)
+    spread = rng.uniform(0.3, 3.0, dim).astype(np.float32)   # per-coordinate spreads
+    enc.encode_directions(y, scale, translate, centre, spread, b, c, bits, codes, 1, norms, dots, resid)
+    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, translate, centre, b, c, bits, spread)
     seg = segment_bytes(dim, bits)
     np.testing.assert_array_equal(codes[:, 1:1 + seg], rcodes)
     np.testing.assert_array_equal(codes[:, 0], 0)
@@ -39,7 +40,7 @@ def test_encode_directions_matches_reference(bits, dim):
     np.testing.assert_array_equal(out, ref.unpack_codes(codes, 1, bits, dim))
     v = y * scale.astype(np.float32)[:, None] - translate
     np.testing.assert_array_equal(out[rnorms > 0], np.searchsorted(
-        b, v / np.where(rnorms > 0, rnorms, 1)[:, None] - centre, side="right")[rnorms > 0])
+        b, (v / np.where(rnorms > 0, rnorms, 1)[:, None] - centre) / spread, side="right")[rnorms > 0])
 
 
 def test_pack_signs_matches_reference():
