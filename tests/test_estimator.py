@@ -134,17 +134,37 @@ def test_files_from_before_the_estimator_load_as_direction(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_spread_in_a_file_must_be_positive(tmp_path):
-    x = _shared_direction(700, 32, seed=12)
-    index = ta.Index(32, bits=2, metric="l2")
-    index.add(x)
+def _saved_arrays(tmp_path, metric, seed):
+    """(kind, settings, arrays) of a saved index of 700 seeded rows under `metric`."""
+    index = ta.Index(32, bits=2, metric=metric)
+    index.add(_shared_direction(700, 32, seed=seed))
     index.save(tmp_path / "s.tann")
     kind, settings, arrays = io.read_file(tmp_path / "s.tann")
-    arrays = dict(arrays)
-    arrays["spread"] = -arrays["spread"]
+    return kind, settings, dict(arrays)
+
+
+def _refused_with(tmp_path, kind, settings, arrays, match):
     io.write_file(tmp_path / "bad.tann", kind, settings, arrays)
-    with pytest.raises(io.IndexFileError, match="spread"):
+    with pytest.raises(io.IndexFileError, match=match):
         ta.load(tmp_path / "bad.tann")
+
+
+def test_spread_in_a_file_must_be_positive(tmp_path):
+    kind, settings, arrays = _saved_arrays(tmp_path, "l2", 12)
+    arrays["spread"] = -arrays["spread"]
+    _refused_with(tmp_path, kind, settings, arrays, "spread")
+
+
+def test_factor_scale_in_a_file_is_checked(tmp_path):
+    kind, settings, arrays = _saved_arrays(tmp_path, "ip", 15)
+    for scale, match in [(np.array([3.0], np.float32), "power of two"),
+                         (np.array([1.0, 2.0], np.float32), "one float32"), (None, "scale")]:
+        changed = dict(arrays)
+        if scale is None:
+            del changed["factor_scale"]
+        else:
+            changed["factor_scale"] = scale
+        _refused_with(tmp_path, kind, settings, changed, match)
 
 
 def test_bad_estimator_is_refused():
@@ -185,20 +205,3 @@ def test_float16_factors_take_any_norm_at_the_scale_the_first_add_fixed():
     with pytest.raises(ValueError, match="x row 1 .* float16 range"):
         index.add(np.stack([x[800], x[801] * np.float32(1e3)]))
     assert len(index) == 800
-
-
-def test_factor_scale_in_a_file_is_checked(tmp_path):
-    x = _shared_direction(700, 32, seed=15)
-    index = ta.Index(32, bits=2, metric="ip")
-    index.add(x)
-    index.save(tmp_path / "s.tann")
-    kind, settings, arrays = io.read_file(tmp_path / "s.tann")
-    for scale, match in [(np.array([3.0], np.float32), "power of two"), (np.array([1.0, 2.0], np.float32), "one float32"), (None, "scale")]:
-        changed = dict(arrays)
-        if scale is None:
-            del changed["factor_scale"]
-        else:
-            changed["factor_scale"] = scale
-        io.write_file(tmp_path / "bad.tann", kind, settings, changed)
-        with pytest.raises(io.IndexFileError, match=match):
-            ta.load(tmp_path / "bad.tann")
