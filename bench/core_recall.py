@@ -218,6 +218,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None,
                    help="JSON path with one set (default bench/results/core_recall_<set>.json)")
+    p.add_argument("--reuse", default="",
+                   help="comma-separated rows (e.g. faiss-rabitq,turbovec-cal) taken from the set's earlier JSON "
+                        "report where it has them for the same queries and seed, instead of measured again")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.sets = [str(args.data)] if args.data else _common.csv_list(args.sets)
@@ -226,6 +229,7 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"--sets: unknown {unknown}; choose from {', '.join(DEFAULT_SETS)} or give --data")
     args.bits = _common.csv_list(args.bits, int)
+    args.reuse = _common.csv_list(args.reuse)
     args.methods = _common.csv_list(args.methods)
     args.turboann_variants = _common.csv_list(args.turboann_variants)
     unknown = [v for v in args.turboann_variants if v not in TURBOANN_CONFIGS]
@@ -263,13 +267,17 @@ def run_set(args, spec: str, runs, threads) -> dict:
           f"metric={ds.metric}; {report['machine']['cpu_model']}, {report['machine']['cores']} cores; "
           f"threads {args.threads} / {args.mt_threads or '-'}; repeat {args.repeat}; "
           f"load average {report['machine']['load_average'][0]:.2f}", flush=True)
+    earlier = earlier_rows(out_path, ds, args) if args.reuse else {}
     for bits in args.bits:
         for row, method, options in runs:
             t0 = time.perf_counter()
-            result = measure_row(ds, row, method, options, bits, args)
+            result = earlier.get((row, bits)) or measure_row(ds, row, method, options, bits, args)
             report["results"].append(result)
             _common.write_json(out_path, report)
-            if result["available"]:
+            if result.get("reused_from"):
+                print(f"  {row:<16} {bits} bits: 10@10 {result['recall10']:.4f}, {result['code_bytes']} B "
+                      f"(reused from the run of {result['reused_from']})", flush=True)
+            elif result["available"]:
                 print(f"  {row:<16} {bits} bits: 10@10 {result['recall10']:.4f}, {result['code_bytes']} B, "
                       f"{result['describe']} ({time.perf_counter() - t0:.0f} s)", flush=True)
             else:
@@ -285,6 +293,21 @@ def run_set(args, spec: str, runs, threads) -> dict:
     print(f"QPS mt = {args.mt_threads} threads; load average at end "
           f"{report['load_average_end'][0]:.2f}; wrote {out_path}\n", flush=True)
     return report
+
+
+def earlier_rows(path: Path, ds, args) -> dict:
+    """{(row, bits): result} of the --reuse rows in an earlier report at `path` of the same set, queries
+    and seed (marked "reused_from" with its start time); empty when there is none."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    st = old.get("settings", {})
+    if (st.get("dataset"), st.get("queries"), st.get("seed"), st.get("n")) != (
+            ds.name, ds.test.shape[0], args.seed, ds.train.shape[0]):
+        return {}
+    return {(r["row"], r["bits"]): {**r, "reused_from": old.get("started")}
+            for r in old.get("results", []) if r["row"] in args.reuse and r.get("available")}
 
 
 def margin_table(reports: list[dict]) -> str:
