@@ -113,3 +113,16 @@ def test_sorted_topk_breaks_ties_by_slot():
 def test_row_norms_match_numpy(n):
     x = np.random.default_rng(n).standard_normal((n, 37)).astype(np.float32)
     np.testing.assert_allclose(enc.row_norms(x), np.linalg.norm(x.astype(np.float64), axis=1), rtol=1e-12)
+
+
+def test_norms_and_dots_matches_reference():
+    rng = np.random.default_rng(7)
+    x = (3 * rng.standard_normal((300, 37))).astype(np.float32)
+    x[5] = 0.0
+    m = rng.standard_normal(37).astype(np.float32)
+    norms, dots = np.empty(300), np.empty(300)
+    enc.norms_and_dots(x, m, norms, dots)
+    want_norms, want_dots = ref.norms_and_dots(x, m)
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
+    np.testing.assert_allclose(dots, want_dots, rtol=1e-10, atol=1e-9)
+    assert norms[5] == dots[5] == 0.0

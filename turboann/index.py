@@ -129,16 +129,17 @@ def _estimate_spread(quant, x: np.ndarray, scale: np.ndarray | None, translate: 
     """
     n = x.shape[0]
     rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).astype(np.int64))
-    v = quant.rotation.apply(np.ascontiguousarray(x[rows])).astype(np.float64)
+    v = quant.rotation.apply(np.ascontiguousarray(x[rows]))
     if scale is not None:
-        v *= scale[rows, None]
+        v *= scale[rows, None].astype(np.float32)
     v -= translate
-    norms = np.sqrt((v * v).sum(axis=1))
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
     keep = np.isfinite(norms) & (norms > 0)
     if keep.sum() < 2:
         return np.ones(x.shape[1], np.float32)
-    e = v[keep] / norms[keep, None]
-    sd = e.std(axis=0)
+    e = v[keep] * (1.0 / norms[keep]).astype(np.float32)[:, None]
+    mean = e.mean(axis=0, dtype=np.float64)
+    sd = np.sqrt(np.maximum(np.einsum("ij,ij->j", e, e, dtype=np.float64) / e.shape[0] - mean * mean, 0.0))
     rms = math.sqrt(float((sd * sd).mean()))
     if not rms > 0:
         return np.ones(x.shape[1], np.float32)
@@ -374,10 +375,11 @@ class Index:
                     _validate.finite_rows("x", _enc.row_norms(x), x)
                 fitted = True
         translate, centre, gain = self._centring(mean)
-        scale, row_norms = None, None
+        scale, row_norms, centre_dots = None, None, None
         if self._translating_directions and self.metric == "cosine":
             # cosine: each row's direction is translated, so the encoder needs 1 / ||x|| first
-            row_norms = _enc.row_norms(x)
+            row_norms, centre_dots = np.empty(n), np.empty(n)
+            _enc.norms_and_dots(x, np.zeros(self.dim, np.float32) if mean is None else mean, row_norms, centre_dots)
             _validate.finite_rows("x", row_norms, x)
             self._check_directions(row_norms, "x")
             scale = 1.0 / row_norms
@@ -396,7 +398,7 @@ class Index:
             self._check_directions(enc.norms, "x")
         with np.errstate(over="ignore"):   # inf for a huge row, rejected below
             norms = None if self.metric == "cosine" and row_norms is None else enc.norms.astype(np.float32)
-        bias = self._centre_bias(x, mean, row_norms) if self._translating_directions else None
+        bias = self._centre_bias(x, mean, row_norms, centre_dots) if self._translating_directions else None
         factors = self._stored_factors(norms, enc.dots, enc.gammas, x, bias)
         if mean is not self._mean:
             self._set_mean(mean)
@@ -405,15 +407,18 @@ class Index:
         if self._vectors is not None:
             self._keep(x, self._row_scale(enc.norms if row_norms is None else row_norms, "x"), ids)
 
-    def _centre_bias(self, x: np.ndarray, mean: np.ndarray | None, row_norms: np.ndarray | None) -> np.ndarray:
-        """<m, x - m> (n,) float64 for each row (its unit direction under "cosine"): the exact part of the
-        "translate" estimator's score but for <m, m>, which `_finish` adds with the query's <q, m>
-        (smaller numbers keep more of their precision as float16); zeros without a centre."""
+    def _centre_bias(self, x: np.ndarray, mean: np.ndarray | None, row_norms: np.ndarray | None,
+                     centre_dots: np.ndarray | None) -> np.ndarray:
+        """<m, x - m> (n,) float64 for each row (its unit direction under "cosine", from its norm and
+        <x, m> (n,) float64 already computed): the exact part of the "translate" estimator's score but
+        for <m, m>, which `_finish` adds with the query's <q, m> (smaller numbers keep more of their
+        precision as float16); zeros without a centre."""
         if mean is None:
             return np.zeros(x.shape[0])
-        bias = (x @ mean.astype(np.float32)).astype(np.float64)
-        if row_norms is not None:
-            bias /= row_norms
+        if row_norms is None:
+            bias = (x @ mean.astype(np.float32)).astype(np.float64)
+        else:
+            bias = centre_dots / row_norms
         return bias - float(mean.astype(np.float64) @ mean)
 
     def _new_ids(self, ids, n: int) -> np.ndarray:

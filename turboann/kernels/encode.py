@@ -262,6 +262,25 @@ def _row_norms_parallel(x, out, chunk):
         _row_norms_into(x[c * chunk:(c + 1) * chunk], out[c * chunk:(c + 1) * chunk])
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def norms_and_dots(x, m, norms, dots):
+    """One pass over x (n, d) float32: norms (n,) float64 out ||x[r]|| and dots (n,) float64 out
+    <x[r], m>, m (d,) float32, both accumulated in float64 (the "translate" estimator's cosine rows
+    need their norm before encoding and their inner product with the centre beside the code)."""
+    n, d = x.shape
+    for task in prange((n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            row = x[r]
+            sq = 0.0
+            dm = 0.0
+            for i in range(d):
+                a = np.float64(row[i])
+                sq += a * a
+                dm += a * m[i]
+            norms[r] = np.sqrt(sq)
+            dots[r] = dm
+
+
 # Rows prefetched ahead when summing: measured 1.4x faster on wordnet.
 _SUM_PREFETCH = 8
 

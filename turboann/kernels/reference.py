@@ -61,6 +61,12 @@ def encode_directions(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, c
     return codes, norms.astype(np.float32), dots.astype(np.float32), (u - uh).astype(np.float32)
 
 
+def norms_and_dots(x: np.ndarray, m: np.ndarray):
+    """Twin of `kernels.encode.norms_and_dots`: (||x[r]|| (n,), <x[r], m> (n,)) float64."""
+    x64 = x.astype(np.float64)
+    return np.sqrt((x64 * x64).sum(axis=1)), x64 @ m.astype(np.float64)
+
+
 def pack_signs(z: np.ndarray, offset: int = 0) -> np.ndarray:
     """Twin of `kernels.encode.pack_signs`, into a fresh (n, offset + ceil(d / 8)) array."""
     return pack_codes((z >= 0).astype(np.int64), 1, offset)
