@@ -90,17 +90,31 @@ def test_spread_fitted_on_the_first_add_only_and_normalised():
     index.add(x[600:])
     np.testing.assert_array_equal(index.spread, spread)
     # it is the spread of the rotated unit residuals of the first add's rows
-    want = _estimate_spread(index.quantizer, x[:600], None,
+    want = _estimate_spread(index.quantizer, x[:600], False,
                             index.quantizer.rotation.apply(index.mean[None, :])[0])
     np.testing.assert_array_equal(spread, want)
+    # fit_spread gives a chunked build the spreads of one add
+    chunked = ta.Index(64, bits=3, metric="l2", center=ta.index.estimate_centre(x[:600], "l2"))
+    chunked.fit_spread(x[:600])
+    np.testing.assert_array_equal(chunked.spread, spread)
+    for part in (x[:300], x[300:600]):
+        chunked.add(part)
+    np.testing.assert_array_equal(chunked.spread, spread)
+    with pytest.raises(ValueError, match="fit_spread needs"):
+        chunked.fit_spread(x)
+    with pytest.raises(ValueError, match="fit_spread needs"):
+        ta.Index(64, metric="l2").fit_spread(x)
 
 
-def test_no_spread_without_a_fitted_centre():
+def test_spreads_need_a_centre_and_enough_rows():
     x = _shared_direction(600, 32, seed=9)
     assert ta.Index(32, metric="cosine", center=False).estimator == "direction"
     given = ta.Index(32, metric="l2", center=x.mean(axis=0))
+    given.add(x[:100])   # a given centre: spreads from the first add of MIN_CENTER_SAMPLE rows or more
+    assert given.spread is None
+    given = ta.Index(32, metric="l2", center=x.mean(axis=0))
     given.add(x)
-    assert given.spread is None   # a given centre comes without spreads (its index must not depend on the split)
+    assert given.spread is not None
     small = ta.Index(32, metric="ip")
     small.add(x[:100])   # fewer than MIN_CENTER_SAMPLE: oblivious, two factors all the same
     assert small.mean is None and small.spread is None and small.code_bytes == 32 * 4 // 8 + 4

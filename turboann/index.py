@@ -115,10 +115,10 @@ _SPREAD_SAMPLE_ROWS = 4096
 _SPREAD_FLOOR = 1e-3
 
 
-def _estimate_spread(quant, x: np.ndarray, scale: np.ndarray | None, translate: np.ndarray,
+def _estimate_spread(quant, x: np.ndarray, unit: bool, translate: np.ndarray,
                      max_rows: int = _SPREAD_SAMPLE_ROWS) -> np.ndarray:
     """Per-coordinate spread (dim,) float32 of the encoder's unit residuals e = v / ||v||,
-    v = rotated(x) * scale - translate, over evenly spaced rows of x (n, dim) float32: each
+    v = rotated(x) (/ ||x|| with unit=True) - translate, over evenly spaced rows of x (n, dim) float32: each
     coordinate's standard deviation over the sample, divided by their root mean square (so the
     codebook's overall width, the law's, is kept), floored at _SPREAD_FLOOR.
 
@@ -130,8 +130,9 @@ def _estimate_spread(quant, x: np.ndarray, scale: np.ndarray | None, translate: 
     n = x.shape[0]
     rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).astype(np.int64))
     v = quant.rotation.apply(np.ascontiguousarray(x[rows]))
-    if scale is not None:
-        v *= scale[rows, None].astype(np.float32)
+    if unit:
+        with np.errstate(divide="ignore", invalid="ignore"):   # zero rows: left out below
+            v /= np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64)).astype(np.float32)[:, None]
     v -= translate
     norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
     keep = np.isfinite(norms) & (norms > 0)
@@ -179,7 +180,8 @@ class Index:
     translated by a centre m: the data mean (of the unit vectors under
     "cosine"). The code holds the unit direction e of r = x - m, scored as
     ||r|| <q - m, e_hat> / <e, e_hat>, and each vector keeps the exact
-    <m, x> beside it, so the shared direction costs no bits and adds no
+    <m, x - m> beside it (<q, m> is added per query), so the shared
+    direction costs no bits and adds no
     error (as RaBitQ's centring does); under "l2" the kept term is -||r||^2.
     The same first add also fits per-coordinate spreads of the rotated unit
     residuals, so that each coordinate is quantized on the codebook's scale
@@ -191,7 +193,8 @@ class Index:
     "auto" estimates m from the first add when it holds at least
     MIN_CENTER_SAMPLE vectors, True always does, False never does (fully
     data-oblivious codes), or give m itself as a (dim,) array (see
-    `estimate_centre`; a given centre comes without spreads).
+    `estimate_centre`; the spreads are then fitted on the first add of at
+    least MIN_CENTER_SAMPLE vectors).
     estimator: "auto" ("translate", or "direction" when compact=True,
     variant="prod" (whose factors would grow by one) or center=False,
     where no centre is kept), "translate" or "direction".
@@ -266,7 +269,7 @@ class Index:
 
     @property
     def _biased(self) -> bool:
-        """Whether each vector keeps a bias beside its weights: -||r||^2 under "l2", <m, x> when the
+        """Whether each vector keeps a bias beside its weights: -||r||^2 under "l2", <m, x - m> when the
         "translate" estimator serves "ip" or "cosine"."""
         return self.metric == "l2" or self.estimator == "translate"
 
@@ -367,7 +370,7 @@ class Index:
         if n == 0:
             return
         mean, spread = self._mean, self._spread
-        fitted = False
+        fitted = False   # the centre taken from these rows
         if mean is None and self.center is not False and len(self._store) == 0:
             if self.center is True or n >= MIN_CENTER_SAMPLE:
                 mean = _estimate_centre(x, directions=_centres_directions(self.metric, self.estimator))
@@ -383,8 +386,9 @@ class Index:
             _validate.finite_rows("x", row_norms, x)
             self._check_directions(row_norms, "x")
             scale = 1.0 / row_norms
-        if fitted and self.estimator == "translate":
-            spread = _estimate_spread(self._quant, x, scale, translate)
+        if (spread is None and mean is not None and self.estimator == "translate" and len(self._store) == 0
+                and (fitted or n >= MIN_CENTER_SAMPLE)):
+            spread = _estimate_spread(self._quant, x, self.metric == "cosine", translate)
         # One pass over x: the encoder rotates, then translates and
         # normalises (the rotation commutes with both), and writes the codes
         # where the store keeps them. The norms it computes on the way tell
@@ -406,6 +410,24 @@ class Index:
         self._store.commit(factors, ids)
         if self._vectors is not None:
             self._keep(x, self._row_scale(enc.norms if row_norms is None else row_norms, "x"), ids)
+
+    @writing
+    def fit_spread(self, x) -> None:
+        """Fit the per-coordinate spreads on rows x (n, dim) as one add of x would, before the first add.
+
+        For callers adding in chunks: with center= from `estimate_centre` and
+        the spreads from this, the index does not depend on how the rows were
+        split. Needs the "translate" estimator, a centre and an empty index.
+        """
+        x = _validate.rows("x", x, self.dim)
+        if self.estimator != "translate" or self._mean is None or len(self._store):
+            raise ValueError(f"fit_spread needs estimator 'translate', a centre and an empty index, got "
+                             f"estimator {self.estimator!r}, centre {'set' if self._mean is not None else 'None'} "
+                             f"and {len(self._store)} vectors")
+        spread = _estimate_spread(self._quant, x, self.metric == "cosine", self._translate)
+        if not np.isfinite(spread).all():
+            _validate.finite_rows("x", _enc.row_norms(x), x)
+        self._spread = spread
 
     def _centre_bias(self, x: np.ndarray, mean: np.ndarray | None, row_norms: np.ndarray | None,
                      centre_dots: np.ndarray | None) -> np.ndarray:
