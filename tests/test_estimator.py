@@ -219,3 +219,18 @@ def test_float16_factors_take_any_norm_at_the_scale_the_first_add_fixed():
     with pytest.raises(ValueError, match="x row 1 .* float16 range"):
         index.add(np.stack([x[800], x[801] * np.float32(1e3)]))
     assert len(index) == 800
+
+
+def test_given_spread_is_used_and_checked():
+    x = _shared_direction(700, 32, seed=16)
+    one = ta.Index(32, bits=3, metric="cosine")
+    one.add(x)
+    given = ta.Index(32, bits=3, metric="cosine", center=one.mean, spread=one.spread)
+    given.add(x[:300])   # a first add that alone would fit other spreads
+    np.testing.assert_array_equal(given.spread, one.spread)
+    for spread, match in [(np.ones(31), r"\(32,\) array"), (np.zeros(32), "positive"),
+                          (np.full(32, np.nan), "positive")]:
+        with pytest.raises(ValueError, match=match):
+            ta.Index(32, spread=spread)
+    with pytest.raises(ValueError, match="needs estimator 'translate'"):
+        ta.Index(32, estimator="direction", spread=np.ones(32))

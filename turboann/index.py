@@ -195,6 +195,9 @@ class Index:
     data-oblivious codes), or give m itself as a (dim,) array (see
     `estimate_centre`; the spreads are then fitted on the first add of at
     least MIN_CENTER_SAMPLE vectors).
+    spread: None (fitted as above), or given (dim,) positive spreads in
+    rotated coordinates (`Index.spread` of an index of the same settings;
+    for shards and chunked builds that must encode as one index would).
     estimator: "auto" ("translate", or "direction" when compact=True,
     variant="prod" (whose factors would grow by one) or center=False,
     where no centre is kept), "translate" or "direction".
@@ -220,7 +223,7 @@ class Index:
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
                  variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
                  rotation_rounds: int | None = None, keep_vectors: bool = False,
-                 layout: str = "auto", compact: bool = False, estimator: str = "auto"):
+                 layout: str = "auto", compact: bool = False, estimator: str = "auto", spread=None):
         # Searches share it, adds and removes hold it alone (see turboann._rwlock and README).
         self._lock = RWLock()
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
@@ -236,7 +239,7 @@ class Index:
         self.center, mean = self._check_center(center)
         self.estimator = self._check_estimator(estimator)
         self.layout = self._check_layout(layout)
-        self._spread = None
+        self._spread = self._check_spread(spread)
         self._set_mean(mean)
         nseg = len(self._quant.segments)
         n_factors = nseg + (1 if self._biased else 0)
@@ -258,6 +261,21 @@ class Index:
             raise ValueError(f"compact=True needs variant 'mse' and correction 'ip', got variant "
                              f"{self.variant!r} and correction {self.correction!r}")
         return bool(compact)
+
+    def _check_spread(self, spread) -> np.ndarray | None:
+        """None, or a given (dim,) array of positive finite spreads as float32 (the "translate" estimator)."""
+        if spread is None:
+            return None
+        arr = np.asarray(spread)
+        if arr.shape != (self.dim,) or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise ValueError(f"spread must be None or a ({self.dim},) array, got shape {arr.shape} and dtype "
+                             f"{arr.dtype}")
+        arr = arr.astype(np.float32)
+        if not (np.isfinite(arr).all() and (arr > 0).all()):
+            raise ValueError("spread must be positive and finite")
+        if self.estimator != "translate":
+            raise ValueError(f"spread needs estimator 'translate', got {self.estimator!r}")
+        return arr
 
     def _check_estimator(self, estimator) -> str:
         estimator = _validate.choice("estimator", estimator, ESTIMATORS)
