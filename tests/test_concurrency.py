@@ -28,10 +28,11 @@ CONFIGS = [   # (kind, metric, layout, bits)
 ]
 
 
-def _build(kind, metric, layout, bits, x, centre=None):
+def _build(kind, metric, layout, bits, x, centre=None, spread=None):
     if kind == "flat":
         center = "auto" if centre is None else centre
-        return ta.Index(DIM, bits=bits, metric=metric, seed=3, layout=layout, keep_vectors=True, center=center)
+        return ta.Index(DIM, bits=bits, metric=metric, seed=3, layout=layout, keep_vectors=True, center=center,
+                        spread=spread)
     index = ta.IVFIndex(DIM, nlist=NLIST, bits=bits, metric=metric, seed=3, layout=layout, keep_vectors=True)
     index.set_centroids(x[:BASE:BASE // NLIST][:NLIST])
     return index
@@ -154,7 +155,8 @@ def test_searches_while_one_thread_writes(tmp_path, kind, metric, layout, bits):
     assert len(index._vectors) == len(index)
     # A fresh index of the held vectors, added in the order the index keeps them, searches alike.
     order = index.ids
-    fresh = _build(kind, metric, layout, bits, x, centre=index.mean if kind == "flat" else None)
+    fresh = _build(kind, metric, layout, bits, x, centre=index.mean if kind == "flat" else None,
+                   spread=index.spread if kind == "flat" else None)
     fresh.add(x[order], order)
     saved = ta.load(path)
     for rerank in (None, RERANK):

@@ -184,7 +184,7 @@ def test_dead_shard_is_named_or_left_out(data, tmp_path):
     # The live shard's answer is exactly a single index holding shard 0's vectors.
     ids = np.arange(len(x))
     live = ids[shard_of(ids, 2) == 0]
-    single = ta.Index(DIM, bits=4, metric="l2", seed=0, center=sh.mean)
+    single = ta.Index(DIM, bits=4, metric="l2", seed=0, center=sh.mean, spread=sh.spread)
     single.add(x[live], live)
     assert_same_results((D, I), single.search(q, K))
     # Nothing saved is lost.

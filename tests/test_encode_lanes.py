@@ -33,12 +33,14 @@ def _placed(before, stream, start, target):
     return out
 
 
-def _encode(x, rounds, scale, translate, centre, b, c, target, start, tail=None):
-    """encode_lanes into slots start.. of target; tail (first, boundaries, centroids, width) or None."""
+def _encode(x, rounds, scale, translate, centre, b, c, target, start, tail=None, spread=None):
+    """encode_lanes into slots start.. of target; tail (first, boundaries, centroids, width) or None;
+    spread (d,) float32 or None for all 1."""
     n, d = x.shape
     norms, dots = np.empty(n), np.empty(n, np.float32)
     tail = (d, b, c, target.width) if tail is None else tail
-    enc.encode_lanes(read_only(x), *rounds, scale, translate, centre, b, c, *tail, target.dest, start, target.base,
+    spread = np.ones(d, np.float32) if spread is None else spread
+    enc.encode_lanes(read_only(x), *rounds, scale, translate, centre, spread, b, c, *tail, target.dest, start, target.base,
                      target.block_stride, target.lane_stride, target.byte_stride, target.width, norms, dots)
     return norms, dots
 
@@ -46,7 +48,7 @@ def _encode(x, rounds, scale, translate, centre, b, c, target, start, tail=None)
 @pytest.mark.parametrize("bits", [1, 2, 3, 4])
 @pytest.mark.parametrize("dim", [7, 100])
 @pytest.mark.parametrize("layout,start", [("rows", 0), ("rows", 5), ("blocks", 0), ("blocks", 37)])
-@pytest.mark.parametrize("scaling", ["scaled", "translated", "plain"])
+@pytest.mark.parametrize("scaling", ["scaled", "translated", "plain", "spread"])
 def test_encode_lanes_matches_reference(bits, dim, layout, start, scaling):
     rng = np.random.default_rng(bits * 1000 + dim * 10 + start)
     n = 75   # not a multiple of 8: a partial group of lanes
@@ -58,10 +60,15 @@ def test_encode_lanes_matches_reference(bits, dim, layout, start, scaling):
     y[3] = translate   # v = 0 (with scale 1): zero norm and dots, no crash
     if scaling == "scaled":
         scale[3] = 1.0
+    # per-coordinate spreads (the "translate" estimator's): codes of (u - centre) / spread
+    spread = rng.uniform(0.3, 3.0, dim).astype(np.float32) if scaling == "spread" else None
     target, nbytes = _target(layout, start + n + 3, dim, bits)
     before = target.dest.copy()
-    norms, dots = _encode(y, _no_rounds(dim), scale, translate, centre, b, c, target, start)
-    want, want_norms, want_dots = ref.encode_lanes(y, scale, translate, centre, b, c, target.width)
+    norms, dots = _encode(y, _no_rounds(dim), scale, translate, centre, b, c, target, start, spread=spread)
+    want, want_norms, want_dots = ref.encode_lanes(y, scale, translate, centre, b, c, target.width, spread=spread)
+    if spread is not None and bits > 1:   # the spreads changed the codes (1 bit: only signs, which they keep)
+        plain, _, _ = ref.encode_lanes(y, scale, translate, centre, b, c, target.width)
+        assert (plain != want).any()
     assert want.shape[1] == nbytes
     np.testing.assert_array_equal(target.dest, _placed(before, want, start, target))   # and no other byte
     np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
@@ -88,10 +95,11 @@ def test_encode_lanes_tail_matches_reference(bits, tail_bits, first, layout, sta
     else:
         target = enc.row_major_target(np.full((start + n, nbytes + 3), 0xA5, np.uint8), 2, bits)
     before = target.dest.copy()
+    spread = rng.uniform(0.3, 3.0, dim).astype(np.float32)
     norms, dots = _encode(y, _no_rounds(dim), np.empty(0), translate, centre, b, c, target, start,
-                          (first, tb, tc, tail_width))
+                          (first, tb, tc, tail_width), spread)
     want, want_norms, want_dots = ref.encode_lanes(y, np.empty(0), translate, centre, b, c, width,
-                                                   (first, tb, tc, tail_width))
+                                                   (first, tb, tc, tail_width), spread)
     assert want.shape[1] == nbytes
     np.testing.assert_array_equal(target.dest, _placed(before, want, start, target))
     np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
@@ -200,6 +208,7 @@ def test_encoder_norms_float32_and_their_float64_fallback(scaling):
     # the row encoder: the same norms
     codes = np.zeros((n, (dim * bits + 7) // 8), np.uint8)
     row_norms, dots = np.empty(n, np.float32), np.empty(n, np.float32)
-    enc.encode_directions(y, np.ones(n) if scaling == "plain" else scale, translate, centre, b, c, bits, codes, 0,
+    enc.encode_directions(y, np.ones(n) if scaling == "plain" else scale, translate, centre,
+                          np.ones(dim, np.float32), b, c, bits, codes, 0,
                           row_norms, dots, np.empty((0, 0), np.float32))
     np.testing.assert_array_equal(row_norms, want.astype(np.float32))

@@ -33,31 +33,37 @@ def test_recall_against_brute_force(data_64, variant, metric, bits):
 
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
-@pytest.mark.parametrize("variant,center", [("mse", False), ("mse", True), ("prod", True)])
-def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center):
+@pytest.mark.parametrize("variant,center,estimator", [("mse", False, "auto"), ("mse", True, "direction"),
+                                                      ("prod", True, "direction"), ("mse", True, "translate"),
+                                                      ("prod", True, "translate")])
+def test_kernel_scores_equal_numpy_reference(data_64, metric, variant, center, estimator):
     """The index's D equals a decode-and-dot NumPy computation of the same estimator."""
     x, q = data_64
     x, q = x[:700], q[:7]
-    index = ta.Index(64, bits=3, metric=metric, variant=variant, center=center)
+    index = ta.Index(64, bits=3, metric=metric, variant=variant, center=center, estimator=estimator)
     index.add(x)
     D, I = index.search(q, 20)
     quant = index.quantizer
     qq = (q / np.linalg.norm(q, axis=1, keepdims=True) if metric == "cosine" else q).astype(np.float32)
-    if center and metric == "l2":   # l2 translates data and queries by the mean
+    translate = center and (metric == "l2" or index.estimator == "translate")
+    if translate:   # data and queries translated by the centre
         qq = qq - index.mean
     qv = quant.segment_values(qq)
     qoff = np.zeros(qv.shape[:2])
-    if center and metric != "l2":   # every reconstruction holds the centre direction: <R q, R m>
+    cents = quant.centroid_table
+    if center and not translate:   # every reconstruction holds the centre direction: <R q, R m>
         qoff[:, 0] = quant.rotation.apply(qq) @ quant.rotation.apply(index.mean[None, :])[0]
         cents = quant.centroid_table.copy()   # the codebook narrowed to the centred spread
         cents[0] *= np.sqrt(1.0 - index.mean.astype(np.float64) @ index.mean)
-    else:
-        cents = quant.centroid_table
+    if index.spread is not None:   # the codes are of the coordinates over their spreads
+        qv[:, 0, :] *= index.spread
     scores = ref.score_codes(index._store.codes, index._store.factors, qv, cents, quant.segments, qoff)
     if metric == "l2":
         scores = (qq.astype(np.float64) ** 2).sum(1)[:, None] - scores
         order = np.argsort(scores, axis=1, kind="stable")[:, :20]
     else:
+        if translate:   # the per-query part of <q, x>: <q, m>
+            scores = scores + ((qq + index.mean).astype(np.float64) @ index.mean)[:, None]
         order = np.argsort(-scores, axis=1, kind="stable")[:, :20]
     want = np.take_along_axis(scores, order, 1)
     np.testing.assert_allclose(D, np.maximum(want, 0) if metric == "l2" else want, rtol=1e-4, atol=1e-4)
@@ -88,6 +94,8 @@ def test_scan_factors_are_the_formula_rounded_once(metric, variant, correction):
         want = [n64]
     if metric == "l2":
         want = [2.0 * w for w in want] + [-n64 * n64]
+    elif index._biased:   # the "translate" estimator's bias column: none given, zeros
+        want = want + [np.zeros(40)]
     with np.errstate(over="ignore"):
         want = np.stack(want, axis=1).astype(np.float32)
     assert got.dtype == np.float32 and got.shape == want.shape
@@ -195,6 +203,10 @@ def test_nbytes_and_code_bytes():
     flat.add(np.random.default_rng(0).standard_normal((10, 384)))
     assert flat.nbytes == 10 * (96 + 4 + 8)
     assert ta.Index(384, bits=2, metric="l2").code_bytes == 96 + 8
+    # the "translate" estimator's weight and bias as two float16 under cosine and ip
+    assert ta.Index(384, bits=2, metric="cosine").code_bytes == 96 + 4
+    assert ta.Index(384, bits=2, metric="ip").code_bytes == 96 + 4
+    assert ta.Index(384, bits=2, metric="ip", estimator="direction").code_bytes == 96 + 4
     assert ta.Index(384, bits=2, variant="prod").code_bytes == 96 + 8
 
 

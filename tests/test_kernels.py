@@ -24,8 +24,9 @@ def test_encode_directions_matches_reference(bits, dim):
     translate = (0.3 * rng.standard_normal(dim)).astype(np.float32)
     centre = (0.1 * rng.standard_normal(dim) / np.sqrt(dim)).astype(np.float32)
     scale[3], y[3] = 1.0, translate   # a row that becomes zero gets zero dots and does not crash
-    enc.encode_directions(y, scale, translate, centre, b, c, bits, codes, 1, norms, dots, resid)
-    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, translate, centre, b, c, bits)
+    spread = rng.uniform(0.3, 3.0, dim).astype(np.float32)   # per-coordinate spreads
+    enc.encode_directions(y, scale, translate, centre, spread, b, c, bits, codes, 1, norms, dots, resid)
+    rcodes, rnorms, rdots, rresid = ref.encode_directions(y, scale, translate, centre, b, c, bits, spread)
     seg = segment_bytes(dim, bits)
     np.testing.assert_array_equal(codes[:, 1:1 + seg], rcodes)
     np.testing.assert_array_equal(codes[:, 0], 0)
@@ -39,7 +40,7 @@ def test_encode_directions_matches_reference(bits, dim):
     np.testing.assert_array_equal(out, ref.unpack_codes(codes, 1, bits, dim))
     v = y * scale.astype(np.float32)[:, None] - translate
     np.testing.assert_array_equal(out[rnorms > 0], np.searchsorted(
-        b, v / np.where(rnorms > 0, rnorms, 1)[:, None] - centre, side="right")[rnorms > 0])
+        b, (v / np.where(rnorms > 0, rnorms, 1)[:, None] - centre) / spread, side="right")[rnorms > 0])
 
 
 def test_pack_signs_matches_reference():
@@ -112,3 +113,16 @@ def test_sorted_topk_breaks_ties_by_slot():
 def test_row_norms_match_numpy(n):
     x = np.random.default_rng(n).standard_normal((n, 37)).astype(np.float32)
     np.testing.assert_allclose(enc.row_norms(x), np.linalg.norm(x.astype(np.float64), axis=1), rtol=1e-12)
+
+
+def test_norms_and_dots_matches_reference():
+    rng = np.random.default_rng(7)
+    x = (3 * rng.standard_normal((300, 37))).astype(np.float32)
+    x[5] = 0.0
+    m = rng.standard_normal(37).astype(np.float32)
+    norms, dots = np.empty(300), np.empty(300)
+    enc.norms_and_dots(x, m, norms, dots)
+    want_norms, want_dots = ref.norms_and_dots(x, m)
+    np.testing.assert_allclose(norms, want_norms, rtol=1e-12)
+    np.testing.assert_allclose(dots, want_dots, rtol=1e-10, atol=1e-9)
+    assert norms[5] == dots[5] == 0.0

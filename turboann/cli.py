@@ -153,7 +153,10 @@ def make_index(dim: int, metric: str, options: dict, train: np.ndarray):
         index.train(train)
         return index
     center = "auto" if train.shape[0] <= BUILD_CHUNK else _centre(train, metric)
-    return Index(dim, center=center, compact=options.get("compact", False), **common)
+    index = Index(dim, center=center, compact=options.get("compact", False), **common)
+    if not isinstance(center, str) and index.estimator == "translate":
+        index.fit_spread(train)   # as one add of train would, not the first chunk's
+    return index
 
 
 def add_with_progress(index, x: np.ndarray) -> None:

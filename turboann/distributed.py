@@ -23,7 +23,7 @@ import numpy as np
 
 from . import _validate
 from ._rwlock import RWLock, reading, writing
-from .index import MIN_CENTER_SAMPLE, Index, _estimate_centre
+from .index import MIN_CENTER_SAMPLE, Index, estimate_centre
 from .io import IndexFileError, _atomic_write
 from .ivf import IVFIndex
 
@@ -107,7 +107,8 @@ class _Shard:
         index = self.index
         return {"n": len(ids), "routed": bool((shard_of(ids, shards) == shard).all()),
                 "next_id": int(index._store.next_id), "nbytes": int(index.nbytes),
-                "mean": index.mean, "centroids": getattr(index, "centroids", None),
+                "mean": index.mean, "spread": getattr(index, "spread", None),
+                "centroids": getattr(index, "centroids", None),
                 "settings": index._settings()}
 
     def nbytes(self) -> int:
@@ -142,6 +143,7 @@ class ShardedIndex:
         self.dim, self.bits, self.metric = self._template.dim, self._template.bits, self._template.metric
         self._center = self._template.center if self._kind == "Index" else False
         self._mean = self._template.mean
+        self._spread = None
         self._actor_options = dict(actor_options or {})
         self._count = 0
         self._next_id = 0
@@ -167,7 +169,11 @@ class ShardedIndex:
         """Settings each shard is built with: the driver's centre decision, never its own."""
         if self._kind != "Index":
             return dict(self._settings)
-        return {**self._settings, "center": False if self._mean is None else self._mean}
+        settings = {**self._settings, "estimator": self._template.estimator}   # as decided for the driver's centre
+        if self._mean is None:
+            return {**settings, "center": False}
+        return {**settings, "center": self._mean,
+                **({"spread": self._spread} if self._spread is not None else {})}
 
     def _start(self, specs):
         ray = _import_ray()
@@ -193,6 +199,11 @@ class ShardedIndex:
     def mean(self) -> np.ndarray | None:
         """The centre every shard subtracts, or None."""
         return None if self._mean is None else self._mean.copy()
+
+    @property
+    def spread(self) -> np.ndarray | None:
+        """The per-coordinate spreads every shard's codes take (see `Index.spread`), or None."""
+        return None if self._spread is None else self._spread.copy()
 
     @property
     @reading
@@ -325,7 +336,11 @@ class ShardedIndex:
         if self._kind != "Index" or self._mean is not None or self._center is False or self._count:
             return
         if self._center is True or x.shape[0] >= MIN_CENTER_SAMPLE:
-            self._mean = _estimate_centre(x, directions=self.metric != "l2")
+            self._mean = estimate_centre(x, self.metric, self._template.estimator)
+            if self._template.estimator == "translate":   # the spreads one add of x would fit
+                one = _build(self._kind, {**self._settings, "center": self._mean})
+                one.fit_spread(x)
+                self._spread = one.spread
             self._gather([a.reset.remote(self._kind, self._shard_settings()) for a in self._actors], "add")
 
     # -- searching --------------------------------------------------------------
@@ -430,7 +445,7 @@ class ShardedIndex:
         self._template = _build(self._kind, self._settings)
         self.dim, self.bits, self.metric = self._template.dim, self._template.bits, self._template.metric
         self._center = self._template.center if self._kind == "Index" else False
-        self._mean = states[0]["mean"]
+        self._mean, self._spread = states[0]["mean"], states[0]["spread"]
         if self._kind == "IVFIndex" and states[0]["centroids"] is not None:
             self._template.set_centroids(states[0]["centroids"])
         self._count, self._next_id = int(manifest["count"]), int(manifest["next_id"])

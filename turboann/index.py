@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from . import _validate, compact as _compact
+from .half import HalfFactors
 from .kernels import dot as _dot
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
@@ -25,6 +26,7 @@ from .vectors import KeptVectors
 VARIANTS = ("mse", "prod")
 CORRECTIONS = ("ip", "none")
 LAYOUTS = ("auto", "flat", "fastscan")
+ESTIMATORS = ("auto", "translate", "direction")
 # Fewer vectors than this in the first add give too noisy a mean: stay oblivious.
 MIN_CENTER_SAMPLE = 256
 # k may exceed len(index) (the rest is padding) up to this; beyond it a k above len is a mistake
@@ -95,13 +97,59 @@ def _estimate_centre(x: np.ndarray, directions: bool, max_rows: int = _CENTRE_SA
     return (total / max(1, count)).astype(np.float32)
 
 
-def estimate_centre(x: np.ndarray, metric: str) -> np.ndarray:
-    """The centre `Index(center=True)` would take from one add of x (n, dim) float32 under `metric`.
+def estimate_centre(x: np.ndarray, metric: str, estimator: str = "translate") -> np.ndarray:
+    """The centre `Index(center=True, estimator=estimator)` would take from one add of x (n, dim) float32
+    under `metric`: the mean of the unit directions under "cosine" (and under "ip" with the "direction"
+    estimator), else the mean of the rows.
 
     Callers adding in chunks pass it as `center=` so the index does not
     depend on how the rows were split.
     """
-    return _estimate_centre(x, directions=metric != "l2")
+    return _estimate_centre(x, directions=_centres_directions(metric, estimator))
+
+
+def _centres_directions(metric: str, estimator: str) -> bool:
+    """Whether the centre is a mean of unit directions (else of the rows themselves)."""
+    return metric == "cosine" or (metric == "ip" and estimator == "direction")
+
+
+# Rows `_estimate_spread` reads at most.
+_SPREAD_SAMPLE_ROWS = 4096
+# Per-coordinate spreads are kept within this factor of their root mean square (a coordinate
+# the sample never moved must not get an infinite inverse).
+_SPREAD_FLOOR = 1e-3
+
+
+def _estimate_spread(quant, x: np.ndarray, unit: bool, translate: np.ndarray,
+                     max_rows: int = _SPREAD_SAMPLE_ROWS) -> np.ndarray:
+    """Per-coordinate spread (dim,) float32 of the encoder's unit residuals e = v / ||v||,
+    v = rotated(x) (/ ||x|| with unit=True) - translate, over evenly spaced rows of x (n, dim) float32: each
+    coordinate's standard deviation over the sample, divided by their root mean square (so the
+    codebook's overall width, the law's, is kept), floored at _SPREAD_FLOOR.
+
+    After the rotation every coordinate of a random unit vector follows one law,
+    but on data with few dominant directions the coordinates' spreads over the
+    data differ by large factors; quantizing coordinate i as e_i / spread_i puts
+    each on the codebook's scale. Zero or non-finite rows are left out.
+    """
+    n = x.shape[0]
+    rows = np.unique(np.linspace(0, n - 1, min(n, max_rows)).astype(np.int64))
+    v = quant.rotation.apply(np.ascontiguousarray(x[rows]))
+    if unit:
+        with np.errstate(divide="ignore", invalid="ignore"):   # zero rows: left out below
+            v /= np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64)).astype(np.float32)[:, None]
+    v -= translate
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v, dtype=np.float64))
+    keep = np.isfinite(norms) & (norms > 0)
+    if keep.sum() < 2:
+        return np.ones(x.shape[1], np.float32)
+    e = v[keep] * (1.0 / norms[keep]).astype(np.float32)[:, None]
+    mean = e.mean(axis=0, dtype=np.float64)
+    sd = np.sqrt(np.maximum(np.einsum("ij,ij->j", e, e, dtype=np.float64) / e.shape[0] - mean * mean, 0.0))
+    rms = math.sqrt(float((sd * sd).mean()))
+    if not rms > 0:
+        return np.ones(x.shape[1], np.float32)
+    return np.maximum(sd / rms, _SPREAD_FLOOR).astype(np.float32)
 
 
 def _make_quantizer(dim, bits, seed, variant, rotation, rotation_rounds, tail=(0, None)):
@@ -133,13 +181,31 @@ class Index:
 
     dim >= 2; bits 1..8 (2..8 for variant "prod"); metric "ip" | "cosine" | "l2".
     center: real embeddings share a common direction that otherwise eats
-    bits. Under "l2" data and queries are translated by the data mean m
-    (distances do not change); under "ip" and "cosine" each unit direction
-    u = x / ||x|| is quantized as u - m with m the mean of the unit directions,
-    and reconstructed as (its code) + m, so <q, m> is exact. "auto" estimates
-    m from the first add when it holds at least MIN_CENTER_SAMPLE vectors,
-    True always does, False never does (fully data-oblivious codes), or give
-    m itself as a (dim,) array (under "ip"/"cosine" a mean of unit vectors).
+    bits. With the "translate" estimator (the default) data and queries are
+    translated by a centre m: the data mean (of the unit vectors under
+    "cosine"). The code holds the unit direction e of r = x - m, scored as
+    ||r|| <q - m, e_hat> / <e, e_hat>, and each vector keeps the exact
+    <m, x - m> beside it (<q, m> is added per query), so the shared
+    direction costs no bits and adds no
+    error (as RaBitQ's centring does); under "l2" the kept term is -||r||^2.
+    The same first add also fits per-coordinate spreads of the rotated unit
+    residuals, so that each coordinate is quantized on the codebook's scale
+    (data with few dominant directions spreads very unevenly over the
+    rotated coordinates); queries are scaled by them, at no scan cost.
+    With the "direction" estimator (files from before it, compact=True)
+    each unit direction u is quantized as u - m with m the mean of the unit
+    directions and reconstructed as (its code) + m; one factor a vector.
+    "auto" estimates m from the first add when it holds at least
+    MIN_CENTER_SAMPLE vectors, True always does, False never does (fully
+    data-oblivious codes), or give m itself as a (dim,) array (see
+    `estimate_centre`; the spreads are then fitted on the first add of at
+    least MIN_CENTER_SAMPLE vectors).
+    spread: None (fitted as above), or given (dim,) positive spreads in
+    rotated coordinates (`Index.spread` of an index of the same settings;
+    for shards and chunked builds that must encode as one index would).
+    estimator: "auto" ("translate", or "direction" when compact=True,
+    variant="prod" (whose factors would grow by one) or center=False,
+    where no centre is kept), "translate" or "direction".
     rotation_rounds: Hadamard rounds, None for the measured default at dim.
     correction "ip" rescales each vector by ||x|| / <u, u_hat> so inner-product
     estimates are unbiased and comparable across vectors; "none" uses ||x||.
@@ -162,7 +228,7 @@ class Index:
     def __init__(self, dim: int, bits: int = 4, metric: str = "cosine", *, seed: int = 0,
                  variant: str = "mse", rotation: str = "auto", center="auto", correction: str = "ip",
                  rotation_rounds: int | None = None, keep_vectors: bool = False,
-                 layout: str = "auto", compact: bool = False):
+                 layout: str = "auto", compact: bool = False, estimator: str = "auto", spread=None):
         # Searches share it, adds and removes hold it alone (see turboann._rwlock and README).
         self._lock = RWLock()
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
@@ -176,11 +242,15 @@ class Index:
         self._quant = _make_quantizer(dim, bits, seed, self.variant, rotation, rotation_rounds, tail)
         self.dim, self.bits, self.seed = self._quant.dim, self._quant.bits, self._quant.seed
         self.center, mean = self._check_center(center)
+        self.estimator = self._check_estimator(estimator)
         self.layout = self._check_layout(layout)
+        self._spread = self._check_spread(spread)
         self._set_mean(mean)
         nseg = len(self._quant.segments)
-        n_factors = nseg + (1 if self.metric == "l2" else 0)
+        n_factors = nseg + (1 if self._biased else 0)
         codes = _compact.FactorCodes(self.metric, self.dim, self.bits) if self.compact else None
+        if self.estimator == "translate" and self.metric != "l2" and self.variant == "mse":
+            codes = HalfFactors()
         if self.layout == "fastscan":
             self._store = BlockedCodeStore(self._quant.code_bytes, n_factors, self._block_layout(), factor_codes=codes)
         else:
@@ -196,6 +266,40 @@ class Index:
             raise ValueError(f"compact=True needs variant 'mse' and correction 'ip', got variant "
                              f"{self.variant!r} and correction {self.correction!r}")
         return bool(compact)
+
+    def _check_spread(self, spread) -> np.ndarray | None:
+        """None, or a given (dim,) array of positive finite spreads as float32 (the "translate" estimator)."""
+        if spread is None:
+            return None
+        arr = np.asarray(spread)
+        if arr.shape != (self.dim,) or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise ValueError(f"spread must be None or a ({self.dim},) array, got shape {arr.shape} and dtype "
+                             f"{arr.dtype}")
+        arr = arr.astype(np.float32)
+        if not (np.isfinite(arr).all() and (arr > 0).all()):
+            raise ValueError("spread must be positive and finite")
+        if self.estimator != "translate":
+            raise ValueError(f"spread needs estimator 'translate', got {self.estimator!r}")
+        return arr
+
+    def _check_estimator(self, estimator) -> str:
+        estimator = _validate.choice("estimator", estimator, ESTIMATORS)
+        if estimator == "auto":
+            return "direction" if self.compact or self.center is False or self.variant == "prod" else "translate"
+        if estimator == "translate" and self.compact:
+            raise ValueError("compact=True needs estimator 'direction' (or 'auto'), got 'translate'")
+        return estimator
+
+    @property
+    def _biased(self) -> bool:
+        """Whether each vector keeps a bias beside its weights: -||r||^2 under "l2", <m, x - m> when the
+        "translate" estimator serves "ip" or "cosine"."""
+        return self.metric == "l2" or self.estimator == "translate"
+
+    @property
+    def _translating_directions(self) -> bool:
+        """Whether "ip"/"cosine" data and queries are translated by the centre (the "translate" estimator)."""
+        return self.metric != "l2" and self.estimator == "translate"
 
     def _block_layout(self) -> _fs.BlockLayout:
         q = self._quant
@@ -267,6 +371,12 @@ class Index:
         return None if self._mean is None else self._mean.copy()
 
     @property
+    def spread(self) -> np.ndarray | None:
+        """Per-coordinate spreads (dim,) float32 of the rotated unit residuals the codes are scaled by, or
+        None (see the class docstring)."""
+        return None if self._spread is None else self._spread.copy()
+
+    @property
     def quantizer(self) -> TurboQuantMSE:
         return self._quant
 
@@ -282,30 +392,79 @@ class Index:
         ids = self._new_ids(ids, n)
         if n == 0:
             return
-        mean = self._mean
+        mean, spread = self._mean, self._spread
+        fitted = False   # the centre taken from these rows
         if mean is None and self.center is not False and len(self._store) == 0:
             if self.center is True or n >= MIN_CENTER_SAMPLE:
-                mean = _estimate_centre(x, directions=self.metric != "l2")
+                mean = _estimate_centre(x, directions=_centres_directions(self.metric, self.estimator))
                 if not np.isfinite(mean).all():   # a NaN/inf row summed: name it, not a row the centre spoilt
                     _validate.finite_rows("x", _enc.row_norms(x), x)
+                fitted = True
         translate, centre, gain = self._centring(mean)
+        scale, row_norms, centre_dots = None, None, None
+        if self._translating_directions and self.metric == "cosine":
+            # cosine: each row's direction is translated, so the encoder needs 1 / ||x|| first
+            row_norms, centre_dots = np.empty(n), np.empty(n)
+            _enc.norms_and_dots(x, np.zeros(self.dim, np.float32) if mean is None else mean, row_norms, centre_dots)
+            _validate.finite_rows("x", row_norms, x)
+            self._check_directions(row_norms, "x")
+            scale = 1.0 / row_norms
+        if (spread is None and mean is not None and self.estimator == "translate" and len(self._store) == 0
+                and (fitted or n >= MIN_CENTER_SAMPLE)):
+            spread = _estimate_spread(self._quant, x, self.metric == "cosine", translate)
         # One pass over x: the encoder rotates, then translates and
         # normalises (the rotation commutes with both), and writes the codes
         # where the store keeps them. The norms it computes on the way tell
         # which rows are not finite (and, where nothing is translated, they
         # are ||x||): nothing is committed until the checks pass.
         target = self._store.code_target(n, self._quant.bits)
-        enc = self._quant._encode_into(x, target, len(self._store), translate=translate, centre=centre, gain=gain)
+        enc = self._quant._encode_into(x, target, len(self._store), scale=scale, translate=translate, centre=centre,
+                                       gain=gain, spread=spread)
         _validate.finite_rows("x", enc.norms, x)
-        self._check_directions(enc.norms, "x")
+        if row_norms is None:
+            self._check_directions(enc.norms, "x")
         with np.errstate(over="ignore"):   # inf for a huge row, rejected below
-            norms = None if self.metric == "cosine" else enc.norms.astype(np.float32)
-        factors = self._stored_factors(norms, enc.dots, enc.gammas, x)
+            norms = None if self.metric == "cosine" and row_norms is None else enc.norms.astype(np.float32)
+        bias = self._centre_bias(x, mean, row_norms, centre_dots) if self._translating_directions else None
+        factors = self._stored_factors(norms, enc.dots, enc.gammas, x, bias)
         if mean is not self._mean:
             self._set_mean(mean)
+        self._spread = spread
         self._store.commit(factors, ids)
         if self._vectors is not None:
-            self._keep(x, self._row_scale(enc.norms, "x"), ids)
+            self._keep(x, self._row_scale(enc.norms if row_norms is None else row_norms, "x"), ids)
+
+    @writing
+    def fit_spread(self, x) -> None:
+        """Fit the per-coordinate spreads on rows x (n, dim) as one add of x would, before the first add.
+
+        For callers adding in chunks: with center= from `estimate_centre` and
+        the spreads from this, the index does not depend on how the rows were
+        split. Needs the "translate" estimator, a centre and an empty index.
+        """
+        x = _validate.rows("x", x, self.dim)
+        if self.estimator != "translate" or self._mean is None or len(self._store):
+            raise ValueError(f"fit_spread needs estimator 'translate', a centre and an empty index, got "
+                             f"estimator {self.estimator!r}, centre {'set' if self._mean is not None else 'None'} "
+                             f"and {len(self._store)} vectors")
+        spread = _estimate_spread(self._quant, x, self.metric == "cosine", self._translate)
+        if not np.isfinite(spread).all():
+            _validate.finite_rows("x", _enc.row_norms(x), x)
+        self._spread = spread
+
+    def _centre_bias(self, x: np.ndarray, mean: np.ndarray | None, row_norms: np.ndarray | None,
+                     centre_dots: np.ndarray | None) -> np.ndarray:
+        """<m, x - m> (n,) float64 for each row (its unit direction under "cosine", from its norm and
+        <x, m> (n,) float64 already computed): the exact part of the "translate" estimator's score but
+        for <m, m>, which `_finish` adds with the query's <q, m> (smaller numbers keep more of their
+        precision as float16); zeros without a centre."""
+        if mean is None:
+            return np.zeros(x.shape[0])
+        if row_norms is None:
+            bias = (x @ mean.astype(np.float32)).astype(np.float64)
+        else:
+            bias = centre_dots / row_norms
+        return bias - float(mean.astype(np.float64) @ mean)
 
     def _new_ids(self, ids, n: int) -> np.ndarray:
         """Checked ids for n new vectors; None gives the next n default ids."""
@@ -347,6 +506,8 @@ class Index:
     def _centring(self, mean: np.ndarray | None):
         """(translate, centre, gain) the encoder takes for centre `mean` (see `_set_mean`)."""
         rotated = None if mean is None else self._quant.rotation.apply(mean[None, :])[0]
+        if self.estimator == "translate":   # see the class docstring
+            return rotated, None, 1.0
         # l2 distances do not change when data and queries move together, and
         # smaller vectors quantize with smaller errors. Inner products do
         # change, so there the common direction m is taken out of each unit
@@ -373,25 +534,34 @@ class Index:
             raise ValueError(f"{name} row {row} is a zero vector, which has no direction under metric 'cosine'")
 
     def _stored_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray,
-                        x: np.ndarray) -> np.ndarray:
+                        x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         """The factors the store keeps for rows x, from the encoder's (n,) float32 norms (None: all 1,
         under cosine), dots and gammas: `_scan_factors`, or packed by the store's `factor_codes` when
         compact; checked for rows too large for them."""
         codes = self._store.factor_codes
-        if codes is None:
-            factors = self._scan_factors(norms, dots, gammas)
+        if codes is None or isinstance(codes, HalfFactors):
+            factors = self._scan_factors(norms, dots, gammas, bias)
             if not np.isfinite(factors).all():   # float32 factors of huge rows
                 _validate.finite_rows("x", np.abs(factors).max(axis=1), x)
-            return factors
+            if codes is None:
+                return factors
+            bad = codes.overflow(factors)
+            if bad >= 0:
+                raise ValueError(f"x row {bad} has factors {factors[bad].tolist()} beyond the float16 range at "
+                                 f"the scale the first add fixed ({codes.scale}): more than 64 times "
+                                 f"the largest of those")
+            return codes.pack(factors)
         bad = codes.norm_overflow(norms)
         if bad >= 0:
             raise ValueError(f"x row {bad} has norm {float(norms[bad]):.6g}, beyond the float16 range "
                              f"(65504) in which compact=True keeps norms")
         return codes.pack(norms, _corrections(dots))
 
-    def _scan_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray) -> np.ndarray:
+    def _scan_factors(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray,
+                      bias: np.ndarray | None = None) -> np.ndarray:
         """Per-vector kernel weights (n, n_factors) float32 from the encoder's (n,) float32 norms (None:
-        all 1), dots and gammas: score = sum_s w_s * partial_s (+ bias for l2).
+        all 1), dots and gammas: score = sum_s w_s * partial_s (+ bias: -||r||^2 under l2, the given
+        <m, x> (n,) float64 under the "translate" estimator's ip and cosine).
 
         Computed in float64 and rounded once into the float32 columns, a
         chunk of rows at a time: fresh arrays of n float64 cost page faults
@@ -403,11 +573,11 @@ class Index:
         for lo in range(0, n, _FACTOR_CHUNK):
             hi = min(n, lo + _FACTOR_CHUNK)
             self._scan_factors_into(None if norms is None else norms[lo:hi], dots[lo:hi], gammas[lo:hi],
-                                    out[lo:hi])
+                                    out[lo:hi], None if bias is None else bias[lo:hi])
         return out
 
     def _scan_factors_into(self, norms: np.ndarray | None, dots: np.ndarray, gammas: np.ndarray,
-                           out: np.ndarray) -> None:
+                           out: np.ndarray, bias: np.ndarray | None = None) -> None:
         """`_scan_factors` of a few rows, into out (m, n_factors) float32."""
         n = dots.shape[0]
         norms = np.ones(n) if norms is None else norms.astype(np.float64)
@@ -422,6 +592,8 @@ class Index:
         if self.metric == "l2":
             # -||q - x||^2 = 2<q, x> - ||x||^2 - ||q||^2; the last term is added per query.
             weights = [2.0 * w for w in weights] + [-norms * norms]
+        elif self._biased:
+            weights = weights + [np.zeros(n) if bias is None else bias]
         with np.errstate(over="ignore"):   # inf for a huge row, which add rejects
             for s, w in enumerate(weights):
                 out[:, s] = w
@@ -522,6 +694,8 @@ class Index:
         qoff = np.zeros(qv.shape[:2], np.float32)
         if self._centre is not None:
             qoff[:, 0] = qv[:, 0, :] @ self._centre
+        if self._spread is not None:
+            qv[:, 0, :] *= self._spread
         return qv, qoff
 
     def _fastscan_queries(self, q: np.ndarray):
@@ -581,6 +755,9 @@ class Index:
             D = np.maximum(qn[:, None] - D, 0.0)
             D[~found] = np.inf
         else:
+            if self._translate is not None:   # <q, x> = <q - m, x - m> + <m, x - m> + <q, m>, q here q - m
+                m = self._mean.astype(np.float64)
+                D += (q.astype(np.float64) @ m + m @ m)[:, None]
             D[~found] = -np.inf
         return D.astype(np.float32), I
 
@@ -614,5 +791,6 @@ class Index:
                 "variant": self.variant, "rotation": self._quant.rotation.kind,
                 "rotation_rounds": self._quant.rotation.rounds,
                 "correction": self.correction, "center": self.center, "layout": self.layout,
+                "estimator": self.estimator,
                 **({"keep_vectors": True} if self._vectors is not None else {}),
                 **({"compact": True} if self.compact else {})}

@@ -267,6 +267,11 @@ def save(index, path) -> None:
         # "mean" translates (l2); a mean direction is saved under its own name so
         # files from before directions were centred this way cannot be misread.
         arrays["mean" if index.metric == "l2" else "mean_direction"] = index._mean
+    if getattr(index, "_spread", None) is not None:
+        arrays["spread"] = index._spread
+    half = getattr(index._store, "factor_codes", None)
+    if getattr(half, "scale", None) is not None and hasattr(half, "fit"):   # float16 factors (`half.HalfFactors`)
+        arrays["factor_scale"] = np.array([half.scale], np.float32)
     if index._vectors is not None:
         arrays["vectors"] = index._vectors.vectors[index._vectors.rows(ids)]
         version = 2
@@ -274,7 +279,8 @@ def save(index, path) -> None:
 
 
 # Arrays each kind of file may hold; anything else is not a file we wrote.
-_ARRAYS = {"Index": {"codes", "factors", "ids", "next_id", "mean", "mean_direction", "vectors"},
+_ARRAYS = {"Index": {"codes", "factors", "ids", "next_id", "mean", "mean_direction", "spread", "factor_scale",
+                     "vectors"},
            "IVFIndex": {"codes", "factors", "ids", "next_id", "list_sizes", "centroids", "vectors"}}
 # Building an index from its settings costs memory before any array is used:
 # measured with tracemalloc, about 330 B a coordinate for a Hadamard rotation
@@ -311,6 +317,8 @@ def load(path):
         raise IndexFileError(f"{path!r} holds an unknown index kind {kind!r}")
     if settings.get("rotation") == "hadamard" and "rotation_rounds" not in settings:
         settings["rotation_rounds"] = 3   # files from before the round count depended on dim
+    if kind == "Index" and "estimator" not in settings:
+        settings["estimator"] = "direction"   # files from before the "translate" estimator
     _check_arrays(path, kind, settings, arrays, size)
     try:
         index = classes[kind](**settings)
@@ -325,6 +333,10 @@ def load(path):
     centre_name = "mean" if index.metric == "l2" else "mean_direction"
     if centre_name in arrays:
         index._set_mean(arrays[centre_name])
+    if "spread" in arrays:
+        index._spread = arrays["spread"].copy()
+    if "factor_scale" in arrays:
+        store.factor_codes.scale = float(arrays["factor_scale"][0])
     next_id = int(arrays["next_id"][0])
     if kind == "IVFIndex":
         if "centroids" in arrays:
@@ -369,9 +381,9 @@ def _check_arrays(path: str, kind: str, settings: dict, arrays: dict, size: int)
         expect = -(-dim * bits // 8) if variant == "mse" else -(-dim * (bits - 1) // 8) - (-dim // 8)
         if width != expect:
             bad(f"codes of {codes.shape[1]} bytes a vector do not fit dim {dim} at {bits} bits")
-    for name in ("mean", "mean_direction"):
+    for name in ("mean", "mean_direction", "spread"):
         if name in arrays and (arrays[name].shape != (dim,) or arrays[name].dtype != np.float32):
-            bad(f"array {name!r} is not a ({dim},) float32 centre")
+            bad(f"array {name!r} is not a ({dim},) float32 {'spread' if name == 'spread' else 'centre'}")
     if "vectors" in arrays and (arrays["vectors"].shape != (n, dim) or arrays["vectors"].dtype != np.float32):
         bad(f"the kept vectors are not ({n}, {dim}) float32, one row per id")
     if bool(settings.get("keep_vectors", False)) != ("vectors" in arrays):
@@ -411,6 +423,16 @@ def _check_contents(path: str, index, arrays: dict) -> None:
     store = index._store
     factors = arrays["factors"]
     codes = getattr(store, "factor_codes", None)   # compact packing (flat indexes only)
+    if "factor_scale" in arrays:
+        scale = arrays["factor_scale"]
+        if not hasattr(codes, "fit") or scale.shape != (1,) or scale.dtype != np.float32:
+            bad("a factor scale must be one float32 and serve float16 factors")
+        try:
+            codes = type(codes)(float(scale[0]))
+        except ValueError as e:
+            bad(str(e))
+    elif hasattr(codes, "fit") and len(ids):
+        bad("float16 factors without their scale")
     held = factors if codes is None else codes.unpack(factors)
     if not np.isfinite(held).all():
         bad("factors hold NaN or inf")
@@ -419,9 +441,11 @@ def _check_contents(path: str, index, arrays: dict) -> None:
                              f"version does not read; rebuild the index")
     if index.metric == "l2" and "mean_direction" in arrays:
         bad("an l2 index's centre is stored as 'mean_direction', which only ip and cosine use")
-    for name in ("mean", "mean_direction", "centroids", "vectors"):
+    for name in ("mean", "mean_direction", "spread", "centroids", "vectors"):
         if name in arrays and not np.isfinite(arrays[name]).all():
             bad(f"array {name!r} holds NaN or inf")
+    if "spread" in arrays and not ((arrays["spread"] > 0).all() and getattr(index, "estimator", None) == "translate"):
+        bad("a spread must be positive and serve the 'translate' estimator")
     if "centroids" in arrays:
         with np.errstate(over="ignore"):   # the overflow is what is checked for
             cnorm2 = (arrays["centroids"].astype(np.float64) ** 2).sum(axis=1).astype(np.float32)

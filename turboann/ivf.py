@@ -243,5 +243,6 @@ class IVFIndex(Index):
     def _settings(self) -> dict:
         settings = super()._settings()
         del settings["center"]
+        del settings["estimator"]   # no global centre, so always "direction"
         return {**settings, "nlist": self.nlist, "mode": self.mode,
                 "max_train_per_list": self.max_train_per_list}

@@ -146,12 +146,14 @@ class TurboQuantMSE:
         """Encode x (n, dim), any real dtype, into packed codes and factors."""
         return self._encode(_validate.vectors("x", x, self.dim))
 
-    def _encode(self, x: np.ndarray, scale=None, translate=None, centre=None, gain: float = 1.0) -> EncodedVectors:
+    def _encode(self, x: np.ndarray, scale=None, translate=None, centre=None, gain: float = 1.0,
+                spread=None) -> EncodedVectors:
         """Rotate and encode validated rows into row-major codes (see `_encode_rotated`)."""
         if not self._lane_encodes():
-            return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain)
+            return self._encode_rotated(self.rotation.apply(x), scale, translate, centre, gain, spread)
         codes = np.empty((x.shape[0], self.code_bytes), np.uint8)   # the kernel writes every byte
-        f = self._encode_into(x, _enc.row_major_target(codes, 0, self.bits), 0, scale, translate, centre, gain)
+        f = self._encode_into(x, _enc.row_major_target(codes, 0, self.bits), 0, scale, translate, centre, gain,
+                              spread)
         return EncodedVectors(codes, f.norms.astype(np.float32), f.dots, f.gammas)
 
     def _lane_encodes(self) -> bool:
@@ -159,12 +161,12 @@ class TurboQuantMSE:
         return self.variant == "mse" and self.bits <= 4
 
     def _encode_into(self, x: np.ndarray, target: _enc.CodeTarget, start: int, scale=None, translate=None,
-                     centre=None, gain: float = 1.0) -> Factors:
+                     centre=None, gain: float = 1.0, spread=None) -> Factors:
         """Encode rows x (n, dim) float32, C-contiguous, into slots start..start+n-1 of `target`.
 
         x need not be checked for NaN/inf: `Factors.norms` tells which rows
-        are not finite (their codes are garbage). scale, translate, centre
-        and gain as in `_encode_rotated`. Unless `_lane_encodes()`, target
+        are not finite (their codes are garbage). scale, translate, centre,
+        gain and spread as in `_encode_rotated`. Unless `_lane_encodes()`, target
         must be row-major with `code_bytes` a row. Encodes _ENCODE_CHUNK rows
         at a time unless the lane encoder rotates them in place (Hadamard).
         """
@@ -172,11 +174,11 @@ class TurboQuantMSE:
         if n > _ENCODE_CHUNK and (self.rotation.kind == "dense" or not self._lane_encodes()):
             parts = [self._encode_into(x[lo:lo + _ENCODE_CHUNK], target, start + lo,
                                        None if scale is None else scale[lo:lo + _ENCODE_CHUNK], translate,
-                                       centre, gain)
+                                       centre, gain, spread)
                      for lo in range(0, n, _ENCODE_CHUNK)]
             return Factors(*(np.concatenate(f) for f in zip(*parts)))
         if not self._lane_encodes():
-            enc = self._encode(x, scale, translate, centre, gain)
+            enc = self._encode(x, scale, translate, centre, gain, spread)
             _enc.write_into(enc.codes, 0, 8, self.code_bytes, target, start, width=8)   # whole bytes
             return Factors(enc.norms.astype(np.float64), enc.dots, enc.gammas)
         norms, dots = np.empty(n), np.empty(n, np.float32)
@@ -186,10 +188,11 @@ class TurboQuantMSE:
         else:   # dense: one BLAS product, then the lane encoder with no rounds
             rows, rounds = self.rotation.apply(x), _no_rounds(self.dim)
         zero = np.zeros(self.dim, np.float32)
+        spread = np.ones(self.dim, np.float32) if spread is None else spread
         codebook, tail_first = self._codebook(gain), self.dim - self.tail_coords
         tail_codebook = self._codebook(gain, tail=True) if self.tail_coords else codebook
         _enc.encode_lanes(read_only(rows), *rounds, np.empty(0) if scale is None else scale,
-                          zero if translate is None else translate, zero if centre is None else centre,
+                          zero if translate is None else translate, zero if centre is None else centre, spread,
                           *codebook, tail_first, *tail_codebook, _enc.target_width(self.tail_bits, target.nibbles),
                           target.dest, start, target.base, target.block_stride,
                           target.lane_stride, target.byte_stride, target.width, norms, dots)
@@ -211,28 +214,33 @@ class TurboQuantMSE:
         return table
 
     def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
-                        gain: float = 1.0) -> EncodedVectors:
+                        gain: float = 1.0, spread=None) -> EncodedVectors:
         """Encode rotated rows y (n, dim) float32 (see `kernels.encode.encode_directions`).
 
         Row r becomes v = y[r] * scale[r] - translate, its unit direction u is
-        quantized as u - centre. scale (n,) float64 and translate, centre
-        (dim,) float32 (rotated) default to 1, 0 and 0. u - centre is
-        shorter than a unit vector, so its codebook is the law's divided by
-        gain (the index passes 1 / sqrt(1 - ||centre||^2)).
+        quantized as (u - centre) / spread and reconstructed as
+        spread * (its centroids) + centre. scale (n,) float64 and translate,
+        centre, spread (dim,) float32 (rotated) default to 1, 0, 0 and 1.
+        u - centre is shorter than a unit vector, so its codebook is the
+        law's divided by gain (the index passes 1 / sqrt(1 - ||centre||^2)).
+        spread: per-coordinate scales that make each coordinate's spread over
+        the data the law's (the index fits them on its first add); a query
+        is scored against the reconstruction by scaling its rotated
+        coordinates by spread (`Index._segment_values`), at no scan cost.
         """
         n = y.shape[0]
         codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
         norms = np.empty(n, np.float32)
         dots = np.empty(n, np.float32)
-        scale, translate, centre = self._offsets(n, scale, translate, centre)
-        _enc.encode_directions(y, scale, translate, centre, *self._codebook(gain), self._mse_bits(),
+        scale, translate, centre, spread = self._offsets(n, scale, translate, centre, spread)
+        _enc.encode_directions(y, scale, translate, centre, spread, *self._codebook(gain), self._mse_bits(),
                                codes, 0, norms, dots, np.empty((0, 0), np.float32))
         return EncodedVectors(codes, norms, dots, np.zeros(n, np.float32))
 
-    def _offsets(self, n, scale, translate, centre):
+    def _offsets(self, n, scale, translate, centre, spread):
         zero = np.zeros(self.dim, np.float32)
-        return (np.ones(n) if scale is None else scale,
-                zero if translate is None else translate, zero if centre is None else centre)
+        return (np.ones(n) if scale is None else scale, zero if translate is None else translate,
+                zero if centre is None else centre, np.ones(self.dim, np.float32) if spread is None else spread)
 
     def decode(self, enc: EncodedVectors) -> np.ndarray:
         """Reconstruct (n, dim) float32 vectors, norms restored."""
@@ -289,14 +297,14 @@ class TurboQuantProd(TurboQuantMSE):
         return table
 
     def _encode_rotated(self, y: np.ndarray, scale=None, translate=None, centre=None,
-                        gain: float = 1.0) -> EncodedVectors:
+                        gain: float = 1.0, spread=None) -> EncodedVectors:
         n = y.shape[0]
         codes = np.empty((n, self.code_bytes), np.uint8)   # the kernels write every byte
         norms = np.empty(n, np.float32)
         dots = np.empty(n, np.float32)
         residual = np.empty_like(y)
-        scale, translate, centre = self._offsets(n, scale, translate, centre)
-        _enc.encode_directions(y, scale, translate, centre, *self._codebook(gain), self._mse_bits(),
+        scale, translate, centre, spread = self._offsets(n, scale, translate, centre, spread)
+        _enc.encode_directions(y, scale, translate, centre, spread, *self._codebook(gain), self._mse_bits(),
                                codes, 0, norms, dots, residual)
         gammas = _enc.row_norms(residual).astype(np.float32)
         _enc.pack_signs(residual @ self._qjl.T, codes, int(self.plan.seg_bytes[1]))

@@ -146,8 +146,8 @@ def _pack_row(c, bits, row, offset):
 
 
 @njit(cache=True, nogil=True)
-def _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bits, codes, offset,
-                norms, dots, residual, c, u_hat, w):
+def _encode_row(u, r, scale, translate, centre, spread, inv_spread, boundaries, centroids, steps, bits, codes,
+                offset, norms, dots, residual, c, u_hat, w):
     """Encode row r whose rotated values sit in u (d,) float32 (overwritten); w (d,) scratch."""
     d = u.shape[0]
     sc = np.float32(scale[r])
@@ -158,10 +158,10 @@ def _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bi
     norms[r] = norm
     for i in range(d):
         u[i] *= inv
-        w[i] = u[i] - centre[i]
+        w[i] = (u[i] - centre[i]) * inv_spread[i]
     _bucket_row(w, boundaries, centroids, steps, c, u_hat)
     for i in range(d):
-        u_hat[i] += centre[i]
+        u_hat[i] = u_hat[i] * spread[i] + centre[i]
     dot = _dot(u, u_hat)
     dots[r] = dot if norm > 0.0 else 0.0
     if residual.shape[0] > r:
@@ -171,26 +171,28 @@ def _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bi
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def encode_directions(y, scale, translate, centre, boundaries, centroids, bits, codes, offset, norms, dots,
-                      residual):
+def encode_directions(y, scale, translate, centre, spread, boundaries, centroids, bits, codes, offset, norms,
+                      dots, residual):
     """Normalise each rotated row, bucket its coordinates and pack the codes.
 
     y          (n, d) float32  rotated vectors; row r is first mapped to
                v = y[r] * scale[r] - translate (rotation commutes with both, so
                the index normalises and translates here instead of in separate
-               passes), then u = v / ||v|| is quantized as codes of u - centre
-    scale      (n,) float64; translate, centre (d,) float32, rotated (the
-               index's data mean for l2 and mean direction for ip and cosine)
+               passes), then u = v / ||v|| is quantized as codes of (u - centre) / spread
+    scale      (n,) float64; translate, centre, spread (d,) float32, rotated
+               (translate: the index's centre; centre: the mean direction of the
+               "direction" estimator; spread: per-coordinate scales, all 1 for none)
     boundaries (2**bits - 1,) float32, centroids (2**bits,) float32
     codes      (n, nbytes) uint8; this segment's bytes, from `offset`, are overwritten
     norms      (n,) float32 out: ||v||
-    dots       (n,) float32 out: <u, u_hat> with u_hat = centroids[codes] + centre
+    dots       (n,) float32 out: <u, u_hat> with u_hat = spread * centroids[codes] + centre
                the reconstruction (0 for a zero row)
     residual   (n, d) float32 out, or shape (0, 0) to skip: u - u_hat
     """
     n, d = y.shape
     # Centroid increments make u_hat a sum of comparisons, like the code itself.
     steps = (centroids[1:] - centroids[:-1]).astype(np.float32)
+    inv_spread = (np.float32(1.0) / spread).astype(np.float32)
     for task in prange((n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
         u = np.empty(d, np.float32)
         u_hat = np.empty(d, np.float32)
@@ -198,8 +200,8 @@ def encode_directions(y, scale, translate, centre, boundaries, centroids, bits, 
         w = np.empty(d, np.float32)
         for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
             u[:] = y[r]
-            _encode_row(u, r, scale, translate, centre, boundaries, centroids, steps, bits, codes, offset,
-                        norms, dots, residual, c, u_hat, w)
+            _encode_row(u, r, scale, translate, centre, spread, inv_spread, boundaries, centroids, steps, bits,
+                        codes, offset, norms, dots, residual, c, u_hat, w)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -258,6 +260,25 @@ def _row_norms_parallel(x, out, chunk):
     """`_row_norms_into` over chunks of `chunk` rows, one task a chunk."""
     for c in prange((x.shape[0] + chunk - 1) // chunk):
         _row_norms_into(x[c * chunk:(c + 1) * chunk], out[c * chunk:(c + 1) * chunk])
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def norms_and_dots(x, m, norms, dots):
+    """One pass over x (n, d) float32: norms (n,) float64 out ||x[r]|| and dots (n,) float64 out
+    <x[r], m>, m (d,) float32, both accumulated in float64 (the "translate" estimator's cosine rows
+    need their norm before encoding and their inner product with the centre beside the code)."""
+    n, d = x.shape
+    for task in prange((n + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        for r in range(task * _ROWS_PER_TASK, min(n, (task + 1) * _ROWS_PER_TASK)):
+            row = x[r]
+            sq = 0.0
+            dm = 0.0
+            for i in range(d):
+                a = np.float64(row[i])
+                sq += a * a
+                dm += a * m[i]
+            norms[r] = np.sqrt(sq)
+            dots[r] = dm
 
 
 # Rows prefetched ahead when summing: measured 1.4x faster on wordnet.
@@ -491,7 +512,7 @@ def _lane_squares(v, d):
 
 
 @njit(cache=True, nogil=True)
-def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, ahead):
+def _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, bits, width, out, at, step, flat, ahead):
     """`_quantize_lanes` for one (bits, width): both literal, so the search unrolls and shifts are constant."""
     numba.literally(bits)
     numba.literally(width)
@@ -505,7 +526,8 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, a
             if t < count:
                 u = L.load(v, (i0 + t) * LANES) * inv
                 ci = L.splat(centre[i0 + t])
-                w = u - ci
+                si = L.splat(spread[i0 + t])
+                w = (u - ci) * L.splat(inv_spread[i0 + t])
                 if bits == 2:
                     # The code counts the boundaries <= w: three compares, no search. Each
                     # mask is -1, so their sum is -code, which indexes sums_down
@@ -528,18 +550,18 @@ def _quantize(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, a
                         u_hat = L.permute(sums_low, code)
                     packed = packed | (code << (width * t))
                 if t % 2 == 0:   # two partial sums, for the same reason as in _scale_lanes
-                    even = L.fma(u, u_hat + ci, even)
+                    even = L.fma(u, L.fma(u_hat, si, ci), even)
                 else:
-                    odd = L.fma(u, u_hat + ci, odd)
+                    odd = L.fma(u, L.fma(u_hat, si, ci), odd)
         for b in range((width * count + 7) // 8):
             L.store_bytes(out, at + ((i0 - c0) // 8 * width + b) * step, packed >> (8 * b))
     return even + odd
 
 
 @njit(cache=True, nogil=True)
-def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step, flat, ahead):
-    """Quantize coordinates c0..d-1 of u = v * inv (each lane a unit direction) as codes of u - centre
-    and pack them, prefetching chunks c0..d-1 (`rotation.prefetch_chunk`) of flat from `ahead`.
+def _quantize_lanes(v, c0, d, inv, centre, spread, inv_spread, tables, bits, width, out, at, step, flat, ahead):
+    """Quantize coordinates c0..d-1 of u = v * inv (each lane a unit direction) as codes of
+    (u - centre) * inv_spread and pack them, prefetching chunks c0..d-1 (`rotation.prefetch_chunk`) of flat from `ahead`.
 
     Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4, from
     coordinate c0) goes to out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,
@@ -547,18 +569,18 @@ def _quantize_lanes(v, c0, d, inv, centre, tables, bits, width, out, at, step, f
     middle the boundary all lanes compare against first, tableN the
     boundaries of search level N, picked per lane by vpermps; at 2 bits
     the code is counted against lower, middle and upper instead. Returns
-    the f32x8 <u, u_hat>, u_hat = centroids[code] + centre as `_encode_row`
+    the f32x8 <u, u_hat>, u_hat = spread * centroids[code] + centre as `_encode_row`
     builds it; the dot's own rounding differs (fused multiply-adds, another order).
     """
     if bits == 1:
-        return _quantize(v, c0, d, inv, centre, tables, 1, 1, out, at, step, flat, ahead)
+        return _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, 1, 1, out, at, step, flat, ahead)
     if bits == 2:
-        return _quantize(v, c0, d, inv, centre, tables, 2, 2, out, at, step, flat, ahead)
+        return _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, 2, 2, out, at, step, flat, ahead)
     if bits == 3 and width == 3:
-        return _quantize(v, c0, d, inv, centre, tables, 3, 3, out, at, step, flat, ahead)
+        return _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, 3, 3, out, at, step, flat, ahead)
     if bits == 3:
-        return _quantize(v, c0, d, inv, centre, tables, 3, 4, out, at, step, flat, ahead)
-    return _quantize(v, c0, d, inv, centre, tables, 4, 4, out, at, step, flat, ahead)
+        return _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, 3, 4, out, at, step, flat, ahead)
+    return _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, 4, 4, out, at, step, flat, ahead)
 
 
 @njit(cache=True, nogil=True)
@@ -572,7 +594,7 @@ def _lane_tables(boundaries, centroids):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, boundaries, centroids,
+def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, spread, boundaries, centroids,
                  tail_first, tail_boundaries, tail_centroids, tail_width,
                  dest, start, base, block_stride, lane_stride, byte_stride, width, norms, dots):
     """Rotate (Hadamard rounds, or none), normalise, bucket and pack rows straight into a code target.
@@ -581,9 +603,10 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     weights, index, overlap_signs  the forward rounds (`rotation.HadamardRounds`);
                zero rounds (shapes (0, d), (0, d), (0, 0)) take x as already rotated
     scale      (n,) float64 row factors, or shape (0,) for all 1
-    translate, centre  (d,) float32, rotated: row r is mapped to
+    translate, centre, spread  (d,) float32, rotated: row r is mapped to
                v = rotated(x[r]) * scale[r] - translate, and its unit direction
-               u = v / ||v|| is quantized as codes of u - centre
+               u = v / ||v|| is quantized as codes of (u - centre) / spread
+               (spread: per-coordinate scales, all 1 for none)
     boundaries (2**b - 1,) float32, centroids (2**b,) float32, b <= 4: the
                codebook of coordinates 0..tail_first-1
     tail_boundaries, tail_centroids, tail_width: the codebook and target width
@@ -594,7 +617,7 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
                start..start+n-1 of a `CodeTarget`, every byte of their codes written
     norms      (n,) float64 out: ||v||; NaN or inf where x[r] is not finite (or
                overflows float32 once rotated)
-    dots       (n,) float32 out: <u, u_hat>, u_hat = centroids[code] + centre (0 for a zero v)
+    dots       (n,) float32 out: <u, u_hat>, u_hat = spread * centroids[code] + centre (0 for a zero v)
 
     The float operations of `encode_directions` on the rotated rows, but for
     the order and rounding of the dots (float32).
@@ -605,6 +628,7 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
     p, sources, gains = forward_plan(weights, index, overlap_signs, d)
     # Without row factors or a translation, v is the rotated row: one read-only pass for its norm.
     plain = scale.shape[0] == 0 and not np.any(translate != 0)
+    inv_spread = (np.float32(1.0) / spread).astype(np.float32)
     bits, tables = _lane_tables(boundaries, centroids)
     tail_bits, tail_tables = _lane_tables(tail_boundaries, tail_centroids)
     head_bytes = tail_first * width // 8
@@ -643,9 +667,11 @@ def encode_lanes(x, weights, index, overlap_signs, scale, translate, centre, bou
                 out, at, step = packed, 0, LANES
             inv = L.load(lane_scale, 0)
             ahead = prefetch_ahead(flat, r0, d)
-            dot = _quantize_lanes(cur, 0, tail_first, inv, centre, tables, bits, width, out, at, step, flat, ahead)
+            dot = _quantize_lanes(cur, 0, tail_first, inv, centre, spread, inv_spread, tables, bits, width, out, at,
+                                  step, flat, ahead)
             if tail_first < d:
-                dot = dot + _quantize_lanes(cur, tail_first, d, inv, centre, tail_tables, tail_bits, tail_width,
+                dot = dot + _quantize_lanes(cur, tail_first, d, inv, centre, spread, inv_spread, tail_tables,
+                                            tail_bits, tail_width,
                                             out, at + head_bytes * step, step, flat, ahead)
             for lane in range(m):
                 r = r0 + lane

@@ -45,18 +45,26 @@ def encoder_norms(v: np.ndarray) -> np.ndarray:
 
 
 def encode_directions(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
-                      boundaries: np.ndarray,
-                      centroids: np.ndarray, bits: int):
-    """Twin of `kernels.encode.encode_directions`: (codes of the segment alone, norms, dots, residual)."""
+                      boundaries: np.ndarray, centroids: np.ndarray, bits: int, spread: np.ndarray | None = None):
+    """Twin of `kernels.encode.encode_directions`: (codes of the segment alone, norms, dots, residual).
+    spread (d,) float32, None for all 1."""
+    spread = np.ones(y.shape[1], np.float32) if spread is None else spread
+    inv_spread = (np.float32(1.0) / spread).astype(np.float32)
     v = y * scale.astype(np.float32)[:, None] - translate
     norms = encoder_norms(v)
     inv = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0).astype(np.float32)
     u = v * inv[:, None]
-    c = np.searchsorted(boundaries, u - centre, side="right")
-    uh = centroids[c] + centre
+    c = np.searchsorted(boundaries, (u - centre) * inv_spread, side="right")
+    uh = centroids[c] * spread + centre
     dots = np.where(norms > 0, (u.astype(np.float64) * uh).sum(axis=1), 0.0)
     codes = pack_codes(c, bits)
     return codes, norms.astype(np.float32), dots.astype(np.float32), (u - uh).astype(np.float32)
+
+
+def norms_and_dots(x: np.ndarray, m: np.ndarray):
+    """Twin of `kernels.encode.norms_and_dots`: (||x[r]|| (n,), <x[r], m> (n,)) float64."""
+    x64 = x.astype(np.float64)
+    return np.sqrt((x64 * x64).sum(axis=1)), x64 @ m.astype(np.float64)
 
 
 def pack_signs(z: np.ndarray, offset: int = 0) -> np.ndarray:
@@ -263,25 +271,29 @@ def write_codes(codes: np.ndarray, offset: int, bits: int, d: int, dest: np.ndar
 
 
 def encode_lanes(y: np.ndarray, scale: np.ndarray, translate: np.ndarray, centre: np.ndarray,
-                 boundaries: np.ndarray, centroids: np.ndarray, width: int, tail=None):
+                 boundaries: np.ndarray, centroids: np.ndarray, width: int, tail=None,
+                 spread: np.ndarray | None = None):
     """Twin of `kernels.encode.encode_lanes` with zero rounds (rows y already rotated):
     (codes at `width` bits a coordinate (n, ceil(d * width / 8)) uint8, norms float64, dots).
 
     tail: None, or (tail_first, tail_boundaries, tail_centroids, tail_width):
     coordinates from tail_first on take that codebook, their codes after
-    the others' from a whole byte.
+    the others' from a whole byte. spread (d,) float32: per-coordinate scales, None for all 1.
     """
+    spread = np.ones(y.shape[1], np.float32) if spread is None else spread
+    inv_spread = (np.float32(1.0) / spread).astype(np.float32)
     scale = np.ones(len(y)) if scale.shape[0] == 0 else scale
     norms = encoder_norms(y * scale.astype(np.float32)[:, None] - translate)
     bits = int(np.log2(len(centroids)))
-    codes, _, dots, residual = encode_directions(y, scale, translate, centre, boundaries, centroids, bits)
+    codes, _, dots, residual = encode_directions(y, scale, translate, centre, boundaries, centroids, bits, spread)
     if tail is None:
         return restream(codes, 0, bits, y.shape[1], width), norms, dots
     first, tail_b, tail_c, tail_width = tail
     d = y.shape[1]
-    u = residual + centroids[unpack_codes(codes, 0, bits, d)] + centre        # the unit directions
-    c = np.searchsorted(tail_b, u[:, first:] - centre[first:], side="right")
-    uh = np.concatenate([centroids[unpack_codes(codes, 0, bits, d)[:, :first]], tail_c[c]], axis=1) + centre
+    u = residual + centroids[unpack_codes(codes, 0, bits, d)] * spread + centre        # the unit directions
+    c = np.searchsorted(tail_b, (u[:, first:] - centre[first:]) * inv_spread[first:], side="right")
+    uh = (np.concatenate([centroids[unpack_codes(codes, 0, bits, d)[:, :first]], tail_c[c]], axis=1) * spread
+          + centre)
     dots = np.where(norms > 0, (u.astype(np.float64) * uh).sum(axis=1), 0.0).astype(np.float32)
     head = restream(codes, 0, bits, first, width)
     return np.concatenate([head, pack_codes(c, tail_width)], axis=1), norms, dots
