@@ -114,7 +114,7 @@ def test_kernel_equals_numpy_reference(data_32, built, mode, metric):
     qc = (q @ index._centroids.T).astype(np.float32)
     args = (lists.codes, lists.factors, lists.start, lists.size, qc, index._cnorm2, metric != "ip",
             index._list_bias_mult(), 5, *index._segment_values(q), quant.centroid_table)
-    S, P = ivf_scan.search_lists(*args, *p, 15)
+    S, P = ivf_scan.search_lists(*args, *p, 15, np.zeros(0, np.uint8))
     S_ref, P_ref = ref.search_lists(*args, quant.segments, 15)
     np.testing.assert_allclose(S, S_ref, rtol=1e-4, atol=1e-4)
     assert (P == P_ref).mean() > 0.95        # positions agree except where scores tie to rounding

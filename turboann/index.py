@@ -13,13 +13,14 @@ import numba
 import numpy as np
 
 from . import _validate, compact as _compact
+from .kernels import _dot_filter
 from .kernels import dot as _dot
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
 from ._rwlock import RWLock, reading, writing
 from .quantizer import TurboQuantMSE, TurboQuantProd
-from .store import BlockedCodeStore, CodeStore
+from .store import BlockedCodeStore, CodeStore, SlotFilter
 from .vectors import KeptVectors
 
 VARIANTS = ("mse", "prod")
@@ -34,6 +35,43 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
 _CHUNKS_PER_THREAD = 4
+# The kernels' `allowed` when a search has no filter.
+_NO_FILTER = np.zeros(0, np.uint8)
+# A fast-scan filter is scored slot by slot (no scan) when it allows at most this many slots per
+# 32-vector block it touches: scanning a block costs about as much as scoring a few vectors exactly.
+_DIRECT_PER_BLOCK = 2.0
+# TEMPORARY (until kernels.dot takes `allowed`): the integer engine scores a filter's slots directly
+# when it allows at most this share of the vectors, else it over-fetches (`_overfetch`).
+_DOT_DIRECT_SHARE = 1 / 32
+
+
+def _score_directly(slots: np.ndarray) -> bool:
+    """Whether a fast-scan search restricted to slots (ascending int64) should score them one by one
+    instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`)."""
+    if not slots.size:
+        return True
+    touched = 1 + np.count_nonzero(np.diff(slots // _fs.BLOCK))
+    return slots.size <= _DIRECT_PER_BLOCK * touched
+
+
+def _overfetch(search, mask: np.ndarray, k: int, allowed: int, held: int):
+    """TEMPORARY (until kernels.dot takes `allowed`): the top k among the slots mask (n_slots,) uint8
+    allows, from an unfiltered search(width) -> (scores, slots) of a wider top, widened until every
+    query has k allowed results or its search ran out of vectors. Exact where the search's top is:
+    the first k allowed of an exact top are the exact top k among the allowed. allowed: how many
+    slots the mask allows; held: vectors the search sees."""
+    width = min(held, math.ceil(1.5 * k * held / max(allowed, 1)) + 16)
+    while True:
+        scores, slots = search(width)
+        keep = (slots >= 0) & (mask[np.maximum(slots, 0)] != 0)
+        done = (keep.sum(axis=1) >= k) | ((slots >= 0).sum(axis=1) < width)
+        if done.all() or width >= held:
+            break
+        width = min(held, 2 * width)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]   # allowed first, in rank order
+    kept = np.take_along_axis(keep, order, 1)
+    scores = np.where(kept, np.take_along_axis(scores, order, 1), -np.inf).astype(np.float32)
+    return scores, np.where(kept, np.take_along_axis(slots, order, 1), -1)
 
 
 def set_num_threads(n: int) -> None:
@@ -421,7 +459,7 @@ class Index:
 
     # -- searching -----------------------------------------------------------
     @reading
-    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):
+    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None, filter=None):
         """k nearest neighbours of each query row.
 
         q (nq, dim) any real dtype; returns D (nq, k) float32 and I (nq, k) int64.
@@ -435,11 +473,26 @@ class Index:
         (the fast-scan layout ranks them by its u8-table estimate, with no
         exact re-scoring), then return the k best of those by the exact
         metric, with exact D.
+        filter: ids that may be returned (array-like or set of ints; any order,
+        duplicates and ids not held ignored), or None for all. The result is
+        the unfiltered ranking restricted to them (exact scores, ties to the
+        lower slot; with rerank the shortlist is the R best allowed), so at
+        most min(k, allowed ids held) are found. The kernels skip every
+        32-vector block with no allowed vector, and score the allowed ones
+        directly when they are that sparse.
         """
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
+        allowed, shortlist = self._filter(filter, shortlist)
         with _thread_count(threads) as nthreads:
-            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None)
+            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed)
             return self._results(q, q_exact, scores, slots, k, rerank)
+
+    def _filter(self, filter, shortlist: int) -> tuple[SlotFilter | None, int]:
+        """The checked filter in slot terms (None: no filter) and the shortlist, cut to the allowed count."""
+        if filter is None:
+            return None, shortlist
+        allowed = self._store.filter(_validate.id_filter("filter", filter))
+        return allowed, max(1, min(shortlist, allowed.slots.size))
 
     def _queries(self, q, k, rerank):
         """Checked (q for the codes, q for exact scores, k, shortlist size) of a search call."""
@@ -487,21 +540,26 @@ class Index:
                              f"got rerank={rerank} on an index without them")
         return rerank
 
-    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
-        """Kernel scores and slots of the k best; exact=False lets fast-scan rank by its u8 estimate
-        (a shortlist to re-rank from the vectors needs no exact code scores)."""
+    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                         allowed: SlotFilter | None = None):
+        """Kernel scores and slots of the k best (among the allowed slots, when given); exact=False lets
+        fast-scan rank by its u8 estimate (a shortlist to re-rank from the vectors needs no exact code
+        scores)."""
         n, nq = len(self._store), q.shape[0]
-        if n == 0 or nq == 0:
+        if n == 0 or nq == 0 or (allowed is not None and not allowed.slots.size):
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
-            return self._search_fastscan(q, k, nthreads, exact)
+            return self._search_fastscan(q, k, nthreads, exact, allowed)
         if self._dot_book is not None:
+            if allowed is not None:
+                return self._search_dot_filtered(q, k, nthreads, exact, allowed)
             return self._search_dot(q, k, nthreads, exact)
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
         return search_codes(self._store.codes, self._store.factors, *self._segment_values(q),
-                            self._centroid_table, *self._quant.plan, k, n_chunks)
+                            self._centroid_table, *self._quant.plan, k, n_chunks,
+                            _NO_FILTER if allowed is None else allowed.mask)
 
     def _segment_values(self, q: np.ndarray):
         """The kernels' per-query inputs: qv (nq, nseg, d) and offsets qoff (nq, nseg) float32.
@@ -522,8 +580,12 @@ class Index:
         return (np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64),
                 np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
 
-    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
+    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                         allowed: SlotFilter | None = None):
         store, lay = self._store, self._store.layout
+        if allowed is not None and _score_directly(allowed.slots):
+            return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
+                                   self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
         n_chunks = 1
@@ -531,16 +593,21 @@ class Index:
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot, qoff, cents = self._fastscan_queries(q)
-        # the last part's codebook: the tail's, or without a tail the codes' own (which scans nothing)
-        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
-                                                               :1 << lay.tail_bits])
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.head_sub, tail_cents, lay.tail_bits,
-                                     lay.tail_per_nibble, lay.tail_first, k, n_chunks, group, _fs.simd_level(),
-                                     exact)
+                                     self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
+                                     group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask)
+
+    def _tail_code(self):
+        """The fast-scan kernels' tail arguments: (codebook (2**tail_bits,) float32, tail_bits,
+        tail_per_nibble, tail_first); the last part's codebook is the tail's, or without a tail the
+        codes' own (which scans nothing)."""
+        lay = self._store.layout
+        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
+                                                               :1 << lay.tail_bits])
+        return tail_cents, lay.tail_bits, lay.tail_per_nibble, lay.tail_first
 
     def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
         """The integer engine (`kernels.dot`) over the row-major codes: the exact float top k, or with
@@ -555,6 +622,19 @@ class Index:
         with numba.parallel_chunksize(1):
             return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
                                    _dot.simd_level())
+
+    def _search_dot_filtered(self, q: np.ndarray, k: int, nthreads: int, exact: bool, allowed: SlotFilter):
+        """TEMPORARY, until `kernels.dot.search_dot` takes `allowed=` (then pass allowed.mask to it in
+        `_search_dot` and delete this and `kernels._dot_filter`): few allowed slots are scored directly
+        with the engine's exact scores; more through a wider unfiltered top k (`_overfetch`)."""
+        store = self._store
+        if allowed.slots.size <= _DOT_DIRECT_SHARE * len(store):
+            qrot, qoff, cents = self._fastscan_queries(q)
+            prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
+            return _dot_filter.score_dot_slots(store.codes, store.factors, prepared, self._dot_book, cents,
+                                               allowed.slots, k)
+        return _overfetch(lambda width: self._search_dot(q, width, nthreads, exact), allowed.mask, k,
+                          allowed.slots.size, len(store))
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

@@ -17,6 +17,7 @@ import numpy as np
 
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
+from .store import SlotFilter, SlotLookup, slot_filter
 
 BLOCK = _fs.BLOCK
 _MIN_ARENA = 1024
@@ -42,6 +43,7 @@ class InvertedLists:
         self._owner = np.zeros(0, np.int32)     # list number of every position
         self._end = 0                           # first position past every reserved run
         self._pos_of: dict[int, int] | None = None
+        self._lookup: SlotLookup | None = None   # for filters: built on first need, dropped on change
         self.next_id = 0
 
     def __len__(self) -> int:
@@ -79,7 +81,8 @@ class InvertedLists:
         self._codes[dst] = self._codes[src]
 
     def _changed(self) -> None:
-        """Called after every change of the contents."""
+        """Called before every change of the contents."""
+        self._lookup = None
 
     @property
     def factors(self) -> np.ndarray:
@@ -200,6 +203,21 @@ class InvertedLists:
             return np.fromiter((int(i) in self._pos_of for i in ids), bool, len(ids))
         return np.isin(ids, self._ids[self.positions()])
 
+    def filter(self, ids: np.ndarray) -> SlotFilter:
+        """The arena positions of the held ones among ids (int64, any order), as a `SlotFilter`."""
+        lookup = self._lookup
+        if lookup is None:   # searches may build it at once: each builds the same, one is kept
+            pos = np.flatnonzero(self._ids >= 0)
+            lookup = self._lookup = SlotLookup(self._ids[pos], pos)
+        return slot_filter(lookup, ids, self.arena_size)
+
+    def list_of(self, positions: np.ndarray) -> np.ndarray:
+        """The list holding each arena position (int64 array of held positions): (m,) int64."""
+        held = np.flatnonzero(self.size)   # their runs are disjoint; an empty list's start may be any
+        order = held[np.argsort(self.start[held], kind="stable")]
+        at = np.searchsorted(self.start[order], positions, side="right") - 1
+        return order[at]
+
     def slots(self, ids: np.ndarray) -> np.ndarray:
         """Arena position of every id (int64 array); -1 where absent."""
         pos_of = self._pos_map()
@@ -296,6 +314,7 @@ class BlockedInvertedLists(InvertedLists):
         return self._split
 
     def _changed(self) -> None:
+        super()._changed()
         self._split = None
 
     def _new_codes(self, size: int) -> np.ndarray:
