@@ -232,23 +232,27 @@ def test_persistence_round_trip(tmp_path, data_32):
 
 
 def test_file_versions(tmp_path, data_32):
-    """Plain flat files stay version 1; IVF files and kept vectors need version 2; an untrained IVF loads."""
+    """Plain row-major flat files stay version 1; IVF files and kept vectors need version 2, fast-scan
+    codes (flat or IVF) as the search reads them version 3; an untrained IVF loads."""
     x, _ = data_32
-    flat = ta.Index(32, bits=2)
+    flat = ta.Index(32, bits=2, layout="flat")
     flat.add(x[:50])
     flat.save(tmp_path / "flat.tann")
-    ivf = ta.IVFIndex(32, nlist=4)
-    ivf.save(tmp_path / "ivf.tann")
+    fast = ta.Index(32, bits=2)
+    fast.add(x[:50])
+    fast.save(tmp_path / "fast.tann")
+    ta.IVFIndex(32, nlist=4, layout="flat").save(tmp_path / "ivf.tann")
+    ta.IVFIndex(32, nlist=4).save(tmp_path / "ivf_fast.tann")
     version = {name: int.from_bytes((tmp_path / name).read_bytes()[8:12], "little")
-               for name in ("flat.tann", "ivf.tann")}
-    assert version == {"flat.tann": 1, "ivf.tann": 2}
+               for name in ("flat.tann", "fast.tann", "ivf.tann", "ivf_fast.tann")}
+    assert version == {"flat.tann": 1, "fast.tann": 3, "ivf.tann": 2, "ivf_fast.tann": 3}
     loaded = ta.load(tmp_path / "ivf.tann")
     assert type(loaded) is ta.IVFIndex and not loaded.is_trained and len(loaded) == 0
 
 
 def test_corrupt_list_sizes_are_rejected(tmp_path, data_32):
     x, _ = data_32
-    index = ta.IVFIndex(32, nlist=4, bits=2)
+    index = ta.IVFIndex(32, nlist=4, bits=2, layout="flat")   # the arena form: tests/test_mmap.py
     index.train(x[:200], threads=1)
     index.add(x[:200])
     path = tmp_path / "ivf.tann"

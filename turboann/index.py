@@ -19,6 +19,7 @@ from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
 from ._rwlock import RWLock, reading, writing
+from .io import ReadOnlyIndexError
 from .quantizer import TurboQuantMSE, TurboQuantProd
 from .store import BlockedCodeStore, CodeStore, SlotFilter
 from .vectors import KeptVectors
@@ -198,6 +199,7 @@ class Index:
                  layout: str = "auto", compact: bool = False):
         # Searches share it, adds and removes hold it alone (see turboann._rwlock and README).
         self._lock = RWLock()
+        self._mapped_from: str | None = None   # the file `io.load(mmap=True)` mapped: read-only
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
@@ -310,6 +312,7 @@ class Index:
 
         Default ids continue from one past the largest id ever added.
         """
+        self._check_writable("add")
         x = _validate.rows("x", x, self.dim)
         n = x.shape[0]
         ids = self._new_ids(ids, n)
@@ -658,6 +661,7 @@ class Index:
         missing="raise" (default) rejects the whole call, removing nothing, if
         any id is absent; missing="ignore" skips absent ids.
         """
+        self._check_writable("remove")
         _validate.choice("missing", missing, ("raise", "ignore"))
         ids = _validate.ids("ids", ids)
         if missing == "raise" and ids.size:
@@ -671,9 +675,25 @@ class Index:
     # -- persistence ---------------------------------------------------------
     @reading
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to one file, atomically (see `turboann.io`)."""
+        """Write the index to one file, atomically (see `turboann.io`). A mapped index (`load(mmap=True)`)
+        saves to any other path; over the file it maps it raises `ReadOnlyIndexError`."""
         from . import io
+        mapped = self._mapped_from
+        if mapped is not None and os.path.exists(path) and os.path.samefile(path, mapped):
+            raise ReadOnlyIndexError(f"path {os.fspath(path)!r} is the file this index maps read-only "
+                                     f"(load(..., mmap=True)): save it to another path")
         io.save(self, path)
+
+    @property
+    def read_only(self) -> bool:
+        """True for an index mapped from a file (`load(path, mmap=True)`): searches only."""
+        return self._mapped_from is not None
+
+    def _check_writable(self, action: str) -> None:
+        """Refuse `action` on a mapped index, before anything is checked or changed."""
+        if self._mapped_from is not None:
+            raise ReadOnlyIndexError(f"{action} needs a writable index, got one mapping {self._mapped_from!r} "
+                                     f"read-only (load(..., mmap=True)); load it without mmap to change it")
 
     def _settings(self) -> dict:
         return {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,

@@ -110,6 +110,7 @@ class IVFIndex(Index):
         threads: Faiss's OpenMP threads for this call (default: its current
         setting). Training must come before the first add.
         """
+        self._check_writable("train")
         x, norms = _validate.vectors_and_norms("sample", sample, self.dim, allow_empty=False)
         niter = _validate.integer("niter", niter, low=1)
         threads = None if threads is None else _validate.integer("threads", threads, low=1)
@@ -141,6 +142,7 @@ class IVFIndex(Index):
 
         For cosine they should come from unit vectors, as train() does. Must come before the first add.
         """
+        self._check_writable("set_centroids")
         c, _ = _validate.vectors_and_norms("centroids", centroids, self.dim)
         if c.shape[0] != self.nlist:
             raise ValueError(f"centroids must have nlist = {self.nlist} rows, got {c.shape[0]}")
@@ -168,6 +170,7 @@ class IVFIndex(Index):
     @writing
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype, to their nearest lists. ids as in `Index.add`."""
+        self._check_writable("add")
         x, norms = _validate.vectors_and_norms("x", x, self.dim)
         self._require_trained("add")
         n = x.shape[0]

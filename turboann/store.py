@@ -288,6 +288,14 @@ class BlockedCodeStore(CodeStore):
         self._split = None
         return super().remove(ids)
 
+    def load_blocks(self, blocks: np.ndarray, split: np.ndarray, factors: np.ndarray, ids: np.ndarray,
+                    next_id: int) -> None:
+        """Take blocks (n_blocks(n), rows, 32) uint8 and their `split_factors` (2, n_blocks * 32) float32
+        as they are, with the factors as kept and ids (n,): no copy, they may be mapped from a file."""
+        self.load_arrays(np.zeros((0, self.code_bytes), np.uint8), factors, ids, next_id)
+        self._n = ids.shape[0]
+        self._blocks, self._split = blocks, split
+
     def _grow_codes(self, cap: int) -> None:
         self._blocks = grown(self._blocks, _fs.n_blocks(self._n), _fs.n_blocks(cap))
 
