@@ -37,6 +37,7 @@ def path(request, monkeypatch):
     TEMPORARY integer-engine path to over-fetch or score directly)."""
     direct = request.param == "direct"
     monkeypatch.setattr(index_module, "_DIRECT_PER_BLOCK", np.inf if direct else 0.0)
+    monkeypatch.setattr(index_module, "_DIRECT_PER_RESULT", np.inf)
     monkeypatch.setattr(index_module, "_DOT_DIRECT_SHARE", 1.0 if direct else 0.0)
     import turboann.ivf as ivf_module
     monkeypatch.setattr(ivf_module, "_DOT_DIRECT_SHARE", 1.0 if direct else 0.0)

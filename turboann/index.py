@@ -39,20 +39,23 @@ _CHUNKS_PER_THREAD = 4
 # The kernels' `allowed` when a search has no filter.
 _NO_FILTER = np.zeros(0, np.uint8)
 # A fast-scan filter is scored slot by slot (no scan) when it allows at most this many slots per
-# 32-vector block it touches: scanning a block costs about as much as scoring a few vectors exactly.
+# 32-vector block it touches (scoring one exactly reads its whole block, as scanning it does) and at
+# most _DIRECT_PER_RESULT per result asked for: with fewer allowed per result the scan's bound
+# skips few of them, so it pays its tables and block sums on top of the same exact scores.
 _DIRECT_PER_BLOCK = 2.0
+_DIRECT_PER_RESULT = 50
 # TEMPORARY (until kernels.dot takes `allowed`): the integer engine scores a filter's slots directly
 # when it allows at most this share of the vectors, else it over-fetches (`_overfetch`).
 _DOT_DIRECT_SHARE = 1 / 32
 
 
-def _score_directly(slots: np.ndarray) -> bool:
-    """Whether a fast-scan search restricted to slots (ascending int64) should score them one by one
-    instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`)."""
+def _score_directly(slots: np.ndarray, k: int) -> bool:
+    """Whether a fast-scan search for the top k among slots (ascending int64) should score them one
+    by one instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`)."""
     if not slots.size:
         return True
     touched = 1 + np.count_nonzero(np.diff(slots // _fs.BLOCK))
-    return slots.size <= _DIRECT_PER_BLOCK * touched
+    return slots.size <= _DIRECT_PER_BLOCK * touched and slots.size <= _DIRECT_PER_RESULT * k
 
 
 def _overfetch(search, mask: np.ndarray, k: int, allowed: int, held: int):
@@ -586,7 +589,7 @@ class Index:
     def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
                          allowed: SlotFilter | None = None):
         store, lay = self._store, self._store.layout
-        if allowed is not None and _score_directly(allowed.slots):
+        if allowed is not None and _score_directly(allowed.slots, k):
             return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
                                    self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
         group = _fs.query_group(lay.rows)

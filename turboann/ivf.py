@@ -232,7 +232,7 @@ class IVFIndex(Index):
         probe = (lists.start, lists.size, qc, self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe)
         if self.layout == "fastscan":
             lay = lists.layout
-            if allowed is not None and _score_directly(allowed.slots):
+            if allowed is not None and _score_directly(allowed.slots, k):
                 return _ivf_fs.score_list_slots(lists.blocks, lists.split_factors(), allowed.slots,
                                                 lists.list_of(allowed.slots), *probe, *self._fastscan_queries(q),
                                                 self.bits, lay.per_nibble, lay.n_sub, k)

@@ -619,6 +619,23 @@ def block_allowed(allowed, lo, hi):
 
 
 @njit(cache=True, nogil=True)
+def active_blocks(allowed, n):
+    """The blocks of slots 0..n-1 that hold an allowed slot (`lane_allowed`), ascending (int64): every
+    block without a filter. One pass over the mask a search, so that chunks of work split the blocks
+    that are read, and no task looks at the others."""
+    nb = (n + BLOCK - 1) // BLOCK
+    if allowed.shape[0] == 0:
+        return np.arange(nb)
+    out = np.empty(nb, np.int64)
+    m = 0
+    for b in range(nb):
+        if block_allowed(allowed, b * BLOCK, min(n, b * BLOCK + BLOCK)):
+            out[m] = b
+            m += 1
+    return out[:m]
+
+
+@njit(cache=True, nogil=True)
 def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, allowed):
     """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best.
 
@@ -687,7 +704,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     nq = qrot.shape[0]
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
-    nb = (n + BLOCK - 1) // BLOCK
+    scan = active_blocks(allowed, n)   # the blocks to read, with at least one allowed slot
+    nb = scan.shape[0]
     n_groups = (nq + group - 1) // group
     step = (nb + n_chunks - 1) // n_chunks
     part_s = np.full((nq, n_chunks, k), -np.inf)
@@ -709,9 +727,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         upper = np.empty(BLOCK, np.float32)
         w, bias = wsplit[0], wsplit[1]
         sel = np.empty(4, np.int64)
-        for b in range(ch * step, min(nb, (ch + 1) * step)):
-            if not block_allowed(allowed, b * BLOCK, min(n, b * BLOCK + BLOCK)):
-                continue
+        for at in range(ch * step, min(nb, (ch + 1) * step)):
+            b = scan[at]
             j0 = 0
             while j0 < gq:
                 m = 4 if j0 + 4 <= gq else 1
@@ -746,21 +763,26 @@ def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_su
 
     slots (m,) int64, ascending and distinct; the other arguments as in
     `search_blocks`. Scores are those `search_blocks` re-scores (the same
-    float tables and sums), so results equal its filtered results; with m
+    sums in the same order: `direct_partial`, or the float tables for a
+    compact code's tail), so results equal its filtered results; with m
     at least k nothing is estimated, so this also serves exact=False.
     Returns scores (nq, k) float32 best first and slots (nq, k) int64, -1 padded.
     """
-    nq = qrot.shape[0]
+    nq, dim = qrot.shape
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
     w, bias = wsplit[0], wsplit[1]
+    tables = tail_first < dim   # a compact code's tail: float tables; else `direct_partial`, no tables
+    cx = coordinate_centroids(cents, bits, per_nibble)
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
         ftab = np.empty((1, 2 * rows, 16))
-        lut = np.empty(rows * 32, np.uint8)
-        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
-                     tail_per_nibble, tail_first)
+        if tables:
+            lut = np.empty(rows * 32, np.uint8)
+            build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
+                         tail_per_nibble, tail_first)
+        qp = np.zeros(1) if tables else padded_query(qrot[q], rows, per_nibble)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)
         for t in range(slots.shape[0]):   # slot order, so equal scores keep the lower slot
@@ -768,7 +790,10 @@ def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_su
             b = v // BLOCK
             lane = v - b * BLOCK
             at = b * BLOCK + split_position(lane)
-            score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
+            offset = b * rows * BLOCK
+            partial = (_exact_partial(flat, offset, rows, lane, ftab, 0) if tables
+                       else direct_partial(flat, offset, rows, lane, qp, qoff[q], cx, per_nibble))
+            score = np.float64(w[at]) * partial + bias[at]
             if score > hs[0]:
                 heap_push(hs, hi, score, v)
         tmp = np.empty(k)
