@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 from . import _simd
@@ -755,7 +756,10 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     return out_s, out_i
 
 
-@njit(parallel=True, cache=True, nogil=True)
+# Scratch bytes of the per-chunk heaps of `_score_slots_direct` at most (chunks x queries x k).
+_DIRECT_HEAP_BYTES = 64 << 20
+
+
 def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
                 tail_per_nibble, tail_first, k):
     """Exact float top k among the given slots for each query, each scored directly (no scan): for
@@ -764,25 +768,77 @@ def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_su
     slots (m,) int64, ascending and distinct; the other arguments as in
     `search_blocks`. Scores are those `search_blocks` re-scores (the same
     sums in the same order: `direct_partial`, or the float tables for a
-    compact code's tail), so results equal its filtered results; with m
-    at least k nothing is estimated, so this also serves exact=False.
-    Returns scores (nq, k) float32 best first and slots (nq, k) int64, -1 padded.
+    compact code's tail), so results equal its filtered results; nothing is
+    estimated, so this also serves exact=False. Returns scores (nq, k)
+    float32 best first and slots (nq, k) int64, -1 padded.
     """
-    nq, dim = qrot.shape
+    if tail_first < qrot.shape[1]:
+        return _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents,
+                                   tail_bits, tail_per_nibble, tail_first, k)
+    nq = qrot.shape[0]
+    n_chunks = max(1, min(4 * numba.get_num_threads(), slots.shape[0] // 16,
+                          _DIRECT_HEAP_BYTES // (16 * k * max(nq, 1))))
+    return _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, k, n_chunks)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, k, n_chunks):
+    """`score_slots` by `direct_partial` (no tail), the slots in n_chunks ranges a task: each
+    vector's bytes are gathered once (one per block row, a cache line apart in the block) and met by
+    every query from L1, where scoring query by query would fetch them once a query."""
+    nq = qrot.shape[0]
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
     w, bias = wsplit[0], wsplit[1]
-    tables = tail_first < dim   # a compact code's tail: float tables; else `direct_partial`, no tables
     cx = coordinate_centroids(cents, bits, per_nibble)
+    qps = np.empty((nq, 2 * rows * per_nibble))
+    for q in range(nq):
+        qps[q] = padded_query(qrot[q], rows, per_nibble)
+    m = slots.shape[0]
+    step = (m + n_chunks - 1) // n_chunks
+    part_s = np.full((n_chunks, nq, k), -np.inf)
+    part_i = np.full((n_chunks, nq, k), -1, np.int64)
+    for ch in prange(n_chunks):
+        own = np.zeros(BLOCK * rows, np.uint8)   # the vector's bytes at lane 0 of a block of its own
+        for t in range(ch * step, min(m, (ch + 1) * step)):   # slot order: equal scores keep the lower slot
+            v = slots[t]
+            b = v // BLOCK
+            lane = v - b * BLOCK
+            at = b * BLOCK + split_position(lane)
+            offset = b * rows * BLOCK
+            for r in range(rows):
+                own[BLOCK * r] = flat[offset + BLOCK * r + lane]
+            wv = np.float64(w[at])
+            bv = bias[at]
+            for q in range(nq):
+                score = wv * direct_partial(own, 0, rows, 0, qps[q], qoff[q], cx, per_nibble) + bv
+                if score > part_s[ch, q, 0]:
+                    heap_push(part_s[ch, q], part_i[ch, q], score, v)
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        tmp = np.empty(k)
+        sorted_topk(np.ascontiguousarray(part_s[:, q]).ravel(), np.ascontiguousarray(part_i[:, q]).ravel(), k, tmp,
+                    out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
+                        tail_per_nibble, tail_first, k):
+    """`score_slots` from the float tables (a compact code's tail), query by query."""
+    nq = qrot.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    w, bias = wsplit[0], wsplit[1]
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
         ftab = np.empty((1, 2 * rows, 16))
-        if tables:
-            lut = np.empty(rows * 32, np.uint8)
-            build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
-                         tail_per_nibble, tail_first)
-        qp = np.zeros(1) if tables else padded_query(qrot[q], rows, per_nibble)
+        lut = np.empty(rows * 32, np.uint8)
+        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
+                     tail_per_nibble, tail_first)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)
         for t in range(slots.shape[0]):   # slot order, so equal scores keep the lower slot
@@ -790,10 +846,7 @@ def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_su
             b = v // BLOCK
             lane = v - b * BLOCK
             at = b * BLOCK + split_position(lane)
-            offset = b * rows * BLOCK
-            partial = (_exact_partial(flat, offset, rows, lane, ftab, 0) if tables
-                       else direct_partial(flat, offset, rows, lane, qp, qoff[q], cx, per_nibble))
-            score = np.float64(w[at]) * partial + bias[at]
+            score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
             if score > hs[0]:
                 heap_push(hs, hi, score, v)
         tmp = np.empty(k)
