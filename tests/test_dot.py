@@ -176,3 +176,71 @@ def test_ties_everywhere_settle_in_slot_order(nq):
         s, i = _search(cents, codes, factors, q, off, 4, 3, simd=simd)
         np.testing.assert_array_equal(i, order, err_msg=f"simd {simd}")
         np.testing.assert_array_equal(s, np.take_along_axis(truth, order, 1).astype(np.float32))
+
+
+def _restricted_order(truth, allowed, k):
+    """The float top k among the allowed slots: (slots (nq, k) -1 padded, scores (nq, k) -inf padded)."""
+    masked = np.where(allowed.astype(bool)[None, :], truth, -np.inf)
+    order = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(masked, order, 1)
+    return np.where(np.isfinite(top), order, -1), top.astype(np.float32)
+
+
+@pytest.mark.parametrize("bits", [3, 8])
+def test_many_queries_share_each_decoded_block(bits):
+    """300 queries: tasks take several query groups, which share each block of decoded vectors."""
+    cents, codes, factors, q, off = _case(bits, 70, 1000, 300, seed=40 + bits)
+    truth = _reference_scores(cents, codes, factors, q, off, bits)
+    order = np.argsort(-truth, axis=1, kind="stable")[:, :10]
+    for simd in LEVELS:
+        s, i = _search(cents, codes, factors, q, off, bits, 10, simd=simd)
+        np.testing.assert_array_equal(i, order, err_msg=f"simd {simd}")
+        np.testing.assert_array_equal(s, np.take_along_axis(truth, order, 1).astype(np.float32))
+
+
+@pytest.mark.parametrize("bits", [2, 5])
+def test_allowed_slots_give_the_restricted_float_ranking(bits):
+    """A filter returns exactly the float top k among the allowed slots: one slot, a few, blocks with
+    none allowed, half, all and none; every query path (a group, few queries) and SIMD level."""
+    n = 900
+    cents, codes, factors, q, off = _case(bits, 90, n, 21, seed=60 + bits)
+    truth = _reference_scores(cents, codes, factors, q, off, bits)
+    rng = np.random.default_rng(bits)
+    masks = {"one": np.isin(np.arange(n), [417]), "few": rng.random(n) < 0.01,
+             "blocks": (np.arange(n) // 64) % 3 == 1, "half": rng.random(n) < 0.5,
+             "all": np.ones(n, bool), "none": np.zeros(n, bool)}
+    for name, mask in masks.items():
+        allowed = mask.astype(np.uint8)
+        want_i, want_s = _restricted_order(truth, allowed, 10)
+        for simd in LEVELS:
+            for nq, n_chunks in ((21, 1), (21, 3), (3, 1), (1, 2)):
+                book = dot.dot_codebook(cents, bits)
+                p = dot.dot_queries(q[:nq], off[:nq], book)
+                s, i = dot.search_dot(codes, factors, p, book, cents, 10, 10, n_chunks, True, simd, allowed)
+                np.testing.assert_array_equal(i, want_i[:nq], err_msg=f"{name}, simd {simd}, {nq} queries")
+                np.testing.assert_array_equal(s, want_s[:nq])
+        # the shortlist mode keeps to the allowed slots too
+        s, i = dot.search_dot(codes, factors, p, book, cents, 10, 30, 1, False, dot.simd_level(), allowed)
+        assert np.isin(i[i >= 0], np.flatnonzero(mask)).all() and (i >= 0).sum(1).max() <= mask.sum()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_batches_over_fastscan_blocks_match_fastscan(bits, metric):
+    """From `index._DOT_BATCH` queries on, a fast-scan index is searched by the integer engine straight
+    from its blocks: the same exact top k as fast-scan's own kernel, after removals too."""
+    from turboann import index as index_module
+
+    rng = np.random.default_rng(bits)
+    x = rng.standard_normal((1500, 48)).astype(np.float32) + 0.2
+    q = rng.standard_normal((300, 48)).astype(np.float32) + 0.2
+    idx = ta.Index(48, bits, metric=metric, layout="fastscan")
+    idx.add(x)
+    idx.remove(np.arange(0, 1500, 7))
+    assert idx._dot_book is not None and len(q) >= index_module._DOT_BATCH[bits]
+    D, I = idx.search(q, 10)
+    prepared = idx._queries(q, 10, None)[0]
+    scores, slots = idx._search_fastscan(prepared, 10, 1)
+    want_D, want_I = idx._finish(prepared, scores, slots)
+    np.testing.assert_array_equal(I, want_I)
+    np.testing.assert_allclose(D, want_D, rtol=1e-6, atol=1e-6)

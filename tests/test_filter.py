@@ -20,7 +20,7 @@ from conftest import clustered
 N, DIM, K = 1500, 48, 10
 # (kwargs, engine it exercises): fast-scan, fast-scan with a compact tail, float tables, integer engine
 FLAT = [({"bits": 4}, "fastscan"), ({"bits": 2, "compact": True}, "fastscan tail"),
-        ({"bits": 3, "variant": "prod"}, "float tables"), ({"bits": 3}, "dot")]
+        ({"bits": 3, "variant": "prod"}, "float tables"), ({"bits": 3}, "dot"), ({"bits": 4}, "dot over blocks")]
 # allowed counts: one id up to all of them
 SELECTIVITIES = [1, 7, 60, 400, N]
 
@@ -33,14 +33,10 @@ def data():
 
 @pytest.fixture(params=["scan", "direct"])
 def path(request, monkeypatch):
-    """Force the fast-scan kernels to scan blocks, or to score the allowed slots directly (and the
-    TEMPORARY integer-engine path to over-fetch or score directly)."""
+    """Force the fast-scan kernels to scan blocks, or to score the allowed slots directly."""
     direct = request.param == "direct"
     monkeypatch.setattr(index_module, "_DIRECT_PER_BLOCK", np.inf if direct else 0.0)
     monkeypatch.setattr(index_module, "_DIRECT_PER_RESULT", np.inf)
-    monkeypatch.setattr(index_module, "_DOT_DIRECT_SHARE", 1.0 if direct else 0.0)
-    import turboann.ivf as ivf_module
-    monkeypatch.setattr(ivf_module, "_DOT_DIRECT_SHARE", 1.0 if direct else 0.0)
     return request.param
 
 
@@ -65,8 +61,10 @@ def _assert_restricted(index, q, allowed, k=K, **kw):
 
 @pytest.mark.parametrize("kwargs,engine", FLAT, ids=[e for _, e in FLAT])
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
-def test_flat_filter_is_the_restricted_ranking(data, path, kwargs, engine, metric):
+def test_flat_filter_is_the_restricted_ranking(data, path, kwargs, engine, metric, monkeypatch):
     x, q = data
+    if engine == "dot over blocks":   # fast-scan batches the integer engine serves (_DOT_BATCH): this one too
+        monkeypatch.setitem(index_module._DOT_BATCH, 4, 1)
     index = ta.Index(DIM, metric=metric, seed=3, **kwargs)
     index.add(x)
     rng = np.random.default_rng(5)

@@ -56,7 +56,7 @@ def test_tables_agree_with_rows(tiny_report):
         assert int(line["bytes_per_vector"]) == row.bytes_per_vector
         assert float(line["r1_at_64"]) == pytest.approx(row.r1_at[64], abs=1e-6)
     md = report.markdown_table(tiny_report).splitlines()
-    assert md[0].startswith("| method | bits | bytes/vector | build s | QPS | recall 10@10 | R@1@1 |")
+    assert md[0].startswith("| method | bits | bytes/vector | build | QPS | recall 10@10 | R@1@1 |")
     assert len(md) == 2 + 4
     text = report.text_table(tiny_report).splitlines()
     assert len(text) == 2 + 4 and len({len(line) for line in text}) == 1   # aligned columns
@@ -64,12 +64,13 @@ def test_tables_agree_with_rows(tiny_report):
 
 def test_write_report_files(tmp_path, tiny_report):
     paths = report.write_report(tiny_report, tmp_path / "out")
-    assert set(paths) == {"markdown", "csv", "json", "recall_vs_bits", "recall_at_k"}
-    for key in ("recall_vs_bits", "recall_at_k"):
+    assert set(paths) == {"markdown", "csv", "json", "recall_vs_bits", "recall_at_k", "recall_vs_qps",
+                          "recall_vs_bytes"}
+    for key in ("recall_vs_bits", "recall_at_k", "recall_vs_qps", "recall_vs_bytes"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert paths[key].stat().st_size > 10_000
     md = paths["markdown"].read_text()
-    assert "recall_vs_bits.png" in md and "| turboann | 2 |" in md
+    assert "recall_vs_bits.png" in md and "recall_vs_qps.png" in md and "| turboann | 2 |" in md
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".tmp-")]
 
 
@@ -117,3 +118,23 @@ def test_report_files_get_the_usual_permissions(tmp_path, tiny_report):
     finally:
         os.umask(old)
     assert {oct(p.stat().st_mode & 0o777) for p in paths.values()} == {oct(0o644)}
+
+
+def test_build_times_below_a_tenth_of_a_second_print_in_milliseconds():
+    assert report.format_seconds(1.234) == "1.23 s"
+    assert report.format_seconds(0.1) == "0.10 s"
+    assert report.format_seconds(0.012) == "12.0 ms"
+    assert report.format_seconds(0.0042) == "4.2 ms"
+    assert report.format_seconds(0.00042) == "0.42 ms"
+
+
+def test_library_output_becomes_one_note_and_progress_counts_every_row(tiny, capfd):
+    pytest.importorskip("faiss")
+    rows = []
+    out = report.run_report(tiny, [2, 4], ["faiss-pq", "faiss-tq"], on_row=lambda *a: rows.append(a))
+    assert [(done, total) for done, total, _ in rows] == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
+    assert rows[0][2].startswith("turboann") and "recall 10@10" in rows[0][2]
+    captured = capfd.readouterr()
+    assert "WARNING clustering" not in captured.err + captured.out
+    [note] = [n for n in out.notes if n.startswith("faiss-pq:")]   # 1,500 points cannot train 256 centroids well
+    assert "k-means codebooks trained on few points" in note and "Faiss asks for" in note

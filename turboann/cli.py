@@ -363,7 +363,8 @@ def report(data, bits, baselines, out_dir, queries, threads, seed):
     """Recall vs bits of turboann and baselines on DATA, as tables and plots.
 
     DATA defaults to the embedded wordnet-minilm-384-angular-10k subset. Writes
-    report.md, report.csv, report.json, recall_vs_bits.png and recall_at_k.png.
+    report.md, report.csv, report.json and four plots: recall_vs_bits.png,
+    recall_at_k.png, recall_vs_qps.png and recall_vs_bytes.png.
     """
     from . import report as rp
 
@@ -377,7 +378,14 @@ def report(data, bits, baselines, out_dir, queries, threads, seed):
         _note(f"no DATA given: using the embedded dataset {data.name}")
     dataset = _load(data, queries=queries)
     out_dir = out_dir or Path(f"report-{dataset.name}")
-    result = rp.run_report(dataset, bits, baselines, threads=threads, seed=seed, on_note=_note)
+    methods = rp.check_methods(baselines)
+    # A bar over the (method, bits) rows on stderr; skips and library output reach the notes printed below.
+    with click.progressbar(length=len(methods) * len(bits), label="measuring", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda line: line) as bar:
+        def row_done(done, total, line):
+            bar.update(done - bar.pos, " ".join(line.split()[:3]))
+
+        result = rp.run_report(dataset, bits, baselines, threads=threads, seed=seed, on_row=row_done)
     result.command = " ".join(["turboann report", *([str(data)] if given else []), "--bits",
                                ",".join(map(str, bits)), "--baselines", ",".join(baselines) or "''",
                                "--threads", str(threads), "--seed", str(seed),

@@ -13,7 +13,6 @@ import numba
 import numpy as np
 
 from . import _validate, compact as _compact
-from .kernels import _dot_filter
 from .kernels import dot as _dot
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
@@ -44,11 +43,6 @@ _NO_FILTER = np.zeros(0, np.uint8)
 # skips few of them, so it pays its tables and block sums on top of the same exact scores.
 _DIRECT_PER_BLOCK = 2.0
 _DIRECT_PER_RESULT = 50
-# TEMPORARY (until kernels.dot takes `allowed`): the integer engine scores a filter's slots directly
-# when it allows at most this share of the vectors, else it over-fetches (`_overfetch`).
-_DOT_DIRECT_SHARE = 1 / 32
-
-
 def _score_directly(slots: np.ndarray, k: int) -> bool:
     """Whether a fast-scan search for the top k among slots (ascending int64) should score them one
     by one instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`)."""
@@ -56,26 +50,10 @@ def _score_directly(slots: np.ndarray, k: int) -> bool:
         return True
     touched = 1 + np.count_nonzero(np.diff(slots // _fs.BLOCK))
     return slots.size <= _DIRECT_PER_BLOCK * touched and slots.size <= _DIRECT_PER_RESULT * k
-
-
-def _overfetch(search, mask: np.ndarray, k: int, allowed: int, held: int):
-    """TEMPORARY (until kernels.dot takes `allowed`): the top k among the slots mask (n_slots,) uint8
-    allows, from an unfiltered search(width) -> (scores, slots) of a wider top, widened until every
-    query has k allowed results or its search ran out of vectors. Exact where the search's top is:
-    the first k allowed of an exact top are the exact top k among the allowed. allowed: how many
-    slots the mask allows; held: vectors the search sees."""
-    width = min(held, math.ceil(1.5 * k * held / max(allowed, 1)) + 16)
-    while True:
-        scores, slots = search(width)
-        keep = (slots >= 0) & (mask[np.maximum(slots, 0)] != 0)
-        done = (keep.sum(axis=1) >= k) | ((slots >= 0).sum(axis=1) < width)
-        if done.all() or width >= held:
-            break
-        width = min(held, 2 * width)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]   # allowed first, in rank order
-    kept = np.take_along_axis(keep, order, 1)
-    scores = np.where(kept, np.take_along_axis(scores, order, 1), -np.inf).astype(np.float32)
-    return scores, np.where(kept, np.take_along_axis(slots, order, 1), -1)
+# Fast-scan layouts whose blocks the integer engine also scans, from this many queries a call on: it
+# decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
+# queries; below it fast-scan's lookups are faster (bench/fastscan.py).
+_DOT_BATCH = {1: 256, 2: 256, 4: 64}
 
 
 def set_num_threads(n: int) -> None:
@@ -375,9 +353,11 @@ class Index:
         self._dot_book = self._dot_codebook()
 
     def _dot_codebook(self) -> _dot.DotCodebook | None:
-        """The integer engine's decoder where it scans these codes (row-major codes of one MSE part),
-        else None (the float-table scan)."""
-        if self.layout != "flat" or self.variant != "mse" or self._quant.tail_coords:
+        """The integer engine's decoder where it scans these codes (codes of one MSE part: row-major, or
+        fast-scan blocks at 1, 2 and 4 bits, whose columns are row-major codes), else None."""
+        if self.variant != "mse" or self._quant.tail_coords:
+            return None
+        if self.layout != "flat" and not (self.layout == "fastscan" and self.bits in _DOT_BATCH):
             return None
         return _dot.dot_codebook(self._centroid_table[0, :1 << self.bits], self.bits)
 
@@ -555,11 +535,13 @@ class Index:
         if n == 0 or nq == 0 or (allowed is not None and not allowed.slots.size):
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
+            if allowed is not None and _score_directly(allowed.slots, k):
+                return self._score_fastscan_slots(q, k, allowed)
+            if self._dot_book is not None and nq >= _DOT_BATCH[self.bits]:
+                return self._search_dot(q, k, nthreads, exact, allowed)
             return self._search_fastscan(q, k, nthreads, exact, allowed)
         if self._dot_book is not None:
-            if allowed is not None:
-                return self._search_dot_filtered(q, k, nthreads, exact, allowed)
-            return self._search_dot(q, k, nthreads, exact)
+            return self._search_dot(q, k, nthreads, exact, allowed)
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
@@ -589,9 +571,6 @@ class Index:
     def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
                          allowed: SlotFilter | None = None):
         store, lay = self._store, self._store.layout
-        if allowed is not None and _score_directly(allowed.slots, k):
-            return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
-                                   self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
         n_chunks = 1
@@ -606,6 +585,12 @@ class Index:
                                      self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
                                      group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask)
 
+    def _score_fastscan_slots(self, q: np.ndarray, k: int, allowed: SlotFilter):
+        """The exact top k among a sparse filter's slots, each scored directly (`fastscan.score_slots`)."""
+        store, lay = self._store, self._store.layout
+        return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
+                               self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
+
     def _tail_code(self):
         """The fast-scan kernels' tail arguments: (codebook (2**tail_bits,) float32, tail_bits,
         tail_per_nibble, tail_first); the last part's codebook is the tail's, or without a tail the
@@ -615,10 +600,13 @@ class Index:
                                                                :1 << lay.tail_bits])
         return tail_cents, lay.tail_bits, lay.tail_per_nibble, lay.tail_first
 
-    def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
-        """The integer engine (`kernels.dot`) over the row-major codes: the exact float top k, or with
-        exact=False the k best by exact score of the k best by estimate (a shortlist to re-rank)."""
+    def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                    allowed: SlotFilter | None = None):
+        """The integer engine (`kernels.dot`) over the row-major codes or fast-scan blocks: the exact float
+        top k, or with exact=False the k best by exact score of the k best by estimate (a shortlist
+        to re-rank); among the allowed slots when given (the kernel skips blocks with none)."""
         store, book = self._store, self._dot_book
+        mask = None if allowed is None else allowed.mask
         n_groups = -(-q.shape[0] // _dot.GROUP)
         n_chunks = 1
         if n_groups < nthreads:   # few queries: split the database across threads (see _search_fastscan)
@@ -626,21 +614,12 @@ class Index:
         qrot, qoff, cents = self._fastscan_queries(q)
         prepared = _dot.dot_queries(qrot, qoff, book)
         with numba.parallel_chunksize(1):
+            if self.layout == "fastscan":   # the blocks' columns are the row-major codes
+                return _dot.search_dot(np.empty((0, store.blocks.shape[1]), np.uint8), store.factors, prepared,
+                                       book, cents, k, k, n_chunks, exact, _dot.simd_level(), mask, nthreads,
+                                       store.blocks, len(store))
             return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
-                                   _dot.simd_level())
-
-    def _search_dot_filtered(self, q: np.ndarray, k: int, nthreads: int, exact: bool, allowed: SlotFilter):
-        """TEMPORARY, until `kernels.dot.search_dot` takes `allowed=` (then pass allowed.mask to it in
-        `_search_dot` and delete this and `kernels._dot_filter`): few allowed slots are scored directly
-        with the engine's exact scores; more through a wider unfiltered top k (`_overfetch`)."""
-        store = self._store
-        if allowed.slots.size <= _DOT_DIRECT_SHARE * len(store):
-            qrot, qoff, cents = self._fastscan_queries(q)
-            prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
-            return _dot_filter.score_dot_slots(store.codes, store.factors, prepared, self._dot_book, cents,
-                                               allowed.slots, k)
-        return _overfetch(lambda width: self._search_dot(q, width, nthreads, exact), allowed.mask, k,
-                          allowed.slots.size, len(store))
+                                   _dot.simd_level(), mask, nthreads)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""

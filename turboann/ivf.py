@@ -14,9 +14,8 @@ import numpy as np
 
 from . import _blas, _validate
 from ._rwlock import reading, writing
-from .index import _DOT_DIRECT_SHARE, _NO_FILTER, Index, _overfetch, _score_directly, _thread_count
+from .index import _NO_FILTER, Index, _score_directly, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
-from .kernels import _dot_filter
 from .kernels import dot as _dot
 from .kernels import fastscan as _fs
 from .kernels import ivf_fastscan as _ivf_fs
@@ -244,23 +243,10 @@ class IVFIndex(Index):
         if self._dot_book is not None:
             qrot, qoff, cents = self._fastscan_queries(q)
             prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
-            if allowed is not None:   # TEMPORARY: see _search_dot_lists_filtered
-                return self._search_dot_lists_filtered(probe, prepared, cents, k, exact, allowed)
             return _dot.search_dot_lists(lists.codes, lists.factors, *probe, prepared, self._dot_book, cents, k,
-                                         exact, _dot.simd_level())
+                                         exact, _dot.simd_level(), None if allowed is None else allowed.mask)
         return search_lists(lists.codes, lists.factors, *probe, *self._segment_values(q), self._centroid_table,
                             *self._quant.plan, k, mask)
-
-    def _search_dot_lists_filtered(self, probe: tuple, prepared, cents, k: int, exact: bool, allowed):
-        """TEMPORARY, until `kernels.dot.search_dot_lists` takes `allowed=` (then pass allowed.mask to
-        it in `_search_lists` and delete this): as `Index._search_dot_filtered`, over the probed lists."""
-        lists, book = self._store, self._dot_book
-        if allowed.slots.size <= _DOT_DIRECT_SHARE * len(lists):
-            return _dot_filter.score_dot_list_slots(lists.codes, lists.factors, allowed.slots,
-                                                    lists.list_of(allowed.slots), *probe, prepared, book, cents, k)
-        return _overfetch(lambda width: _dot.search_dot_lists(lists.codes, lists.factors, *probe, prepared, book,
-                                                              cents, width, exact, _dot.simd_level()),
-                          allowed.mask, k, allowed.slots.size, len(lists))
 
     def _list_bias_mult(self) -> float:
         """Multiple of <q, c_l> the kernel adds to a vector's score in list l."""

@@ -44,6 +44,8 @@ from .topk import heap_push, sorted_topk
 
 GROUP = 16          # queries scored together: the int32 lanes of one 512-bit register
 CHUNK = 64          # coordinates decoded together
+TASKS_PER_THREAD = 4   # search_dot's tasks a thread: more balance, fewer decodes of each vector
+BLOCK = 64          # vectors decoded together, for every query group of a task: 24 KB at d = 384
 FEW = 8             # groups of fewer queries score each with a dot product of its own
 # The kernels' `simd` argument (`simd_level`): 3 VBMI decode and AVX512-VNNI sums, 2 scalar decode and
 # AVX512-VNNI, 1 scalar decode and AVX-VNNI (ymm), 0 scalar decode and plain IR.
@@ -108,56 +110,96 @@ class DotQueries(NamedTuple):
     e: np.ndarray
 
 
-def padded_dim(dim: int) -> int:
+@njit(cache=True, nogil=True)
+def padded_dim(dim):
     """dim rounded up to whole chunks."""
     return -(-dim // CHUNK) * CHUNK
 
 
 def dot_queries(qrot: np.ndarray, qoff: np.ndarray, book: DotCodebook) -> DotQueries:
     """Quantize rotated queries qrot (nq, dim) float32 with offsets qoff (nq,) to int8 lanes."""
-    nq, dim = qrot.shape
-    q = qrot.astype(np.float64)
-    qmax = np.abs(q).max(axis=1) if dim else np.zeros(nq)
-    sq = np.where(qmax > 0, qmax / 127.0, 1.0)
-    q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    q = np.ascontiguousarray(qrot, dtype=np.float64)
+    off = np.ascontiguousarray(qoff, dtype=np.float64)
+    return DotQueries(q, off, *_quantize_queries(q, off, book.scale, book.cmax, book.err))
+
+
+@njit(cache=True, nogil=True)
+def _quantize_queries(q, off, c_scale, cmax, err):
+    """`dot_queries`' arrays (lanes, rows, a, b, e) for q (nq, dim) float64, off (nq,) float64: one
+    compiled pass (as NumPy expressions, a single query's preparation cost more than its scan of
+    ten thousand vectors). q8 = round-half-even(q / s_q) with s_q = max|q| / 127."""
+    nq, dim = q.shape
     ng = -(-nq // GROUP)
     dp = padded_dim(dim)
-    full = np.zeros((ng * GROUP, dp), np.int8)
-    full[:nq, :dim] = q8
-    lanes = np.ascontiguousarray(full.reshape(ng, GROUP, dp // 4, 4).transpose(0, 2, 1, 3)).reshape(ng, dp // 4, 64)
+    rows = np.zeros((nq, dp), np.int8)
+    lanes = np.zeros((ng, dp // 4, 64), np.int8)
     a = np.zeros(ng * GROUP, np.float32)
     b = np.zeros(ng * GROUP, np.float32)
     e = np.zeros(ng * GROUP, np.float32)
-    scale = sq * book.scale
-    a[:nq] = qoff - scale * 128.0 * q8.sum(axis=1)
-    b[:nq] = scale
-    bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * book.cmax + sq * np.abs(q8).sum(axis=1) * book.err
-    # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
-    largest = np.abs(qoff) + scale * 255.0 * np.abs(q8).sum(axis=1) + np.abs(a[:nq])
-    e[:nq] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
-    return DotQueries(q, np.asarray(qoff, np.float64), lanes, full[:nq], a, b, e)
+    for r in range(nq):
+        qmax = 0.0
+        for i in range(dim):
+            qmax = max(qmax, abs(q[r, i]))
+        sq = qmax / 127.0 if qmax > 0 else 1.0
+        total = 0.0      # sum q8, exact
+        magnitude = 0.0  # sum |q8|, exact
+        rounding = 0.0   # sum |q - s_q q8|
+        g, j = divmod(r, GROUP)
+        for i in range(dim):
+            x = min(max(np.rint(q[r, i] / sq), -127.0), 127.0)
+            rows[r, i] = np.int8(x)
+            lanes[g, i // 4, 4 * j + i % 4] = np.int8(x)
+            total += x
+            magnitude += abs(x)
+            rounding += abs(q[r, i] - sq * x)
+        scale = sq * c_scale
+        a[r] = off[r] - scale * 128.0 * total
+        b[r] = scale
+        bound = rounding * cmax + sq * magnitude * err
+        # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
+        largest = abs(off[r]) + scale * 255.0 * magnitude + abs(np.float64(a[r]))
+        e[r] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
+    return lanes, rows, a, b, e
 
 
 # -- decoding --------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
-def decode_scalar(codes, v, dim, bits, table, values, raw):
-    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[i] = table[code],
-    for i < dim; 0 and table[0] up to values' length."""
-    mask = (1 << bits) - 1
+def decode_codes(codes, v, dim, bits, raw):
+    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i for i < dim, 0 up to raw's
+    length (without SIMD).
+
+    Eight coordinates take exactly `bits` bytes: each such group is gathered into one 64-bit word
+    and its codes shifted out of it, rather than two bytes read and a branch taken per coordinate.
+    """
+    mask = np.uint64((1 << bits) - 1)
     nbytes = codes.shape[1]
-    for i in range(dim):
+    full = dim // 8
+    for g in range(full):
+        base = g * bits
+        x = np.uint64(0)
+        for t in range(bits):
+            x |= np.uint64(codes[v, base + t]) << np.uint64(8 * t)
+        for t in range(8):
+            raw[8 * g + t] = np.uint8((x >> np.uint64(t * bits)) & mask)
+    for i in range(8 * full, dim):
         p = i * bits
         byte = p >> 3
-        x = np.int32(codes[v, byte])
+        x32 = np.int32(codes[v, byte])
         if byte + 1 < nbytes:
-            x |= np.int32(codes[v, byte + 1]) << 8
-        c = (x >> (p & 7)) & mask
-        raw[i] = c
-        values[i] = table[c]
-    for i in range(dim, values.shape[0]):
+            x32 |= np.int32(codes[v, byte + 1]) << 8
+        raw[i] = (x32 >> (p & 7)) & ((1 << bits) - 1)
+    for i in range(dim, raw.shape[0]):
         raw[i] = 0
-        values[i] = table[0]
+
+
+@njit(cache=True, nogil=True)
+def decode_scalar(codes, v, dim, bits, table, values, raw):
+    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[i] = table[code],
+    for i < dim; 0 and table[0] up to values' length (`decode_codes`, then the table)."""
+    decode_codes(codes, v, dim, bits, raw)
+    for i in range(values.shape[0]):
+        values[i] = table[raw[i]]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -215,12 +257,12 @@ def _dot(simd, acc, unsigned, signed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def group_sums(values, flat, quads, simd):
+def group_sums(values, base, flat, quads, simd):
     """The int32 sums S of one decoded vector against the 16 queries whose lanes start flat (i32x16),
     with the dot-product instruction of level `simd` (`_dot`).
 
-    values: the vector's decoded bytes (4 * quads,); flat: the group's lanes
-    raveled (quads * 64,) int8.
+    values[base: base + 4 * quads]: the vector's decoded bytes; flat: the
+    group's lanes raveled (quads * 64,) int8.
     """
     # Eight independent sums: vpdpbusd takes several cycles and two can start each cycle.
     s0 = w.zero_i32()
@@ -233,17 +275,17 @@ def group_sums(values, flat, quads, simd):
     s7 = w.zero_i32()
     c = 0
     while c + 8 <= quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, 4 * c), w.load_i8(flat, 64 * c))
-        s1 = _dot(simd, s1, w.broadcast_dword(values, 4 * c + 4), w.load_i8(flat, 64 * c + 64))
-        s2 = _dot(simd, s2, w.broadcast_dword(values, 4 * c + 8), w.load_i8(flat, 64 * c + 128))
-        s3 = _dot(simd, s3, w.broadcast_dword(values, 4 * c + 12), w.load_i8(flat, 64 * c + 192))
-        s4 = _dot(simd, s4, w.broadcast_dword(values, 4 * c + 16), w.load_i8(flat, 64 * c + 256))
-        s5 = _dot(simd, s5, w.broadcast_dword(values, 4 * c + 20), w.load_i8(flat, 64 * c + 320))
-        s6 = _dot(simd, s6, w.broadcast_dword(values, 4 * c + 24), w.load_i8(flat, 64 * c + 384))
-        s7 = _dot(simd, s7, w.broadcast_dword(values, 4 * c + 28), w.load_i8(flat, 64 * c + 448))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
+        s1 = _dot(simd, s1, w.broadcast_dword(values, base + 4 * c + 4), w.load_i8(flat, 64 * c + 64))
+        s2 = _dot(simd, s2, w.broadcast_dword(values, base + 4 * c + 8), w.load_i8(flat, 64 * c + 128))
+        s3 = _dot(simd, s3, w.broadcast_dword(values, base + 4 * c + 12), w.load_i8(flat, 64 * c + 192))
+        s4 = _dot(simd, s4, w.broadcast_dword(values, base + 4 * c + 16), w.load_i8(flat, 64 * c + 256))
+        s5 = _dot(simd, s5, w.broadcast_dword(values, base + 4 * c + 20), w.load_i8(flat, 64 * c + 320))
+        s6 = _dot(simd, s6, w.broadcast_dword(values, base + 4 * c + 24), w.load_i8(flat, 64 * c + 384))
+        s7 = _dot(simd, s7, w.broadcast_dword(values, base + 4 * c + 28), w.load_i8(flat, 64 * c + 448))
         c += 8
     while c < quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, 4 * c), w.load_i8(flat, 64 * c))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
         c += 1
     return w.add_i32(w.add_i32(w.add_i32(s0, s1), w.add_i32(s2, s3)), w.add_i32(w.add_i32(s4, s5), w.add_i32(s6, s7)))
 
@@ -267,11 +309,17 @@ def row_sums(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts, m
         x, y = decode_chunk(flat, row_start + c * step, row_bytes - c * step, bits, t0, t1, t2, t3, spread,
                             shifts, mask)
         u = w.as_i32(y)
-        s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
         if m > 1:
+            s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
             s1 = _dot(simd, s1, u, w.load_i8(rows, a1 + 64 * c))
             s2 = _dot(simd, s2, u, w.load_i8(rows, a2 + 64 * c))
             s3 = _dot(simd, s3, u, w.load_i8(rows, a3 + 64 * c))
+        elif c & 1:   # one query: two sums, so that each vpdpbusd waits for the one before last
+            s1 = _dot(simd, s1, u, w.load_i8(rows, a0 + 64 * c))
+        else:
+            s0 = _dot(simd, s0, u, w.load_i8(rows, a0 + 64 * c))
+    if m == 1:
+        return w.reduce_add(w.add_i32(s0, s1)), 0, 0, 0
     return w.reduce_add(s0), w.reduce_add(s1), w.reduce_add(s2), w.reduce_add(s3)
 
 
@@ -311,31 +359,82 @@ def exact_partial(raw, q, off, cents, dim):
 
 @njit(cache=True, nogil=True, inline="always")
 def _floor32(x):
-    """The largest float32 <= x (float64): a float32 threshold that never skips a vector above x."""
+    """The largest float32 <= x (float64), or one a few ulps below it: a float32 threshold that never
+    skips a vector above x. (np.nextafter is a library call, and thresholds move on every push.)"""
     r = np.float32(x)
     if r > x:
-        r = np.nextafter(r, np.float32(-np.inf))
+        # x * (1 -+ 2**-22) lies over an ulp below x, so rounding it cannot land above x
+        r = np.float32(x * (1.0 - 2.0 ** -22)) if x > 0 else np.float32(x * (1.0 + 2.0 ** -22))
+        if r > x:   # float32 underflow near 0
+            r = np.float32(-np.inf) if x < 0 else np.float32(0.0)
     return r
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _offer(heap_s, heap_i, thr, j, v, score):
-    """Push (score, slot v) into query j's heap if it beats the root; thr[j] follows the root, rounded
-    down to float32 so that the float32 comparison never skips a vector that would enter."""
-    hs = heap_s[j]
-    if score > hs[0]:
-        heap_push(hs, heap_i[j], score, v)
-        thr[j] = _floor32(hs[0])
+    """Push (score, slot v) into row j of the min-heaps (heap_s, heap_i) (rows, k) if it beats the root;
+    thr[j] follows the root, rounded down to float32 so that the float32 comparison never skips a
+    vector that would enter. Rows are indexed in place: a view of the row per hit cost more than the
+    push itself."""
+    if score > heap_s[j, 0]:
+        k = heap_s.shape[1]
+        pos = 0
+        while True:   # topk.heap_push on row j: equal scores keep the earlier slot
+            child = 2 * pos + 1
+            if child >= k:
+                break
+            right = child + 1
+            if right < k and (heap_s[j, right] < heap_s[j, child]
+                              or (heap_s[j, right] == heap_s[j, child] and heap_i[j, right] > heap_i[j, child])):
+                child = right
+            if heap_s[j, child] < score or (heap_s[j, child] == score and heap_i[j, child] > v):
+                heap_s[j, pos] = heap_s[j, child]
+                heap_i[j, pos] = heap_i[j, child]
+                pos = child
+            else:
+                break
+        heap_s[j, pos] = score
+        heap_i[j, pos] = v
+        thr[j] = _floor32(heap_s[j, 0])
 
 
-@njit(cache=True, nogil=True)
-def _exact_score(codes, factors, v, queries, q, book, cents, values, raw):
-    """Vector v's exact score for query q: its codes decoded again (scalar: only vectors whose bound
-    passes get here) into the scratch values, raw."""
-    dim = queries.rotated.shape[1]
-    decode_scalar(codes, v, dim, book.bits, book.decode, values, raw)
+@njit(cache=True, nogil=True, inline="always")
+def _code_row(codes, blocks, v, tmp):
+    """(array, row) holding vector v's row-major code: (codes, v), or with `blocks` (n_blocks, rows, 32)
+    non-empty (fast-scan's layout at 1, 2 and 4 bits, whose block column is the row-major code)
+    that column copied into tmp (1, rows) and row 0."""
+    if blocks.shape[0] == 0:
+        return codes, v
+    b = v // 32
+    lane = v - 32 * b
+    for r in range(blocks.shape[1]):
+        tmp[0, r] = blocks[b, r, lane]
+    return tmp, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _exact_score(codes, row, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
+    """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its code, row `row`
+    of codes (`_code_row`), decoded again into the scratch raw (padded_dim,) uint8, in registers
+    with VBMI (spread, shifts, mask as `decode_chunk` takes them), else by `decode_codes`. Arrays
+    only: a function handed the NamedTuples paid a reference count on each of their arrays per
+    call."""
+    dim = q.shape[0]
+    if simd == 3:
+        row_bytes = codes.shape[1]
+        flat = codes.reshape(-1)
+        step = 8 * bits
+        ch = 0
+        for at in range(0, raw.shape[0], CHUNK):
+            x = w.load_bytes(flat, row * row_bytes + ch * step, max(min(row_bytes - ch * step, step), 0))
+            if bits < 8:
+                x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
+            w.store_wide(raw, at, x)
+            ch += 1
+    else:
+        decode_codes(codes, row, dim, bits, raw)
     bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
-    return np.float64(factors[v, 0]) * exact_partial(raw, queries.rotated[q], queries.off[q], cents, dim) + bias
+    return np.float64(factors[v, 0]) * exact_partial(raw, q, off, cents, dim) + bias
 
 
 class Pending(NamedTuple):
@@ -364,60 +463,74 @@ def pending(gq, k):
 
 
 @njit(cache=True, nogil=True)
-def _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw):
+def _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd):
     """Score exactly query j's candidates whose upper bound still reaches T (thr[j]), in slot order, into
     its exact heap (hs[j], hi_[j]); then it has none."""
     hsj = hs[j]
+    his = hi_[j]
+    q = queries.rotated[q0 + j]
+    off = queries.off[q0 + j]
+    t0, t1, t2, t3, sp, sh, mask = decoder(book)
+    cand_v, cand_u = p.cand_v[j], p.cand_u[j]
+    t = thr[j]
+    tmp = np.empty((1, blocks.shape[1]), np.uint8)
     for c in range(p.count[j]):
-        if p.cand_u[j, c] >= thr[j]:
-            v = p.cand_v[j, c]
-            sc = _exact_score(codes, factors, v, queries, q0 + j, book, cents, values, raw)
+        if cand_u[c] >= t:
+            v = cand_v[c]
+            src, row = _code_row(codes, blocks, v, tmp)
+            sc = _exact_score(src, row, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
             if sc > hsj[0]:
-                heap_push(hsj, hi_[j], sc, v)
+                heap_push(hsj, his, sc, v)
     p.count[j] = 0
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _check(codes, factors, v, queries, book, cents, values, raw, q0, j, est, exact, hs, hi_, thr, p, wv, ev):
-    """Vector v's float32 estimate (exact: upper bound) est reached thr[j], query q0 + j's threshold.
+def _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, ev):
+    """Exact mode: vector v's float32 upper bound `up` reached thr[j] (query j of the group).
 
-    Shortlist mode offers it to the heap by the estimate. Exact mode raises T by its lower bound
-    est - 2 |w| E (less a slack for the float32 sums) and keeps it as a candidate; a full candidate
-    list first drops those below T, then, if still full, is settled (`_settle`) at once.
+    Raises T (the root of the lower-bound heap row j, followed by thr[j]) by its lower bound
+    up - 2 |w| E (less a slack for the float32 sums) and keeps it as a candidate. A full candidate
+    list first drops those below T; returns True when it is still full: then v is not kept, and the
+    caller settles the list (`_settle`) and keeps v (`_keep`).
+    The arrays are a `Pending`'s, unpacked: a per-hit function handed whole NamedTuples of arrays
+    paid a reference count on each of their arrays per hit, several times the cost of the push.
     """
-    if not exact:
-        _offer(hs, hi_, thr, j, v, np.float64(est))
-        return
-    up = np.float64(est)
-    low = up - 2.0 * np.float64(abs(wv)) * np.float64(ev) * (1.0 + 1e-6) - _F32_SLACK * abs(up)
-    if low > p.low_s[j, 0]:
-        _offer(p.low_s, p.low_i, thr, j, v, low)
-    n = p.count[j]
-    if n == p.cand_v.shape[1]:
+    u = np.float64(up)
+    low = u - 2.0 * np.float64(abs(wv)) * np.float64(ev) * (1.0 + 1e-6) - _F32_SLACK * abs(u)
+    _offer(low_s, low_i, thr, j, v, low)
+    n = count[j]
+    if n == cand_v.shape[1]:
         kept = 0
         for c in range(n):
-            if p.cand_u[j, c] >= thr[j]:
-                p.cand_v[j, kept] = p.cand_v[j, c]
-                p.cand_u[j, kept] = p.cand_u[j, c]
+            if cand_u[j, c] >= thr[j]:
+                cand_v[j, kept] = cand_v[j, c]
+                cand_u[j, kept] = cand_u[j, c]
                 kept += 1
-        p.count[j] = kept
+        count[j] = kept
         if kept == n:
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, values, raw)
-        n = p.count[j]
-    p.cand_v[j, n] = v
-    p.cand_u[j, n] = est
-    p.count[j] = n + 1
+            return True
+    _keep(cand_v, cand_u, count, j, v, up)
+    return False
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _keep(cand_v, cand_u, count, j, v, up):
+    """Append candidate (slot v, float32 upper bound up) to row j of a `Pending`'s lists."""
+    n = count[j]
+    cand_v[j, n] = v
+    cand_u[j, n] = up
+    count[j] = n + 1
 
 
 @njit(cache=True, nogil=True)
-def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, hs, hi_):
+def _scan_few(codes, blocks, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, allowed, hs, hi_):
     """`_scan_range` for the gq < `FEW` queries q0.. of a group: each decoded chunk meets up to four
-    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode only)."""
+    queries' int8 rows (`row_sums`), so no lane is wasted on absent queries (VBMI decode, row-major
+    codes only: blocks is empty). allowed: (n,) uint8 or empty (no filter)."""
     bits = book.bits
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
     raw = np.empty(64 * chunks, np.uint8)
-    scratch = np.empty(64 * chunks, np.uint8)
     thr = np.full(GROUP, -np.inf, np.float32)
     a, b, e = queries.a, queries.b, queries.e
     table = book.decode
@@ -427,11 +540,15 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
     two = factors.shape[1] > 1
     at = np.empty(4, np.int64)
     p = pending(gq, hs.shape[1])
+    low_s, low_i, cand_v, cand_u, count = p
+    filtered = allowed.shape[0] > 0
     for j0 in range(0, gq, 4):
         m = min(4, gq - j0)
         for j in range(4):   # past m: query j0 again, computed and ignored
             at[j] = (q0 + j0 + (j if j < m else 0)) * 64 * chunks
         for v in range(lo, hi):
+            if filtered and allowed[v] == 0:
+                continue
             sums = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at,
                             1 if m == 1 else 4, chunks, simd)
             wv = np.float32(factors[v, 0])
@@ -442,18 +559,22 @@ def _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd,
                 if exact:
                     est += abs(wv) * e[q]
                 if est >= thr[j0 + j]:
-                    _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j0 + j, est, exact, hs, hi_,
-                           thr, p, wv, e[q])
+                    if not exact:
+                        _offer(hs, hi_, thr, j0 + j, v, np.float64(est))
+                    elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j0 + j, v, est, wv, e[q]):
+                        _settle(codes, blocks, factors, queries, book, cents, q0, j0 + j, p, thr, hs, hi_, raw, simd)
+                        _keep(cand_v, cand_u, count, j0 + j, v, est)
     if exact:
         for j in range(gq):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
+            _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
-def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, hs, hi_, scratch):
+def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd, allowed, hs, hi_, scratch):
     """Rows lo..hi-1 of codes against query q alone into its heap (hs, hi_) (k,), with `shift` (float64)
     added to every score: an inverted list's <q, c_l> term. The heap may hold scores already (earlier
-    lists): the float32 threshold starts at its root. scratch (3, 64 * chunks) uint8.
+    lists): the float32 threshold starts at its root. scratch (2, 64 * chunks) uint8. allowed: (rows,)
+    uint8 or empty (no filter).
 
     With VBMI each chunk is decoded in registers and met by the query at once
     (`row_sums`); without, the scalar decode fills a buffer first.
@@ -462,7 +583,7 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     bits = book.bits
     chunks = queries.lanes.shape[1] // 16
     flat = codes.reshape(-1)
-    values, raw, spare = scratch[0], scratch[1], scratch[2]
+    values, raw = scratch[0], scratch[1]
     thr = _floor32(hs[0] - shift)   # the threshold is on the unshifted estimate
     at = np.full(4, q * 64 * chunks, np.int64)
     rows = queries.rows.reshape(-1)
@@ -470,7 +591,10 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     a, b, e = queries.a[q], queries.b[q], queries.e[q]
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
+    filtered = allowed.shape[0] > 0
     for v in range(lo, hi):
+        if filtered and allowed[v] == 0:
+            continue
         if simd == 3:
             S = row_sums(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, rows, at, 1, chunks,
                          simd)[0]
@@ -483,7 +607,8 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
             est += abs(wv) * e
         if est >= thr:
             if exact:
-                sc = _exact_score(codes, factors, v, queries, q, book, cents, spare, raw)
+                sc = _exact_score(codes, v, factors, v, queries.rotated[q], queries.off[q], cents, bits, raw, simd,
+                                  sp, sh, mask)
             else:
                 sc = np.float64(est)
             sc += shift
@@ -492,77 +617,158 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
                 thr = _floor32(hs[0] - shift)
 
 
-@njit(cache=True, nogil=True)
-def _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd, hs, hi_):
-    """`_scan_range` for the gq queries of group g together: each decoded vector is shared among them in
-    the lanes of one register (`group_sums`), and one float32 compare tests all 16 bounds."""
-    dim = queries.rotated.shape[1]
-    bits = book.bits
-    quads = queries.lanes.shape[1]
-    flat = codes.reshape(-1)
-    q0 = g * GROUP
-    values = np.empty(4 * quads, np.uint8)
-    raw = np.empty(4 * quads, np.uint8)
-    scratch = np.empty(4 * quads, np.uint8)
-    thr = np.full(GROUP, np.inf, np.float32)   # lanes past the last query never pass
-    for j in range(gq):
-        thr[j] = -np.inf
-    upper = np.empty(GROUP, np.float32)
-    av = w.load_f32(queries.a, q0)
-    bv = w.load_f32(queries.b, q0)
-    ev = w.load_f32(queries.e, q0)
-    table = book.decode
-    t0, t1, t2, t3, sp, sh, mask = decoder(book)
-    group_lanes = queries.lanes[g].reshape(-1)
-    row_bytes = codes.shape[1]
+@njit(cache=True, nogil=True, inline="always")
+def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exact, simd, allowed, hit_v, hit_mask,
+                hit_est):
+    """Score the decoded block buf (rows b0..b1-1 at [(v - b0) * dp:]) against one query group: its lanes
+    (quads * 64,) int8 and a, b, E as f32x16 (`DotQueries`); record each vector whose estimate (exact:
+    upper bound) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask, hit_est. Returns the
+    number of hits. allowed: (n,) uint8 or empty (no filter)."""
     two = factors.shape[1] > 1
-    p = pending(gq, hs.shape[1])
-    for v in range(lo, hi):
-        if simd == 3:
-            decode_simd(flat, v * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
-        else:
-            decode_scalar(codes, v, dim, bits, table, values, raw)
-        s = group_sums(values, group_lanes, quads, simd)
+    filtered = allowed.shape[0] > 0
+    t = w.load_f32(thr, r0)
+    n_hits = 0
+    for v in range(b0, b1):
+        if filtered and allowed[v] == 0:
+            continue
+        s = group_sums(buf, (v - b0) * dp, lanes, quads, simd)
         wv = np.float32(factors[v, 0])
         bias = np.float32(factors[v, 1]) if two else np.float32(0.0)
         est = w.fadd(w.fmul(w.splat_f32(wv), w.fadd(av, w.fmul(bv, w.to_float(s)))), w.splat_f32(bias))
         if exact:
             est = w.fadd(est, w.fmul(w.splat_f32(abs(wv)), ev))
-        hits = w.ge_mask(est, w.load_f32(thr, 0))
-        if hits == 0:
-            continue
-        w.store_wide(upper, 0, est)
-        for j in range(gq):
-            if (hits >> j) & 1:
-                _check(codes, factors, v, queries, book, cents, scratch, raw, q0, j, upper[j], exact, hs, hi_, thr,
-                       p, wv, queries.e[q0 + j])
-    if exact:
-        for j in range(gq):
-            _settle(codes, factors, queries, book, cents, q0, j, p, thr, hs, hi_, scratch, raw)
+        hits = w.ge_mask(est, t)
+        if hits != 0:
+            w.store_wide(hit_est, 16 * n_hits, est)
+            hit_v[n_hits] = v
+            hit_mask[n_hits] = hits
+            n_hits += 1
+    return n_hits
 
 
 @njit(cache=True, nogil=True)
-def _scan_range(codes, factors, queries, book, cents, g, lo, hi, exact, simd, heap_s, heap_i):
-    """Slots lo..hi-1 against query group g into the heaps heap_s, heap_i (nq, width) (see `search_dot`).
+def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_):
+    """`_scan_range` for query groups g0..g1-1: the range is decoded a block of `BLOCK` vectors at a
+    time (once for all these groups), and each group's 16 queries share each decoded vector in the
+    lanes of one register (`group_sums`); one float32 compare tests all 16 bounds.
+
+    hs, hi_ (rows, width): the heaps of queries g0 * 16 .. on. Blocks with no allowed vector are
+    neither decoded nor scored. With `blocks` non-empty the codes come from fast-scan's layout
+    (`_code_row`): each block's columns are copied to rows once, for all the task's groups.
+    """
+    nq, dim = queries.rotated.shape
+    bits = book.bits
+    quads = queries.lanes.shape[1]
+    dp = 4 * quads
+    from_blocks = blocks.shape[0] > 0
+    row_bytes = blocks.shape[1] if from_blocks else codes.shape[1]
+    src = np.empty((BLOCK, row_bytes), np.uint8) if from_blocks else codes
+    flat = src.reshape(-1)
+    q0 = g0 * GROUP
+    rows = min(nq, g1 * GROUP) - q0
+    buf = np.empty(BLOCK * dp, np.uint8)
+    raw = np.empty(dp, np.uint8)
+    thr = np.full((g1 - g0) * GROUP, np.inf, np.float32)   # lanes past the last query never pass
+    thr[:rows] = -np.inf
+    hit_v = np.empty(BLOCK, np.int64)
+    hit_mask = np.empty(BLOCK, np.int64)
+    hit_est = np.empty(GROUP * BLOCK, np.float32)
+    table = book.decode
+    t0, t1, t2, t3, sp, sh, mask = decoder(book)
+    p = pending(rows, hs.shape[1])
+    filtered = allowed.shape[0] > 0
+    for b0 in range(lo, hi, BLOCK):
+        b1 = min(hi, b0 + BLOCK)
+        if filtered:
+            some = False
+            for v in range(b0, b1):
+                if allowed[v] != 0:
+                    some = True
+                    break
+            if not some:
+                continue
+        if from_blocks:
+            for v in range(b0, b1):
+                b = v // 32
+                lane = v - 32 * b
+                for r in range(row_bytes):
+                    src[v - b0, r] = blocks[b, r, lane]
+        for v in range(b0, b1):
+            values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
+            row = v - b0 if from_blocks else v
+            if simd == 3:
+                decode_simd(flat, row * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
+            else:
+                decode_scalar(src, row, dim, bits, table, values, raw)
+        for g in range(g0, g1):
+            r0 = (g - g0) * GROUP
+            n_hits = _block_hits(buf, dp, b0, b1, queries.lanes[g].reshape(-1), quads, w.load_f32(queries.a, g * GROUP),
+                                 w.load_f32(queries.b, g * GROUP), w.load_f32(queries.e, g * GROUP), factors, thr, r0,
+                                 exact, simd, allowed, hit_v, hit_mask, hit_est)
+            if n_hits:
+                _drain(codes, blocks, factors, queries, book, cents, q0, r0, min(GROUP, rows - r0), exact, hit_v,
+                       hit_mask, hit_est, n_hits, hs, hi_, thr, p, raw, simd)
+    if exact:
+        for j in range(rows):
+            _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+
+
+@njit(cache=True, nogil=True)
+def _drain(codes, blocks, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs,
+           hi_, thr, p, raw, simd):
+    """Take the n_hits vectors one group (rows r0..r0+gq-1 of hs, thr and p; queries q0 + r0 ..) reached a
+    threshold with, in slot order: hit_v slots, hit_mask their passing lanes, hit_est (16 per hit)
+    float32 their estimates (exact: upper bounds). Each lane is tested again: thresholds rise as
+    earlier hits are taken.
+
+    The scan loop only records its hits: handled in the loop, their heap work cost it registers and
+    reference counts on every hit, about 3x the cost of the pushes themselves.
+    """
+    low_s, low_i, cand_v, cand_u, count = p
+    e = queries.e
+    for h in range(n_hits):
+        v = hit_v[h]
+        hits = hit_mask[h]
+        wv = np.float32(factors[v, 0])
+        for lane in range(gq):
+            if (hits >> lane) & 1:
+                j = r0 + lane
+                up = hit_est[16 * h + lane]
+                if up < thr[j]:
+                    continue
+                if not exact:
+                    _offer(hs, hi_, thr, j, v, np.float64(up))
+                elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
+                    _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+                    _keep(cand_v, cand_u, count, j, v, up)
+
+
+@njit(cache=True, nogil=True)
+def _scan_range(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, heap_s,
+                heap_i):
+    """Slots lo..hi-1 against query groups g0..g1-1 into the heaps heap_s, heap_i (nq, width) (see
+    `search_dot`).
 
     A function of its own rather than the body of search_dot's prange (as a
     parfor body the same loop ran 1.5-2x slower), and the two ways to score
     apart, each a small function that LLVM keeps in registers.
     """
     nq = queries.rotated.shape[0]
-    q0 = g * GROUP
-    gq = min(GROUP, nq - q0)
-    hs = heap_s[q0:q0 + gq]
-    hi_ = heap_i[q0:q0 + gq]
-    if gq < FEW and simd == 3:
-        _scan_few(codes, factors, queries, book, cents, q0, gq, lo, hi, exact, simd, hs, hi_)
+    q0 = g0 * GROUP
+    q1 = min(nq, g1 * GROUP)
+    hs = heap_s[q0:q1]
+    hi_ = heap_i[q0:q1]
+    if q1 - q0 < FEW and simd == 3 and blocks.shape[0] == 0:
+        _scan_few(codes, blocks, factors, queries, book, cents, q0, q1 - q0, lo, hi, exact, simd, allowed, hs, hi_)
     else:
-        _scan_group(codes, factors, queries, book, cents, g, gq, lo, hi, exact, simd, hs, hi_)
+        _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_)
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd):
-    """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64.
+def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exact, simd, allowed=None, threads=1,
+               blocks=None, n_blocked=0):
+    """Top k of slots 0..n-1 for each query: scores (nq, k) float32 best first, slots (nq, k) int64,
+    -1 padded.
 
     codes (n, code_bytes) uint8 packed `book.bits`-bit codes; factors (n, 1
     or 2) float32 (weight, bias); queries a `DotQueries`, book a
@@ -571,31 +777,51 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
     (>= k) by the estimate and return the best k of them by exact score.
     The database is cut into n_chunks ranges so that small batches use every
     thread (call under `numba.parallel_chunksize(1)`). simd: `simd_level`.
+    allowed: None, or (n,) uint8 with 1 where a slot may be returned: the
+    others are never scored, and blocks with none allowed are skipped.
+
+    Query groups are batched so that a task decodes each vector once for
+    all its groups: one batch on one thread, else batches small enough for
+    `TASKS_PER_THREAD` tasks for each of the `threads` the caller runs
+    (numba.get_num_threads() read here would stop the kernel from being
+    cached).
+
+    blocks: None, or the n_blocked vectors' codes in fast-scan's layout
+    (n_blocks, rows, 32) uint8 at 1, 2 or 4 bits (`kernels.fastscan`), whose
+    columns are the row-major codes; codes is then (0, rows), unused.
     """
-    n = codes.shape[0]
+    filt = np.empty(0, np.uint8) if allowed is None else allowed
+    blk = np.empty((0, codes.shape[1], 32), np.uint8) if blocks is None else blocks
+    n = codes.shape[0] if blocks is None else n_blocked
     nq, dim = queries.rotated.shape
     ng = queries.lanes.shape[0]
     quads = queries.lanes.shape[1]
     width = k if exact else shortlist
+    per_batch = ng if threads <= 1 else max(1, ng * n_chunks // (TASKS_PER_THREAD * threads))
+    n_batches = -(-ng // per_batch)
     part_s = np.full((n_chunks, nq, width), -np.inf)
     part_i = np.full((n_chunks, nq, width), -1, np.int64)
     step = (n + n_chunks - 1) // n_chunks
-    for t in prange(ng * n_chunks):
-        g = t // n_chunks
-        ch = t - g * n_chunks
-        _scan_range(codes, factors, queries, book, cents, g, ch * step, min(n, (ch + 1) * step), exact, simd,
-                    part_s[ch], part_i[ch])
+    for t in prange(n_batches * n_chunks):
+        bt = t // n_chunks
+        ch = t - bt * n_chunks
+        _scan_range(codes, blk, factors, queries, book, cents, bt * per_batch, min(ng, (bt + 1) * per_batch),
+                    ch * step, min(n, (ch + 1) * step), exact, simd, filt, part_s[ch], part_i[ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
         cand_s = np.ascontiguousarray(part_s[:, q]).ravel()
         cand_i = np.ascontiguousarray(part_i[:, q]).ravel()
         if not exact:   # the shortlist by estimate: its exact scores
-            values = np.empty(4 * quads, np.uint8)
             raw = np.empty(4 * quads, np.uint8)
+            tmp = np.empty((1, blk.shape[1]), np.uint8)
+            t0, t1, t2, t3, sp, sh, mask = decoder(book)
             for c in range(cand_i.shape[0]):
-                if cand_i[c] >= 0:
-                    cand_s[c] = _exact_score(codes, factors, cand_i[c], queries, q, book, cents, values, raw)
+                v = cand_i[c]
+                if v >= 0:
+                    src, row = _code_row(codes, blk, v, tmp)
+                    cand_s[c] = _exact_score(src, row, factors, v, queries.rotated[q], queries.off[q], cents,
+                                             book.bits, raw, simd, sp, sh, mask)
         tmp = np.empty(k)
         sorted_topk(cand_s, cand_i, k, tmp, out_i[q])
         out_s[q] = tmp
@@ -611,7 +837,7 @@ def simd_level(kernel: str | None = None) -> int:
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                     queries, book, cents, k, exact, simd):
+                     queries, book, cents, k, exact, simd, allowed=None):
     """`search_dot` over the nprobe nearest inverted lists of each query (`ivf_scan.select_lists`).
 
     codes (arena, code_bytes) uint8 and factors (arena, nf) float32 are the
@@ -619,8 +845,10 @@ def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2
     qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32; a vector's
     score is its flat score plus list_bias_mult * qc[q, l]. Returns scores
     (nq, k) float32 best first and arena positions (nq, k) int64, -1 padded.
-    exact=False: top k by estimate (a shortlist to re-rank).
+    exact=False: top k by estimate (a shortlist to re-rank). allowed: None,
+    or (arena,) uint8 with 1 where a position may be returned.
     """
+    filt = np.empty(0, np.uint8) if allowed is None else allowed
     nq = queries.rotated.shape[0]
     chunks = queries.lanes.shape[1] // 16
     out_s = np.empty((nq, k), np.float32)
@@ -630,12 +858,12 @@ def search_dot_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2
         select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)
-        scratch = np.empty((3, 64 * chunks), np.uint8)
+        scratch = np.empty((2, 64 * chunks), np.uint8)
         for j in range(nprobe):
             l = lists[j]
             if l >= 0:
                 scan_one(codes, factors, queries, book, cents, q, list_start[l], list_start[l] + list_size[l],
-                         list_bias_mult * np.float64(qc[q, l]), exact, simd, hs, hi, scratch)
+                         list_bias_mult * np.float64(qc[q, l]), exact, simd, filt, hs, hi, scratch)
         tmp = np.empty(k)
         sorted_topk(hs, hi, k, tmp, out_i[q])
         out_s[q] = tmp
