@@ -18,8 +18,9 @@ shared machine hit them alike; QPS is from the median, and each ratio is
 the median of the per-round ratios. "recall" is the overlap of the top 10
 with the exact float32 top 10 among the allowed ids. "path" says how
 turboann served the filter (blocks scanned, or allowed slots scored
-directly). The filter's id -> slot mapping is inside the timed call, as
-it is for the user.
+directly, or the integer engine over the blocks, which serves batches
+from 64 queries at 4 bits). The filter's id -> slot mapping is inside the
+timed call, as it is for the user.
 
 turbovec's rayon pool takes RAYON_NUM_THREADS once per process, so this
 process runs every method at one thread and a child process (same data,
@@ -97,8 +98,6 @@ def filtered_recall(x: np.ndarray, q: np.ndarray, allowed: np.ndarray, found: np
 
 def measure(x: np.ndarray, q: np.ndarray, args, threads: int) -> list[dict]:
     """One row per (share, kind) at `threads`: QPS of every method and the ratios."""
-    from turboann import index as index_module
-
     index, tv = build(x, args.bits, args.seed)
     n = x.shape[0]
     nq = q.shape[0]
@@ -114,7 +113,7 @@ def measure(x: np.ndarray, q: np.ndarray, args, threads: int) -> list[dict]:
                 job()
             times = _common.round_robin(jobs, args.repeat)
             row = {"threads": threads, "share": share, "kind": kind, "allowed": int(allowed.size),
-                   "path": "direct" if index_module._score_directly(allowed, K) else "scan"}
+                   "path": _path(index, allowed, nq)}
             for m, t in zip(METHODS, times):
                 row[m] = nq / _common.median(t)
                 row[m + "_times"] = t
@@ -128,6 +127,17 @@ def measure(x: np.ndarray, q: np.ndarray, args, threads: int) -> list[dict]:
                   f"QPS filtered / {row['ta']:,.0f} unfiltered (x{row['x_unfiltered']:.2f}); turbovec "
                   f"{row['tv_filter']:,.0f} / {row['tv']:,.0f} (turboann x{row['x_tv']:.2f})", flush=True)
     return rows
+
+
+def _path(index, allowed: np.ndarray, nq: int) -> str:
+    """How turboann serves this filtered batch: "direct" (allowed slots scored one by one), "dot" (the
+    integer engine over the fast-scan blocks, for large batches) or "scan" (the fast-scan kernel)."""
+    from turboann import index as index_module
+
+    batch = index._dot_book is not None and nq >= index_module._DOT_BATCH.get(index.bits, np.inf)
+    if index_module._score_directly(allowed, K, index_module._DIRECT_PER_RESULT_DOT if batch else None):
+        return "direct"
+    return "dot" if batch else "scan"
 
 
 def load_unit(args):

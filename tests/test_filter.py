@@ -37,6 +37,7 @@ def path(request, monkeypatch):
     direct = request.param == "direct"
     monkeypatch.setattr(index_module, "_DIRECT_PER_BLOCK", np.inf if direct else 0.0)
     monkeypatch.setattr(index_module, "_DIRECT_PER_RESULT", np.inf)
+    monkeypatch.setattr(index_module, "_DIRECT_PER_RESULT_DOT", np.inf)
     return request.param
 
 
