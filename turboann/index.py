@@ -47,6 +47,13 @@ _DIRECT_PER_RESULT = 50
 # query group at once, so direct scoring gains only on the sparsest filters (wordnet, 4 bits, 200
 # queries, 1 thread: level at 58 random ids, 0.60x at 116, 0.43x at 349).
 _DIRECT_PER_RESULT_DOT = 5
+# Fast-scan widths whose blocks the integer engine also scans, from this many queries a call on: it
+# decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
+# queries; below it fast-scan's lookups are faster, and at 1 bit (a nibble holds 4 coordinates)
+# always (bench/fastscan.py).
+_DOT_BATCH = {2: 256, 4: 64}
+
+
 def _score_directly(slots: np.ndarray, k: int, per_result: float | None = None) -> bool:
     """Whether a fast-scan search for the top k among slots (ascending int64) should score them one
     by one instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`); per_result:
@@ -56,10 +63,6 @@ def _score_directly(slots: np.ndarray, k: int, per_result: float | None = None) 
     per_result = _DIRECT_PER_RESULT if per_result is None else per_result
     touched = 1 + np.count_nonzero(np.diff(slots // _fs.BLOCK))
     return slots.size <= _DIRECT_PER_BLOCK * touched and slots.size <= per_result * k
-# Fast-scan layouts whose blocks the integer engine also scans, from this many queries a call on: it
-# decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
-# queries; below it fast-scan's lookups are faster (bench/fastscan.py).
-_DOT_BATCH = {1: 256, 2: 256, 4: 64}
 
 
 def set_num_threads(n: int) -> None:
