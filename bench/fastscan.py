@@ -129,7 +129,7 @@ def agreement(ds: datasets.Dataset, bits: int, seed: int, ids: np.ndarray, nq: i
     flat = build(ds, "turboann", bits, seed, layout="flat").index
     q, _, _, _ = flat._queries(ds.test[:nq], K, None)
     _, slots = search_codes(flat._store.codes, flat._store.factors, *flat._segment_values(q), flat._centroid_table,
-                            *flat._quant.plan, K, 1)
+                            *flat._quant.plan, K, 1, np.zeros(0, np.uint8))
     truth = flat._store.ids[slots]
     return float(np.mean([set(a) == set(b) for a, b in zip(ids[:nq], truth)]))
 

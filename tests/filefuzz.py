@@ -40,6 +40,12 @@ def sample_indexes(seed: int = 0) -> dict:
     return {"flat": flat, "fastscan": fast, "compact": compact, "ivf": ivf, "ivf_fastscan": ivf_fast}
 
 
+def file_version(path) -> int:
+    """The format version in a file's prefix."""
+    with open(path, "rb") as f:
+        return struct.unpack("<8sII", f.read(16))[1]
+
+
 def split(data: bytes):
     """(version, header dict, payload after the header checksum) of a file's bytes."""
     _, version, hlen = struct.unpack("<8sII", data[:16])
@@ -120,19 +126,20 @@ def craft_arrays(data: bytes, rng, path) -> bytes:
         arrays["mean_direction" if name == "mean" else "mean"] = arrays.pop(name)
     else:
         arrays[name] = a[::-1].copy() if a.ndim else a
-    io.write_file(path, kind, settings, arrays, version=2)
+    io.write_file(path, kind, settings, arrays, version=split(data)[0])
     return path.read_bytes()
 
 
 MUTATIONS = ("flip", "truncate", "header", "arrays")
 
 
-def check_one(path, data: bytes) -> str:
-    """Write data to path and load it: "refused" (IndexFileError) or "loaded" (and then searched
-    without error, every id found held). Anything else raises."""
+def check_one(path, data: bytes, **load_options) -> str:
+    """Write data to path and load it (with `ta.load`'s load_options, e.g. mmap=True): "refused"
+    (IndexFileError) or "loaded" (and then searched without error, every id found held). Anything
+    else raises."""
     path.write_bytes(data)
     try:
-        index = ta.load(path)
+        index = ta.load(path, **load_options)
     except io.IndexFileError:
         return "refused"
     q = np.random.default_rng(1).standard_normal((3, index.dim)).astype(np.float32)
@@ -144,8 +151,12 @@ def check_one(path, data: bytes) -> str:
     return "loaded"
 
 
-def run(directory, seed: int, per_file: int, indexes: dict | None = None) -> dict:
-    """Apply per_file mutations of each kind to each sample file; counts per (mutation, outcome)."""
+def run(directory, seed: int, per_file: int, indexes: dict | None = None, mapped: bool = False) -> dict:
+    """Apply per_file mutations of each kind to each sample file; counts per (mutation, outcome).
+
+    mapped: also load every mutated file with mmap=True and verify=True, which must refuse exactly
+    what `load` refuses, and with mmap=True alone, which must refuse it or give an index that searches
+    (it reads no large array at open); counted under (mutation, "mapped " + outcome)."""
     rng = np.random.default_rng(seed)
     counts = {}
     for name, index in (indexes or sample_indexes(seed)).items():
@@ -165,4 +176,9 @@ def run(directory, seed: int, per_file: int, indexes: dict | None = None) -> dic
                     mutated = craft_arrays(data, rng, directory / f"{name}-crafted.tann")
                 outcome = check_one(target, mutated)
                 counts[(mutation, outcome)] = counts.get((mutation, outcome), 0) + 1
+                if mapped:
+                    verified = check_one(target, mutated, mmap=True, verify=True)
+                    assert verified == outcome, f"{name} {mutation}: load {outcome}, mmap+verify {verified}"
+                    fast = "mapped " + check_one(target, mutated, mmap=True)
+                    counts[(mutation, fast)] = counts.get((mutation, fast), 0) + 1
     return counts

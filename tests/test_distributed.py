@@ -58,16 +58,23 @@ def test_equals_single_index(data, shards, metric):
     x, q = data
     ids = np.arange(len(x), dtype=np.int64) * 3 + 7
     # center="auto": the driver estimates the centre from the first add as the single index does.
-    single = ta.Index(DIM, bits=3, metric=metric, seed=4)
+    single = ta.Index(DIM, bits=3, metric=metric, seed=4, keep_vectors=True)
     single.add(x, ids)
     want, want_padded = single.search(q, K), single.search(q, 800)
-    sh = ShardedIndex(DIM, shards=shards, bits=3, metric=metric, seed=4)
+    rng = np.random.default_rng(shards)
+    filters = [rng.choice(ids, m, replace=False) for m in (1, 30, 700)]
+    want_filtered = [(single.search(q, K, filter=f), single.search(q, K, filter=f, rerank=40)) for f in filters]
+    sh = ShardedIndex(DIM, shards=shards, bits=3, metric=metric, seed=4, keep_vectors=True)
     sh.add(x, ids)
     assert len(sh) == len(x)
     np.testing.assert_array_equal(sh.mean, single.mean)
     assert_same_results(sh.search(q, K), want)
     # Fewer vectors than k: padded exactly like the single index.
     assert_same_results(sh.search(q, 800), want_padded)
+    # Filtered (and re-ranked): each shard gets its allowed ids, the merge is the single index's.
+    for f, (plain, reranked) in zip(filters, want_filtered):
+        assert_same_results(sh.search(q, K, filter=f), plain)
+        assert_same_results(sh.search(q, K, filter=f, rerank=40), reranked)
     sh.close()
 
 
@@ -77,6 +84,8 @@ def test_ivf_shards_equal_single_ivf_index(data):
     single.train(x, threads=1)
     single.add(x)
     want = {nprobe: single.search(q, K, nprobe=nprobe) for nprobe in (2, 8)}
+    allowed = np.arange(0, 700, 9)
+    want_filtered = single.search(q, K, nprobe=8, filter=allowed)
     trained = ShardedIndex(DIM, shards=2, bits=4, metric="ip", seed=1, ivf={"nlist": 8})
     with pytest.raises(ValueError, match="must be trained before add"):
         trained.add(x)
@@ -87,6 +96,7 @@ def test_ivf_shards_equal_single_ivf_index(data):
         sh.add(x)
         for nprobe in (2, 8):
             assert_same_results(sh.search(q, K, nprobe=nprobe), want[nprobe])
+        assert_same_results(sh.search(q, K, nprobe=8, filter=allowed), want_filtered)
         with pytest.raises(ValueError, match="set_centroids must come before add: the index already holds 700"):
             sh.set_centroids(single.centroids)
         sh.close()

@@ -148,7 +148,7 @@ def test_ivf_flat_lists_match_the_float_table_scan(metric, bits):
     lists = ivf._store
     want_s, want_i = search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, ivf._cnorm2,
                                   metric != "ip", ivf._list_bias_mult(), 3, *ivf._segment_values(qq),
-                                  ivf._centroid_table, *ivf._quant.plan, 5)
+                                  ivf._centroid_table, *ivf._quant.plan, 5, np.zeros(0, np.uint8))
     qrot, qoff, cents = ivf._fastscan_queries(qq)
     book = ivf._dot_book
     p = dot.dot_queries(qrot, qoff, book)

@@ -161,7 +161,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
     qoff = rng.standard_normal(9)
     s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
-                            k, n_chunks, group, fs.simd_level(path))
+                            k, n_chunks, group, fs.simd_level(path), True, np.zeros(0, np.uint8))
     full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
              + qoff[:, None]) * factors[:, 0] + factors[:, 1])
     want_s, want_i = ref.topk(full, k)
@@ -181,12 +181,12 @@ def test_search_blocks_by_estimate(path):
     q = rng.standard_normal((9, dim)).astype(np.float32)
     qoff = rng.standard_normal(9)
     s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
-                            k, 1, 4, fs.simd_level(path), False)
+                            k, 1, 4, fs.simd_level(path), False, np.zeros(0, np.uint8))
     want_s, want_i = ref.topk(ref.fastscan_estimates(blocks, n, factors, q, qoff, cents, bits), k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
     exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
-                               k, 1, 4, fs.simd_level(path))[1]
+                               k, 1, 4, fs.simd_level(path), True, np.zeros(0, np.uint8))[1]
     assert (exact_i != i).any()   # the estimate does rank differently: the flag is not a no-op
 
 
@@ -329,7 +329,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     qoff = rng.standard_normal(nq)
     args = (start, size, qc, cnorm2, probe_l2, mult, 3, q, qoff, cents, bits)
     s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
-                                     batch, fs.simd_level(path))
+                                     batch, fs.simd_level(path), True, np.zeros(0, np.uint8))
     want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
@@ -337,7 +337,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists
     # exact=False: the top k of the probed lists by the u8-table estimate
     s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
-                                     batch, fs.simd_level(path), False)
+                                     batch, fs.simd_level(path), False, np.zeros(0, np.uint8))
     est = np.full((nq, arena), -np.inf)
     every = ref.fastscan_estimates(blocks, arena, factors, q, qoff, cents, bits)
     for r, probed in enumerate(ref.select_lists(qc, cnorm2, probe_l2, 3)):

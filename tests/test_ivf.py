@@ -114,7 +114,7 @@ def test_kernel_equals_numpy_reference(data_32, built, mode, metric):
     qc = (q @ index._centroids.T).astype(np.float32)
     args = (lists.codes, lists.factors, lists.start, lists.size, qc, index._cnorm2, metric != "ip",
             index._list_bias_mult(), 5, *index._segment_values(q), quant.centroid_table)
-    S, P = ivf_scan.search_lists(*args, *p, 15)
+    S, P = ivf_scan.search_lists(*args, *p, 15, np.zeros(0, np.uint8))
     S_ref, P_ref = ref.search_lists(*args, quant.segments, 15)
     np.testing.assert_allclose(S, S_ref, rtol=1e-4, atol=1e-4)
     assert (P == P_ref).mean() > 0.95        # positions agree except where scores tie to rounding
@@ -232,23 +232,27 @@ def test_persistence_round_trip(tmp_path, data_32):
 
 
 def test_file_versions(tmp_path, data_32):
-    """Plain flat files stay version 1; IVF files and kept vectors need version 2; an untrained IVF loads."""
+    """Plain row-major flat files stay version 1; IVF files and kept vectors need version 2, fast-scan
+    codes (flat or IVF) as the search reads them version 3; an untrained IVF loads."""
     x, _ = data_32
-    flat = ta.Index(32, bits=2)
+    flat = ta.Index(32, bits=2, layout="flat")
     flat.add(x[:50])
     flat.save(tmp_path / "flat.tann")
-    ivf = ta.IVFIndex(32, nlist=4)
-    ivf.save(tmp_path / "ivf.tann")
+    fast = ta.Index(32, bits=2)
+    fast.add(x[:50])
+    fast.save(tmp_path / "fast.tann")
+    ta.IVFIndex(32, nlist=4, layout="flat").save(tmp_path / "ivf.tann")
+    ta.IVFIndex(32, nlist=4).save(tmp_path / "ivf_fast.tann")
     version = {name: int.from_bytes((tmp_path / name).read_bytes()[8:12], "little")
-               for name in ("flat.tann", "ivf.tann")}
-    assert version == {"flat.tann": 1, "ivf.tann": 2}
+               for name in ("flat.tann", "fast.tann", "ivf.tann", "ivf_fast.tann")}
+    assert version == {"flat.tann": 1, "fast.tann": 3, "ivf.tann": 2, "ivf_fast.tann": 3}
     loaded = ta.load(tmp_path / "ivf.tann")
     assert type(loaded) is ta.IVFIndex and not loaded.is_trained and len(loaded) == 0
 
 
 def test_corrupt_list_sizes_are_rejected(tmp_path, data_32):
     x, _ = data_32
-    index = ta.IVFIndex(32, nlist=4, bits=2)
+    index = ta.IVFIndex(32, nlist=4, bits=2, layout="flat")   # the arena form: tests/test_mmap.py
     index.train(x[:200], threads=1)
     index.add(x[:200])
     path = tmp_path / "ivf.tann"

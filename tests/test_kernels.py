@@ -90,12 +90,12 @@ def test_search_topk_matches_reference(n_chunks, seg_bits):
     qv = rng.standard_normal((6, len(seg_bits), dim)).astype(np.float32)
     qoff = rng.standard_normal((6, len(seg_bits))).astype(np.float32)
     scores = score_codes(codes, factors, qv, qoff, cents, *_plan_args(plan))
-    got_s, got_i = search_codes(codes, factors, qv, qoff, cents, *_plan_args(plan), k, n_chunks)
+    got_s, got_i = search_codes(codes, factors, qv, qoff, cents, *_plan_args(plan), k, n_chunks, np.zeros(0, np.uint8))
     want_s, want_i = ref.topk(scores, k)   # same float32 scores: only the selection is tested
     np.testing.assert_array_equal(got_i, want_i)
     np.testing.assert_array_equal(got_s, want_s.astype(np.float32))
     # k larger than n pads with -inf / -1
-    s, i = search_codes(codes[:5], factors[:5], qv, qoff, cents, *_plan_args(plan), 8, n_chunks)
+    s, i = search_codes(codes[:5], factors[:5], qv, qoff, cents, *_plan_args(plan), 8, n_chunks, np.zeros(0, np.uint8))
     assert (i[:, 5:] == -1).all() and np.isneginf(s[:, 5:]).all()
     assert sorted(i[0, :5]) == [0, 1, 2, 3, 4]
 

@@ -7,15 +7,15 @@ coordinate law) with Numba scan kernels. Public API:
     IVFIndex         coarse k-means lists over the same codes: train / add / search(nprobe)
     TurboQuantMSE    quantizer minimising reconstruction error
     TurboQuantProd   quantizer with unbiased inner products (QJL residual sketch)
-    load             read an index file written by Index.save or IVFIndex.save
+    load             read (or with mmap=True map, read-only) an index file written by save
     set_num_threads  threads for later searches
 """
 from . import _threading  # noqa: F401  (first: makes TBB loadable before any parallel kernel runs)
 from .index import Index, set_num_threads
 from .ivf import IVFIndex
-from .io import IndexFileError, load
+from .io import IndexFileError, ReadOnlyIndexError, load
 from .quantizer import EncodedVectors, TurboQuantMSE, TurboQuantProd
 
 __all__ = ["Index", "IVFIndex", "TurboQuantMSE", "TurboQuantProd", "EncodedVectors", "load", "set_num_threads",
-           "IndexFileError"]
+           "IndexFileError", "ReadOnlyIndexError"]
 __version__ = "0.1.0"

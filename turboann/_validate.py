@@ -116,3 +116,21 @@ def ids(name: str, value, n: int | None = None) -> np.ndarray:
         if dup.size:
             raise ValueError(f"{name} must be unique, got duplicate id {int(dup[0])}")
     return arr
+
+
+def id_filter(name: str, value) -> np.ndarray:
+    """A search filter as a 1-D int64 array of ids: any order, duplicates kept (callers ignore them),
+    ids no index can hold (negative, or beyond int64 in an unsigned array) dropped. A set or any
+    array-like of integers; bools, floats and other dtypes are refused."""
+    if isinstance(value, (set, frozenset)):
+        value = list(value)
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise TypeError(f"{name} must be an array-like of integer ids, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size and np.issubdtype(arr.dtype, np.unsignedinteger):
+        arr = arr[arr <= np.iinfo(np.int64).max]
+    return arr.astype(np.int64, copy=False)

@@ -346,7 +346,7 @@ class ShardedIndex:
     # -- searching --------------------------------------------------------------
     @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
-               rerank: int | None = None, allow_partial: bool = False):
+               rerank: int | None = None, allow_partial: bool = False, filter=None):
         """k nearest neighbours of each query row over all shards: D (nq, k) float32, I (nq, k) int64.
 
         Same conventions as `Index.search` (and nprobe as `IVFIndex.search`).
@@ -354,7 +354,9 @@ class ShardedIndex:
         merge is exact, ties going to the lower id. A dead shard raises
         ShardUnavailableError naming it; with allow_partial=True the live
         shards' merged result comes back instead, with a PartialResultWarning,
-        and `last_missing_shards` names the dead ones.
+        and `last_missing_shards` names the dead ones. filter as in
+        `Index.search`: the driver sends each shard the allowed ids it holds
+        (by `shard_of`), so the merge is the restricted ranking of the whole.
         """
         kwargs = {"threads": threads, "rerank": rerank}
         if self._kind == "IVFIndex":
@@ -367,8 +369,13 @@ class ShardedIndex:
         k = self._template._queries(q, k, rerank)[2]   # the single index's checks, in its order
         if self._kind == "IVFIndex":
             self._template._require_trained("search")
+        shard_kwargs = [kwargs] * self.shards
+        if filter is not None:
+            allowed = _validate.id_filter("filter", filter)
+            where = shard_of(allowed, self.shards)
+            shard_kwargs = [{**kwargs, "filter": allowed[where == s]} for s in range(self.shards)]
         q_ref = _import_ray().put(q)   # one copy in the object store, read by every shard
-        parts = self._gather([a.search.remote(q_ref, k, kwargs) for a in self._actors], "search",
+        parts = self._gather([a.search.remote(q_ref, k, kw) for a, kw in zip(self._actors, shard_kwargs)], "search",
                              allow_partial=allow_partial)
         self.last_missing_shards = tuple(s for s, r in enumerate(parts) if r is None)
         if self.last_missing_shards:

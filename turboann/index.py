@@ -19,8 +19,9 @@ from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
 from ._rwlock import RWLock, reading, writing
+from .io import ReadOnlyIndexError
 from .quantizer import TurboQuantMSE, TurboQuantProd
-from .store import BlockedCodeStore, CodeStore
+from .store import BlockedCodeStore, CodeStore, SlotFilter
 from .vectors import KeptVectors
 
 VARIANTS = ("mse", "prod")
@@ -36,11 +37,34 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A database chunk scanned by one thread should amortise its lookup tables.
 _MIN_CHUNK = 4096
 _CHUNKS_PER_THREAD = 4
+# The kernels' `allowed` when a search has no filter.
+_NO_FILTER = np.zeros(0, np.uint8)
+# A fast-scan filter is scored slot by slot (no scan) when it allows at most this many slots per
+# 32-vector block it touches (scoring one exactly reads its whole block, as scanning it does) and at
+# most _DIRECT_PER_RESULT per result asked for: with fewer allowed per result the scan's bound
+# skips few of them, so it pays its tables and block sums on top of the same exact scores.
+_DIRECT_PER_BLOCK = 2.0
+_DIRECT_PER_RESULT = 50
+# The same where the integer engine serves the batch (`_DOT_BATCH`): it meets each block with every
+# query group at once, so direct scoring gains only on the sparsest filters (wordnet, 4 bits, 200
+# queries, 1 thread: level at 58 random ids, 0.60x at 116, 0.43x at 349).
+_DIRECT_PER_RESULT_DOT = 5
 # Fast-scan widths whose blocks the integer engine also scans, from this many queries a call on: it
 # decodes each block once for a whole batch, where fast-scan builds and reads tables per group of
 # queries; below it fast-scan's lookups are faster, and at 1 bit (a nibble holds 4 coordinates)
 # always (bench/fastscan.py).
 _DOT_BATCH = {2: 256, 4: 64}
+
+
+def _score_directly(slots: np.ndarray, k: int, per_result: float | None = None) -> bool:
+    """Whether a fast-scan search for the top k among slots (ascending int64) should score them one
+    by one instead of scanning the blocks that hold them (see `_DIRECT_PER_BLOCK`); per_result:
+    `_DIRECT_PER_RESULT` unless given."""
+    if not slots.size:
+        return True
+    per_result = _DIRECT_PER_RESULT if per_result is None else per_result
+    touched = 1 + np.count_nonzero(np.diff(slots // _fs.BLOCK))
+    return slots.size <= _DIRECT_PER_BLOCK * touched and slots.size <= per_result * k
 
 
 def set_num_threads(n: int) -> None:
@@ -231,6 +255,7 @@ class Index:
                  layout: str = "auto", compact: bool = False, estimator: str = "auto", spread=None):
         # Searches share it, adds and removes hold it alone (see turboann._rwlock and README).
         self._lock = RWLock()
+        self._mapped_from: str | None = None   # the file `io.load(mmap=True)` mapped: read-only
         self.metric = _validate.choice("metric", metric, _validate.METRICS)
         self.variant = _validate.choice("variant", variant, VARIANTS)
         self.correction = _validate.choice("correction", correction, CORRECTIONS)
@@ -387,6 +412,7 @@ class Index:
 
         Default ids continue from one past the largest id ever added.
         """
+        self._check_writable("add")
         x = _validate.rows("x", x, self.dim)
         n = x.shape[0]
         ids = self._new_ids(ids, n)
@@ -600,7 +626,7 @@ class Index:
 
     # -- searching -----------------------------------------------------------
     @reading
-    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None):
+    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None, filter=None):
         """k nearest neighbours of each query row.
 
         q (nq, dim) any real dtype; returns D (nq, k) float32 and I (nq, k) int64.
@@ -614,11 +640,26 @@ class Index:
         (the fast-scan layout ranks them by its u8-table estimate, with no
         exact re-scoring), then return the k best of those by the exact
         metric, with exact D.
+        filter: ids that may be returned (array-like or set of ints; any order,
+        duplicates and ids not held ignored), or None for all. The result is
+        the unfiltered ranking restricted to them (exact scores, ties to the
+        lower slot; with rerank the shortlist is the R best allowed), so at
+        most min(k, allowed ids held) are found. The kernels skip every
+        32-vector block with no allowed vector, and score the allowed ones
+        directly when they are that sparse.
         """
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
+        allowed, shortlist = self._filter(filter, shortlist)
         with _thread_count(threads) as nthreads:
-            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None)
+            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed)
             return self._results(q, q_exact, scores, slots, k, rerank)
+
+    def _filter(self, filter, shortlist: int) -> tuple[SlotFilter | None, int]:
+        """The checked filter in slot terms (None: no filter) and the shortlist, cut to the allowed count."""
+        if filter is None:
+            return None, shortlist
+        allowed = self._store.filter(_validate.id_filter("filter", filter))
+        return allowed, max(1, min(shortlist, allowed.slots.size))
 
     def _queries(self, q, k, rerank):
         """Checked (q for the codes, q for exact scores, k, shortlist size) of a search call."""
@@ -666,23 +707,29 @@ class Index:
                              f"got rerank={rerank} on an index without them")
         return rerank
 
-    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
-        """Kernel scores and slots of the k best; exact=False lets fast-scan rank by its u8 estimate
-        (a shortlist to re-rank from the vectors needs no exact code scores)."""
+    def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                         allowed: SlotFilter | None = None):
+        """Kernel scores and slots of the k best (among the allowed slots, when given); exact=False lets
+        fast-scan rank by its u8 estimate (a shortlist to re-rank from the vectors needs no exact code
+        scores)."""
         n, nq = len(self._store), q.shape[0]
-        if n == 0 or nq == 0:
+        if n == 0 or nq == 0 or (allowed is not None and not allowed.slots.size):
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         if self.layout == "fastscan":
-            if self._dot_book is not None and nq >= _DOT_BATCH[self.bits]:
-                return self._search_dot(q, k, nthreads, exact)
-            return self._search_fastscan(q, k, nthreads, exact)
+            batch = self._dot_book is not None and nq >= _DOT_BATCH[self.bits]
+            if allowed is not None and _score_directly(allowed.slots, k, _DIRECT_PER_RESULT_DOT if batch else None):
+                return self._score_fastscan_slots(q, k, allowed)
+            if batch:
+                return self._search_dot(q, k, nthreads, exact, allowed)
+            return self._search_fastscan(q, k, nthreads, exact, allowed)
         if self._dot_book is not None:
-            return self._search_dot(q, k, nthreads, exact)
+            return self._search_dot(q, k, nthreads, exact, allowed)
         n_chunks = 1
         if nq < nthreads:
             n_chunks = max(1, min(math.ceil(nthreads / nq), n // _MIN_CHUNK))
         return search_codes(self._store.codes, self._store.factors, *self._segment_values(q),
-                            self._centroid_table, *self._quant.plan, k, n_chunks)
+                            self._centroid_table, *self._quant.plan, k, n_chunks,
+                            _NO_FILTER if allowed is None else allowed.mask)
 
     def _segment_values(self, q: np.ndarray):
         """The kernels' per-query inputs: qv (nq, nseg, d) and offsets qoff (nq, nseg) float32.
@@ -705,7 +752,8 @@ class Index:
         return (np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64),
                 np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
 
-    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
+    def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                         allowed: SlotFilter | None = None):
         store, lay = self._store, self._store.layout
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
@@ -714,22 +762,35 @@ class Index:
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot, qoff, cents = self._fastscan_queries(q)
-        # the last part's codebook: the tail's, or without a tail the codes' own (which scans nothing)
-        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
-                                                               :1 << lay.tail_bits])
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.head_sub, tail_cents, lay.tail_bits,
-                                     lay.tail_per_nibble, lay.tail_first, k, n_chunks, group, _fs.simd_level(),
-                                     exact)
+                                     self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
+                                     group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask)
 
-    def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True):
+    def _score_fastscan_slots(self, q: np.ndarray, k: int, allowed: SlotFilter):
+        """The exact top k among a sparse filter's slots, each scored directly (`fastscan.score_slots`)."""
+        store, lay = self._store, self._store.layout
+        return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
+                               self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
+
+    def _tail_code(self):
+        """The fast-scan kernels' tail arguments: (codebook (2**tail_bits,) float32, tail_bits,
+        tail_per_nibble, tail_first); the last part's codebook is the tail's, or without a tail the
+        codes' own (which scans nothing)."""
+        lay = self._store.layout
+        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
+                                                               :1 << lay.tail_bits])
+        return tail_cents, lay.tail_bits, lay.tail_per_nibble, lay.tail_first
+
+    def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
+                    allowed: SlotFilter | None = None):
         """The integer engine (`kernels.dot`) over the row-major codes or fast-scan blocks: the exact float
         top k, or with exact=False the k best by exact score of the k best by estimate (a shortlist
-        to re-rank)."""
+        to re-rank); among the allowed slots when given (the kernel skips blocks with none)."""
         store, book = self._store, self._dot_book
+        mask = None if allowed is None else allowed.mask
         n_groups = -(-q.shape[0] // _dot.GROUP)
         n_chunks = 1
         if n_groups < nthreads:   # few queries: split the database across threads (see _search_fastscan)
@@ -739,10 +800,10 @@ class Index:
         with numba.parallel_chunksize(1):
             if self.layout == "fastscan":   # the blocks' columns are the row-major codes
                 return _dot.search_dot(np.empty((0, store.blocks.shape[1]), np.uint8), store.factors, prepared,
-                                       book, cents, k, k, n_chunks, exact, _dot.simd_level(), None, nthreads,
+                                       book, cents, k, k, n_chunks, exact, _dot.simd_level(), mask, nthreads,
                                        store.blocks, len(store))
             return _dot.search_dot(store.codes, store.factors, prepared, book, cents, k, k, n_chunks, exact,
-                                   _dot.simd_level(), None, nthreads)
+                                   _dot.simd_level(), mask, nthreads)
 
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""
@@ -769,6 +830,7 @@ class Index:
         missing="raise" (default) rejects the whole call, removing nothing, if
         any id is absent; missing="ignore" skips absent ids.
         """
+        self._check_writable("remove")
         _validate.choice("missing", missing, ("raise", "ignore"))
         ids = _validate.ids("ids", ids)
         if missing == "raise" and ids.size:
@@ -782,9 +844,25 @@ class Index:
     # -- persistence ---------------------------------------------------------
     @reading
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to one file, atomically (see `turboann.io`)."""
+        """Write the index to one file, atomically (see `turboann.io`). A mapped index (`load(mmap=True)`)
+        saves to any other path; over the file it maps it raises `ReadOnlyIndexError`."""
         from . import io
+        mapped = self._mapped_from
+        if mapped is not None and os.path.exists(path) and os.path.samefile(path, mapped):
+            raise ReadOnlyIndexError(f"path {os.fspath(path)!r} is the file this index maps read-only "
+                                     f"(load(..., mmap=True)): save it to another path")
         io.save(self, path)
+
+    @property
+    def read_only(self) -> bool:
+        """True for an index mapped from a file (`load(path, mmap=True)`): searches only."""
+        return self._mapped_from is not None
+
+    def _check_writable(self, action: str) -> None:
+        """Refuse `action` on a mapped index, before anything is checked or changed."""
+        if self._mapped_from is not None:
+            raise ReadOnlyIndexError(f"{action} needs a writable index, got one mapping {self._mapped_from!r} "
+                                     f"read-only (load(..., mmap=True)); load it without mmap to change it")
 
     def _settings(self) -> dict:
         return {"dim": self.dim, "bits": self.bits, "metric": self.metric, "seed": self.seed,

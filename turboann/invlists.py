@@ -17,6 +17,7 @@ import numpy as np
 
 from .kernels import encode as _enc
 from .kernels import fastscan as _fs
+from .store import SlotFilter, SlotLookup, slot_filter
 
 BLOCK = _fs.BLOCK
 _MIN_ARENA = 1024
@@ -24,6 +25,18 @@ _MIN_ARENA = 1024
 
 def _round_up(n, m: int = BLOCK):
     return -(-n // m) * m
+
+
+def _run_starts(capacity: np.ndarray) -> np.ndarray:
+    """Starts (nlist,) int64 of runs of these capacities laid one after the other from 0."""
+    start = np.zeros(len(capacity), np.int64)
+    start[1:] = np.cumsum(capacity)[:-1]
+    return start
+
+
+def arena_runs(sizes: np.ndarray) -> np.ndarray:
+    """The run capacities of lists of these sizes laid out without slack: whole 32-vector blocks."""
+    return _round_up(sizes.astype(np.int64))
 
 
 class InvertedLists:
@@ -42,6 +55,7 @@ class InvertedLists:
         self._owner = np.zeros(0, np.int32)     # list number of every position
         self._end = 0                           # first position past every reserved run
         self._pos_of: dict[int, int] | None = None
+        self._lookup: SlotLookup | None = None   # for filters: built on first need, dropped on change
         self.next_id = 0
 
     def __len__(self) -> int:
@@ -79,7 +93,8 @@ class InvertedLists:
         self._codes[dst] = self._codes[src]
 
     def _changed(self) -> None:
-        """Called after every change of the contents."""
+        """Called before every change of the contents."""
+        self._lookup = None
 
     @property
     def factors(self) -> np.ndarray:
@@ -171,21 +186,25 @@ class InvertedLists:
         """A larger arena with the lists laid out afresh (no holes) at capacities new_cap."""
         total = int(new_cap.sum())
         size = max(total, 2 * self.arena_size, _MIN_ARENA)
+        self._codes, self._factors, self._ids, self._owner, self.start = self._laid_out(new_cap, size)
+        self.capacity, self._end = new_cap, total
+        self._pos_of = None
+
+    def _laid_out(self, new_cap: np.ndarray, size: int):
+        """(codes, factors, ids, owner, start): a new arena of `size` positions holding the lists one
+        after the other at capacities new_cap (ids -1 outside lists)."""
         codes = self._new_codes(size)
         factors = np.zeros((size, self.n_factors), np.float32)
         ids = np.full(size, -1, np.int64)
         owner = np.zeros(size, np.int32)
-        start = np.zeros(self.nlist, np.int64)
-        start[1:] = np.cumsum(new_cap)[:-1]
+        start = _run_starts(new_cap)
         for l in np.flatnonzero(self.size).tolist():
             s, t, n = int(self.start[l]), int(start[l]), int(self.size[l])
             self._copy_run(self._codes, s, codes, t, n)
             factors[t:t + n] = self._factors[s:s + n]
             ids[t:t + n] = self._ids[s:s + n]
             owner[t:t + n] = l
-        self._codes, self._factors, self._ids, self._owner = codes, factors, ids, owner
-        self.start, self.capacity, self._end = start, new_cap, total
-        self._pos_of = None
+        return codes, factors, ids, owner, start
 
     # -- ids ----------------------------------------------------------------------
     def _pos_map(self) -> dict[int, int]:
@@ -199,6 +218,21 @@ class InvertedLists:
         if self._pos_of is not None:
             return np.fromiter((int(i) in self._pos_of for i in ids), bool, len(ids))
         return np.isin(ids, self._ids[self.positions()])
+
+    def filter(self, ids: np.ndarray) -> SlotFilter:
+        """The arena positions of the held ones among ids (int64, any order), as a `SlotFilter`."""
+        lookup = self._lookup
+        if lookup is None:   # searches may build it at once: each builds the same, one is kept
+            pos = np.flatnonzero(self._ids >= 0)
+            lookup = self._lookup = SlotLookup(self._ids[pos], pos)
+        return slot_filter(lookup, ids, self.arena_size)
+
+    def list_of(self, positions: np.ndarray) -> np.ndarray:
+        """The list holding each arena position (int64 array of held positions): (m,) int64."""
+        held = np.flatnonzero(self.size)   # their runs are disjoint; an empty list's start may be any
+        order = held[np.argsort(self.start[held], kind="stable")]
+        at = np.searchsorted(self.start[order], positions, side="right") - 1
+        return order[at]
 
     def slots(self, ids: np.ndarray) -> np.ndarray:
         """Arena position of every id (int64 array); -1 where absent."""
@@ -232,6 +266,27 @@ class InvertedLists:
         """(codes, factors, ids, sizes): the lists concatenated in list order, without slack."""
         pos = self.positions()
         return self.codes[pos], self._factors[pos], self._ids[pos], self.size.copy()
+
+    def export_arena(self):
+        """(codes, factors, ids): the arena laid out afresh, list by list in runs of whole blocks
+        (`arena_runs`) with no holes, ids -1 in the padding: the layout `load_arena` maps."""
+        cap = arena_runs(self.size)
+        return self._laid_out(cap, int(cap.sum()))[:3]
+
+    def load_arena(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray, sizes: np.ndarray,
+                   runs: np.ndarray, next_id: int, writable: bool = True) -> None:
+        """Take arena arrays as they are (no copy: they may be mapped from a file): list l holds
+        sizes[l] vectors from the sum of runs before it. writable=False skips the bookkeeping only
+        writes need (list owners: 4 B a position), for a read-only index."""
+        self._changed()
+        self._codes, self._factors, self._ids = codes, factors, ids
+        self.size, self.capacity = sizes.astype(np.int64), runs.astype(np.int64)
+        self.start = _run_starts(self.capacity)
+        self._end = int(self.capacity.sum())
+        self._owner = (np.repeat(np.arange(self.nlist, dtype=np.int32), self.capacity) if writable
+                       else np.zeros(0, np.int32))
+        self._pos_of = None
+        self.next_id = next_id
 
     def load(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray, sizes: np.ndarray,
              next_id: int) -> None:
@@ -295,7 +350,14 @@ class BlockedInvertedLists(InvertedLists):
             self._split = _fs.split_factors(self._factors, self.arena_size)
         return self._split
 
+    def load_arena(self, codes, factors, ids, sizes, runs, next_id, writable=True, split=None) -> None:
+        """`InvertedLists.load_arena` of blocks; split: their `split_factors` (saved with them), or
+        None to compute it on the first search."""
+        super().load_arena(codes, factors, ids, sizes, runs, next_id, writable)
+        self._split = split
+
     def _changed(self) -> None:
+        super()._changed()
         self._split = None
 
     def _new_codes(self, size: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _blas, _validate
 from ._rwlock import reading, writing
-from .index import Index, _thread_count
+from .index import _NO_FILTER, Index, _score_directly, _thread_count
 from .invlists import BlockedInvertedLists, InvertedLists
 from .kernels import dot as _dot
 from .kernels import fastscan as _fs
@@ -109,6 +109,7 @@ class IVFIndex(Index):
         threads: Faiss's OpenMP threads for this call (default: its current
         setting). Training must come before the first add.
         """
+        self._check_writable("train")
         x, norms = _validate.vectors_and_norms("sample", sample, self.dim, allow_empty=False)
         niter = _validate.integer("niter", niter, low=1)
         threads = None if threads is None else _validate.integer("threads", threads, low=1)
@@ -140,6 +141,7 @@ class IVFIndex(Index):
 
         For cosine they should come from unit vectors, as train() does. Must come before the first add.
         """
+        self._check_writable("set_centroids")
         c, _ = _validate.vectors_and_norms("centroids", centroids, self.dim)
         if c.shape[0] != self.nlist:
             raise ValueError(f"centroids must have nlist = {self.nlist} rows, got {c.shape[0]}")
@@ -167,6 +169,7 @@ class IVFIndex(Index):
     @writing
     def add(self, x, ids=None) -> None:
         """Add vectors x (n, dim), any real dtype, to their nearest lists. ids as in `Index.add`."""
+        self._check_writable("add")
         x, norms = _validate.vectors_and_norms("x", x, self.dim)
         self._require_trained("add")
         n = x.shape[0]
@@ -197,41 +200,53 @@ class IVFIndex(Index):
     # -- searching ------------------------------------------------------------
     @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
-               rerank: int | None = None):
+               rerank: int | None = None, filter=None):
         """k nearest neighbours of each query row among the nprobe nearest lists.
 
-        nprobe 1..nlist, default min(16, nlist). D, I, threads and rerank as in
-        `Index.search` (rerank takes its shortlist from the same lists).
+        nprobe 1..nlist, default min(16, nlist). D, I, threads, rerank and
+        filter as in `Index.search` (rerank takes its shortlist from the same
+        lists; filtered results are the probed lists' ranking restricted to
+        the allowed ids, so at nprobe = nlist the whole index's).
         """
         nprobe = (min(DEFAULT_NPROBE, self.nlist) if nprobe is None
                   else _validate.integer("nprobe", nprobe, low=1, high=self.nlist))
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
+        allowed, shortlist = self._filter(filter, shortlist)
         self._require_trained("search")
         with _thread_count(threads):
-            scores, positions = self._search_lists(q, shortlist, nprobe, exact=rerank is None)
+            if allowed is not None and not allowed.slots.size:
+                scores = np.full((q.shape[0], shortlist), -np.inf, np.float32)
+                positions = np.full((q.shape[0], shortlist), -1, np.int64)
+            else:
+                scores, positions = self._search_lists(q, shortlist, nprobe, exact=rerank is None, allowed=allowed)
             return self._results(q, q_exact, scores, positions, k, rerank)
 
-    def _search_lists(self, q: np.ndarray, k: int, nprobe: int, exact: bool = True):
+    def _search_lists(self, q: np.ndarray, k: int, nprobe: int, exact: bool = True, allowed=None):
+        """Kernel scores and arena positions of the k best in the nprobe nearest lists (among the
+        allowed positions, a `store.SlotFilter`, when given); exact as in `Index._search_prepared`."""
         with _blas.one_thread():
             qc = np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
         lists = self._store
+        mask = _NO_FILTER if allowed is None else allowed.mask
+        probe = (lists.start, lists.size, qc, self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe)
         if self.layout == "fastscan":
             lay = lists.layout
+            if allowed is not None and _score_directly(allowed.slots, k):
+                return _ivf_fs.score_list_slots(lists.blocks, lists.split_factors(), allowed.slots,
+                                                lists.list_of(allowed.slots), *probe, *self._fastscan_queries(q),
+                                                self.bits, lay.per_nibble, lay.n_sub, k)
             batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads(), k, lay.rows)
             with numba.parallel_chunksize(1):
-                return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), lists.start, lists.size, qc,
-                                                  self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe,
+                return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), *probe,
                                                   *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
-                                                  k, batch, _fs.simd_level(), exact)
+                                                  k, batch, _fs.simd_level(), exact, mask)
         if self._dot_book is not None:
             qrot, qoff, cents = self._fastscan_queries(q)
             prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
-            return _dot.search_dot_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
-                                         self.metric != "ip", self._list_bias_mult(), nprobe, prepared,
-                                         self._dot_book, cents, k, exact, _dot.simd_level())
-        return search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, self._cnorm2,
-                            self.metric != "ip", self._list_bias_mult(), nprobe,
-                            *self._segment_values(q), self._centroid_table, *self._quant.plan, k)
+            return _dot.search_dot_lists(lists.codes, lists.factors, *probe, prepared, self._dot_book, cents, k,
+                                         exact, _dot.simd_level(), None if allowed is None else allowed.mask)
+        return search_lists(lists.codes, lists.factors, *probe, *self._segment_values(q), self._centroid_table,
+                            *self._quant.plan, k, mask)
 
     def _list_bias_mult(self) -> float:
         """Multiple of <q, c_l> the kernel adds to a vector's score in list l."""

@@ -9,6 +9,8 @@ index that only ever adds with default ids never pays for it.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .kernels import encode as _enc
@@ -25,6 +27,50 @@ def grown(arr: np.ndarray, used: int, rows: int) -> np.ndarray:
 def growth(capacity: int, need: int) -> int:
     """The capacity to grow to for `need` rows: at least double, so appends cost O(1) amortised."""
     return max(need, 2 * capacity, 1024)
+
+
+class SlotFilter(NamedTuple):
+    """A search filter in slot terms: mask (n_slots,) uint8, 1 where a slot may be returned (the
+    kernels' `allowed`), and slots, those slots ascending (int64)."""
+    mask: np.ndarray
+    slots: np.ndarray
+
+
+class SlotLookup:
+    """Vectorised id -> slot lookup over held (id, slot) pairs, built once per change of the contents.
+
+    Compact ids (the usual 0..n-1) take a dense id -> slot table, one
+    gather a looked-up id; spread ids a binary search over the sorted ids.
+    Building it reads every id once: a filter with m ids then costs O(m)
+    (or O(m log n)), where the store's dict would cost a Python call each.
+    """
+
+    def __init__(self, ids: np.ndarray, slots: np.ndarray):
+        self._table = self._keys = self._slots = None
+        if ids.size and int(ids.max()) < 4 * ids.size + 1024:
+            self._table = np.full(int(ids.max()) + 1, -1, np.int64)
+            self._table[ids] = slots
+        else:
+            order = np.argsort(ids, kind="stable")
+            self._keys, self._slots = ids[order], slots[order]
+
+    def slots(self, ids: np.ndarray) -> np.ndarray:
+        """Slot of every id (int64 array, any values); only the held ones' slots, in no set order."""
+        if self._table is not None:
+            ids = ids[(ids >= 0) & (ids < len(self._table))]
+            found = self._table[ids]
+            return found[found >= 0]
+        if not len(self._keys):
+            return np.zeros(0, np.int64)
+        at = np.minimum(np.searchsorted(self._keys, ids), len(self._keys) - 1)
+        return self._slots[at[self._keys[at] == ids]]
+
+
+def slot_filter(lookup: SlotLookup, ids: np.ndarray, n_slots: int) -> SlotFilter:
+    """The `SlotFilter` of ids (checked int64, any order, duplicates and unknown ids ignored)."""
+    mask = np.zeros(n_slots, np.uint8)
+    mask[lookup.slots(ids)] = 1
+    return SlotFilter(mask, np.flatnonzero(mask))
 
 
 class CodeStore:
@@ -46,6 +92,7 @@ class CodeStore:
         self._ids = np.zeros(capacity, np.int64)
         self._n = 0
         self._slot_of: dict[int, int] | None = None
+        self._lookup: SlotLookup | None = None   # for filters: built on first need, dropped on change
         self.next_id = 0   # one past the largest id ever held: default ids never collide
 
     def __len__(self) -> int:
@@ -117,6 +164,13 @@ class CodeStore:
             return np.fromiter((int(i) in self._slot_of for i in ids), bool, len(ids))
         return np.isin(ids, self.ids)
 
+    def filter(self, ids: np.ndarray) -> SlotFilter:
+        """The slots of the held ones among ids (int64, any order), as a `SlotFilter` over len(self) slots."""
+        lookup = self._lookup
+        if lookup is None:   # searches may build it at once: each builds the same, one is kept
+            lookup = self._lookup = SlotLookup(self.ids, np.arange(self._n, dtype=np.int64))
+        return slot_filter(lookup, ids, self._n)
+
     def code_target(self, m: int, bits: int) -> _enc.CodeTarget:
         """Room for m more vectors: where the codes of slots len(self)..len(self)+m-1 go, for an encoder
         to write before `commit`. bits: per coordinate of the codes' first segment."""
@@ -132,6 +186,7 @@ class CodeStore:
     def commit(self, factors: np.ndarray, ids: np.ndarray) -> None:
         """Take in the next len(ids) slots, whose codes are written (`code_target`, `append`)."""
         n, m = self._n, ids.shape[0]
+        self._lookup = None
         self._factors[n:n + m] = factors
         self._ids[n:n + m] = ids
         if self._slot_of is not None:
@@ -153,6 +208,7 @@ class CodeStore:
     def remove(self, ids: np.ndarray) -> int:
         """Remove the held ones among ids; return how many were removed."""
         slot_of = self._slot_map()
+        self._lookup = None
         removed = 0
         for i in ids.tolist():
             slot = slot_of.pop(i, None)
@@ -175,6 +231,7 @@ class CodeStore:
         self._n = codes.shape[0]
         self._set_codes(codes)
         self._slot_of = None
+        self._lookup = None
         self.next_id = next_id
 
 
@@ -230,6 +287,14 @@ class BlockedCodeStore(CodeStore):
     def remove(self, ids: np.ndarray) -> int:
         self._split = None
         return super().remove(ids)
+
+    def load_blocks(self, blocks: np.ndarray, split: np.ndarray, factors: np.ndarray, ids: np.ndarray,
+                    next_id: int) -> None:
+        """Take blocks (n_blocks(n), rows, 32) uint8 and their `split_factors` (2, n_blocks * 32) float32
+        as they are, with the factors as kept and ids (n,): no copy, they may be mapped from a file."""
+        self.load_arrays(np.zeros((0, self.code_bytes), np.uint8), factors, ids, next_id)
+        self._n = ids.shape[0]
+        self._blocks, self._split = blocks, split
 
     def _grow_codes(self, cap: int) -> None:
         self._blocks = grown(self._blocks, _fs.n_blocks(self._n), _fs.n_blocks(cap))

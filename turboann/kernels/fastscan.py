@@ -36,6 +36,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import numba
 from numba import njit, prange
 
 from . import _simd
@@ -600,17 +601,53 @@ def _upper_bounds(totals, jt, i0, w, bias, bound, jf, kth, upper):
     return hit != 0
 
 
+@njit(cache=True, nogil=True, inline="always")
+def lane_allowed(allowed, slot):
+    """Whether `slot` may be returned: allowed is a (n_slots,) uint8 mask, or zero-length for no filter."""
+    return allowed.shape[0] == 0 or allowed[slot] != 0
+
+
 @njit(cache=True, nogil=True)
-def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi):
+def block_allowed(allowed, lo, hi):
+    """Whether any slot of lo..hi-1 may be returned (`lane_allowed`): a block with none is skipped
+    before its codes are read."""
+    if allowed.shape[0] == 0:
+        return True
+    for v in range(lo, hi):
+        if allowed[v] != 0:
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def active_blocks(allowed, n):
+    """The blocks of slots 0..n-1 that hold an allowed slot (`lane_allowed`), ascending (int64): every
+    block without a filter. One pass over the mask a search, so that chunks of work split the blocks
+    that are read, and no task looks at the others."""
+    nb = (n + BLOCK - 1) // BLOCK
+    if allowed.shape[0] == 0:
+        return np.arange(nb)
+    out = np.empty(nb, np.int64)
+    m = 0
+    for b in range(nb):
+        if block_allowed(allowed, b * BLOCK, min(n, b * BLOCK + BLOCK)):
+            out[m] = b
+            m += 1
+    return out[:m]
+
+
+@njit(cache=True, nogil=True)
+def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, allowed):
     """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best.
 
-    Slots from `end` on are skipped; shift (float64) is added to every score and bound.
+    Slots from `end` on, and those `allowed` excludes (`lane_allowed`), are
+    skipped; shift (float64) is added to every score and bound.
     """
     i0 = b * BLOCK
     offset = b * rows * BLOCK
     for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
         p = split_position(lane)
-        if upper[p] + shift >= hs[0]:
+        if upper[p] + shift >= hs[0] and lane_allowed(allowed, i0 + lane):
             score = (np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
                      + shift)
             if score > hs[0]:
@@ -629,9 +666,9 @@ def estimates(totals, jt, i0, w, bias, bound, jf, est):
 
 
 @njit(cache=True, nogil=True)
-def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est):
-    """Push the block's vectors (slots below `end`) by their u8-table estimate (`estimates`) + shift
-    into the heap (hs, hi); est (32,) float32 scratch.
+def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est, allowed):
+    """Push the block's vectors (slots below `end` that `allowed` lets through) by their u8-table
+    estimate (`estimates`) + shift into the heap (hs, hi); est (32,) float32 scratch.
 
     The estimate skips exact re-scoring: for shortlists that are re-ranked
     from the vectors anyway. totals, jt, w, bias, bound, jf as in
@@ -641,15 +678,16 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est):
     estimates(totals, jt, i0, w, bias, bound, jf, est)
     for lane in range(min(BLOCK, end - i0)):
         e = np.float64(est[split_position(lane)]) + shift
-        if e > hs[0] or (e == hs[0] and i0 + lane < hi[0]):
+        if (e > hs[0] or (e == hs[0] and i0 + lane < hi[0])) and lane_allowed(allowed, i0 + lane):
             heap_push(hs, hi, e, i0 + lane)
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
-                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact=True):
+                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact, allowed):
     """Exact float top k of slots 0..n-1 for each query (exact=False: top k by the u8-table
-    estimate, see `push_estimates`).
+    estimate, see `push_estimates`), among the slots `allowed` lets through: (n_slots,) uint8, 1
+    where a slot may be returned, or zero-length for all. Blocks with no allowed slot are not read.
 
     blocks
     (n_blocks, rows, 32) uint8; wsplit (2, n_blocks * 32) float32 from
@@ -667,7 +705,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     nq = qrot.shape[0]
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
-    nb = (n + BLOCK - 1) // BLOCK
+    scan = active_blocks(allowed, n)   # the blocks to read, with at least one allowed slot
+    nb = scan.shape[0]
     n_groups = (nq + group - 1) // group
     step = (nb + n_chunks - 1) // n_chunks
     part_s = np.full((nq, n_chunks, k), -np.inf)
@@ -689,7 +728,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         upper = np.empty(BLOCK, np.float32)
         w, bias = wsplit[0], wsplit[1]
         sel = np.empty(4, np.int64)
-        for b in range(ch * step, min(nb, (ch + 1) * step)):
+        for at in range(ch * step, min(nb, (ch + 1) * step)):
+            b = scan[at]
             j0 = 0
             while j0 < gq:
                 m = 4 if j0 + 4 <= gq else 1
@@ -702,16 +742,115 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                         continue
                     if exact:
                         _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j, 0.0, part_s[q0 + j, ch],
-                                       part_i[q0 + j, ch])
+                                       part_i[q0 + j, ch], allowed)
                     else:
                         push_estimates(b, n, totals, j - j0, w, bias, scal, j, 0.0, part_s[q0 + j, ch],
-                                       part_i[q0 + j, ch], upper)
+                                       part_i[q0 + j, ch], upper, allowed)
                 j0 += m
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     tmp = np.empty(k)
     for q in range(nq):
         sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, tmp, out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
+
+
+# Scratch bytes of the per-chunk heaps of `_score_slots_direct` at most (chunks x queries x k).
+_DIRECT_HEAP_BYTES = 64 << 20
+
+
+def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
+                tail_per_nibble, tail_first, k):
+    """Exact float top k among the given slots for each query, each scored directly (no scan): for
+    filters that allow so few slots that scanning their blocks would cost more.
+
+    slots (m,) int64, ascending and distinct; the other arguments as in
+    `search_blocks`. Scores are those `search_blocks` re-scores (the same
+    sums in the same order: `direct_partial`, or the float tables for a
+    compact code's tail), so results equal its filtered results; nothing is
+    estimated, so this also serves exact=False. Returns scores (nq, k)
+    float32 best first and slots (nq, k) int64, -1 padded.
+    """
+    if tail_first < qrot.shape[1]:
+        return _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents,
+                                   tail_bits, tail_per_nibble, tail_first, k)
+    nq = qrot.shape[0]
+    n_chunks = max(1, min(4 * numba.get_num_threads(), slots.shape[0] // 16,
+                          _DIRECT_HEAP_BYTES // (16 * k * max(nq, 1))))
+    return _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, k, n_chunks)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, k, n_chunks):
+    """`score_slots` by `direct_partial` (no tail), the slots in n_chunks ranges a task: each
+    vector's bytes are gathered once (one per block row, a cache line apart in the block) and met by
+    every query from L1, where scoring query by query would fetch them once a query."""
+    nq = qrot.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    w, bias = wsplit[0], wsplit[1]
+    cx = coordinate_centroids(cents, bits, per_nibble)
+    qps = np.empty((nq, 2 * rows * per_nibble))
+    for q in range(nq):
+        qps[q] = padded_query(qrot[q], rows, per_nibble)
+    m = slots.shape[0]
+    step = (m + n_chunks - 1) // n_chunks
+    part_s = np.full((n_chunks, nq, k), -np.inf)
+    part_i = np.full((n_chunks, nq, k), -1, np.int64)
+    for ch in prange(n_chunks):
+        own = np.zeros(BLOCK * rows, np.uint8)   # the vector's bytes at lane 0 of a block of its own
+        for t in range(ch * step, min(m, (ch + 1) * step)):   # slot order: equal scores keep the lower slot
+            v = slots[t]
+            b = v // BLOCK
+            lane = v - b * BLOCK
+            at = b * BLOCK + split_position(lane)
+            offset = b * rows * BLOCK
+            for r in range(rows):
+                own[BLOCK * r] = flat[offset + BLOCK * r + lane]
+            wv = np.float64(w[at])
+            bv = bias[at]
+            for q in range(nq):
+                score = wv * direct_partial(own, 0, rows, 0, qps[q], qoff[q], cx, per_nibble) + bv
+                if score > part_s[ch, q, 0]:
+                    heap_push(part_s[ch, q], part_i[ch, q], score, v)
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        tmp = np.empty(k)
+        sorted_topk(np.ascontiguousarray(part_s[:, q]).ravel(), np.ascontiguousarray(part_i[:, q]).ravel(), k, tmp,
+                    out_i[q])
+        out_s[q] = tmp
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
+                        tail_per_nibble, tail_first, k):
+    """`score_slots` from the float tables (a compact code's tail), query by query."""
+    nq = qrot.shape[0]
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    w, bias = wsplit[0], wsplit[1]
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        ftab = np.empty((1, 2 * rows, 16))
+        lut = np.empty(rows * 32, np.uint8)
+        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
+                     tail_per_nibble, tail_first)
+        hs = np.full(k, -np.inf)
+        hi = np.full(k, -1, np.int64)
+        for t in range(slots.shape[0]):   # slot order, so equal scores keep the lower slot
+            v = slots[t]
+            b = v // BLOCK
+            lane = v - b * BLOCK
+            at = b * BLOCK + split_position(lane)
+            score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
+            if score > hs[0]:
+                heap_push(hs, hi, score, v)
+        tmp = np.empty(k)
+        sorted_topk(hs, hi, k, tmp, out_i[q])
         out_s[q] = tmp
     return out_s, out_i
 

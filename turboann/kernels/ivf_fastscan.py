@@ -35,9 +35,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, build_tables,
-                       coordinate_centroids, direct_partial, estimates, float_tables, split_position)
-from .ivf_scan import nearest_lists
+from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, block_allowed,
+                       build_tables, coordinate_centroids, direct_partial, estimates, float_tables, lane_allowed,
+                       split_position)
+from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
 
 _RESERVOIR = 4   # reservoir entries per shortlist place: a cut costs O(size) and frees size - k
@@ -64,9 +65,10 @@ def _records_cap(k):
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd, exact=True):
+                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd, exact, allowed):
     """Exact float top k over the nprobe nearest inverted lists of each query (exact=False: top k
-    by the u8-table estimate, see above).
+    by the u8-table estimate, see above), among the slots `allowed` lets through ((arena,) uint8,
+    1 where a slot may be returned, or zero-length for all; blocks with none are not read).
 
     blocks (arena / 32, rows, 32) uint8 and wsplit (2, arena) float32 (from
     `fastscan.split_factors`) hold the list arena; list l is slots
@@ -86,7 +88,59 @@ def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_
         q0 = t * batch
         _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
                       qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, min(nq, q0 + batch), out_s,
-                      out_i)
+                      out_i, allowed)
+    return out_s, out_i
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def score_list_slots(blocks, wsplit, slots, slot_list, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult,
+                     nprobe, qrot, qoff, cents, bits, per_nibble, n_sub, k):
+    """`search_list_blocks` among the given slots only, each scored directly (no scan): for filters
+    that allow so few slots that scanning their blocks would cost more.
+
+    slots (m,) int64 ascending arena slots, slot_list (m,) int64 the list of
+    each; a slot counts for a query when its list is among the query's nprobe
+    nearest. Scores are those `_rescore_records` computes (same sums, same
+    order), so results equal `search_list_blocks`' filtered results; nothing
+    is estimated, so this also serves exact=False. Returns scores (nq, k)
+    float32 best first and arena slots (nq, k) int64, -1 padded.
+    """
+    nq, dim = qrot.shape
+    rows = blocks.shape[1]
+    flat = blocks.reshape(-1)
+    w, bias = wsplit[0], wsplit[1]
+    cx = coordinate_centroids(cents, bits, per_nibble)
+    out_s = np.empty((nq, k), np.float32)
+    out_i = np.empty((nq, k), np.int64)
+    for q in prange(nq):
+        probed = probed_lists(qc[q], cnorm2, probe_l2, nprobe)
+        ftab = np.empty((1, 2 * rows, 16))
+        lo = np.empty(2 * rows)
+        hi_tab = np.empty(2 * rows)
+        qp = np.zeros(2 * rows)
+        if per_nibble == 1:
+            qp[:dim] = qrot[q]
+        else:
+            float_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lo, hi_tab)
+        hs = np.full(k, -np.inf)
+        hi = np.full(k, -1, np.int64)
+        for t in range(slots.shape[0]):
+            l = slot_list[t]
+            slot = slots[t]
+            if not probed[l] or slot >= list_start[l] + list_size[l]:
+                continue
+            b = slot // BLOCK
+            lane = slot - b * BLOCK
+            at = b * BLOCK + split_position(lane)
+            offset = b * rows * BLOCK
+            partial = (direct_partial(flat, offset, rows, lane, qp, qoff[q], cx, 1) if per_nibble == 1
+                       else _exact_partial(flat, offset, rows, lane, ftab, 0))
+            score = np.float64(w[at]) * partial + bias[at] + list_bias_mult * np.float64(qc[q, l])
+            if score > hs[0]:
+                heap_push(hs, hi, score, slot)
+        tmp = np.empty(k)
+        sorted_topk(hs, hi, k, tmp, out_i[q])
+        out_s[q] = tmp
     return out_s, out_i
 
 
@@ -111,7 +165,7 @@ def _queries_by_list(probes, nlist):
 
 @njit(cache=True, nogil=True)
 def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, q1, out_s, out_i):
+                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, q1, out_s, out_i, allowed):
     """Queries q0..q1-1 of `search_list_blocks`, written into out_s, out_i."""
     nb = q1 - q0
     rows = blocks.shape[1]
@@ -157,6 +211,8 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                 sel[j] = by_list[g + min(j, cnt - 1)]
                 shifts[j] = list_bias_mult * np.float64(qc[q0 + sel[j], l])
             for b in range(list_start[l] // BLOCK, (end + BLOCK - 1) // BLOCK):
+                if not block_allowed(allowed, b * BLOCK, min(end, b * BLOCK + BLOCK)):
+                    continue
                 _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
                 for j in range(cnt):
                     qj = sel[j]
@@ -166,12 +222,12 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                         continue
                     if not exact:
                         _reserve_estimates(b, end, j, qj, k, shifts[j], totals, w, bias, scal, res_s, res_i,
-                                           n_rec, thr, upper)
+                                           n_rec, thr, upper, allowed)
                     else:
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
                         _record_block(b, end, j, qj, shifts[j], totals, upper, w, bias, scal, low_s,
-                                      low_i, rec_slot, rec_up, rec_shift, n_rec)
+                                      low_i, rec_slot, rec_up, rec_shift, n_rec, allowed)
             g += cnt
 
     hs = np.empty(k)
@@ -222,9 +278,9 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
 
 @njit(cache=True, nogil=True)
 def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low_i,
-                  rec_slot, rec_up, rec_shift, n_rec):
-    """Record the block's vectors (slots below `end`) whose upper bound reaches query qj's tau,
-    and push their lower bounds into its heap (low_s, low_i).
+                  rec_slot, rec_up, rec_shift, n_rec, allowed):
+    """Record the block's vectors (slots below `end` that `allowed` lets through) whose upper bound
+    reaches query qj's tau, and push their lower bounds into its heap (low_s, low_i).
 
     upper: the block's upper bounds (`_upper_bounds`) for totals[32 j: 32 j + 32].
     """
@@ -233,7 +289,7 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low
     for lane in range(min(BLOCK, end - i0)):
         p = split_position(lane)
         up = np.float64(upper[p]) + shift
-        if up < low_s[qj, 0]:
+        if up < low_s[qj, 0] or not lane_allowed(allowed, i0 + lane):
             continue
         # The upper bound's terms, with -|w| err: float64 keeps it inside err's float32 slack.
         low = (np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * j + p]))
@@ -248,15 +304,15 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low
 
 
 @njit(cache=True, nogil=True)
-def _reserve_estimates(b, end, j, qj, k, shift, totals, w, bias, scal, res_s, res_i, n_res, thr, est):
-    """Add the block's vectors (slots below `end`) whose estimate (`fastscan.estimates`) + shift
+def _reserve_estimates(b, end, j, qj, k, shift, totals, w, bias, scal, res_s, res_i, n_res, thr, est, allowed):
+    """Add the block's vectors (slots below `end` that `allowed` lets through) whose estimate (`fastscan.estimates`) + shift
     reaches query qj's threshold to its reservoir (res_s, res_i, n_res), cutting it back to its best
     k (`_cut_reservoir`) when full; est (32,) float32 scratch."""
     i0 = b * BLOCK
     estimates(totals, j, i0, w, bias, scal, qj, est)
     for lane in range(min(BLOCK, end - i0)):
         e = np.float64(est[split_position(lane)]) + shift
-        if e >= thr[qj]:   # ties stay: the final sort gives them to the lower slot
+        if e >= thr[qj] and lane_allowed(allowed, i0 + lane):   # ties stay: the final sort gives them to the lower slot
             r = n_res[qj]
             res_s[qj, r] = e
             res_i[qj, r] = i0 + lane

@@ -36,6 +36,20 @@ def select_lists(qc, cnorm2, probe_l2, nprobe, out):
 
 
 @njit(cache=True, nogil=True)
+def probed_lists(qc, cnorm2, probe_l2, nprobe):
+    """The lists `select_lists` picks for one query, as a (nlist,) bool mask: for scoring a filter's
+    slots list by list in slot order."""
+    lists = np.empty(nprobe, np.int64)
+    keys = np.empty(nprobe, np.float32)
+    nearest_lists(qc, cnorm2, probe_l2, keys, lists)
+    probed = np.zeros(qc.shape[0], np.bool_)
+    for j in range(nprobe):
+        if lists[j] >= 0:
+            probed[lists[j]] = True
+    return probed
+
+
+@njit(cache=True, nogil=True)
 def nearest_lists(qc, cnorm2, probe_l2, keys, lists):
     """The nprobe = len(lists) lists of `select_lists`, in heap order (no sort: for callers that
     visit lists in their own order), into lists (nprobe,) int64; keys (nprobe,) float32 scratch."""
@@ -50,8 +64,9 @@ def nearest_lists(qc, cnorm2, probe_l2, keys, lists):
 @njit(parallel=True, cache=True, nogil=True)
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
                  qv, qoff, cents, seg_bytes, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
-                 whole_cent, split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k):
-    """Top-k over the nprobe nearest lists of each query.
+                 whole_cent, split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k, allowed):
+    """Top-k over the nprobe nearest lists of each query, among the arena rows `allowed` lets through
+    ((arena,) uint8, 1 where a row may be returned, or zero-length for all).
 
     codes (arena, nbytes) uint8 and factors (arena, nf) float32 are the list
     arena; list l is rows [list_start[l], list_start[l] + list_size[l]).
@@ -66,6 +81,7 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
     nsplit = split_byte.shape[0]
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
+    filtered = allowed.shape[0] > 0
     for q in prange(nq):
         lists = np.empty(nprobe, np.int64)
         select_lists(qc[q], cnorm2, probe_l2, nprobe, lists)
@@ -81,6 +97,8 @@ def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2, li
             bias = np.float32(list_bias_mult * qc[q, l])
             lo = list_start[l]
             for v in range(lo, lo + list_size[l]):
+                if filtered and allowed[v] == 0:
+                    continue
                 score = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg,
                                    split_bits, byte_table, split_table, partial) + bias
                 if score > hs[0]:

@@ -117,6 +117,14 @@ def topk(scores: np.ndarray, k: int):
     return out_s, out_i
 
 
+def restrict(scores: np.ndarray, allowed) -> np.ndarray:
+    """Twin of the kernels' `allowed` filter: scores (nq, n) with -inf where allowed (n,) uint8 is 0
+    (a copy; allowed None or zero-length: unchanged)."""
+    if allowed is None or not len(allowed):
+        return scores
+    return np.where(np.asarray(allowed, bool)[None, :len(scores[0])], scores, -np.inf)
+
+
 def rerank_rows(vectors: np.ndarray, rows: np.ndarray, q: np.ndarray, l2: bool, k: int):
     """Twin of `kernels.rerank.rerank_rows`: exact scores of the shortlisted rows, best k."""
     x = vectors.astype(np.float64)[np.maximum(rows, 0)]            # (nq, r, d)
@@ -135,15 +143,16 @@ def select_lists(qc: np.ndarray, cnorm2: np.ndarray, probe_l2: bool, nprobe: int
 
 
 def search_lists(codes, factors, list_start, list_size, qc, cnorm2, probe_l2: bool, list_bias_mult: float,
-                 nprobe: int, qv, qoff, cents, segments, k: int):
-    """Twin of `kernels.ivf_scan.search_lists`: decode every code, keep the probed lists, best k."""
+                 nprobe: int, qv, qoff, cents, segments, k: int, allowed=None):
+    """Twin of `kernels.ivf_scan.search_lists`: decode every code, keep the probed lists (and the
+    allowed rows, see `restrict`), best k."""
     every = score_codes(codes, factors, qv, cents, segments, qoff)
     scores = np.full(every.shape, -np.inf)
     for i, probed in enumerate(select_lists(qc, cnorm2, probe_l2, nprobe)):
         for l in probed:
             rows = slice(list_start[l], list_start[l] + list_size[l])
             scores[i, rows] = every[i, rows] + list_bias_mult * qc[i, l]
-    out_s, out_i = topk(scores, k)
+    out_s, out_i = topk(restrict(scores, allowed), k)
     out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
 
@@ -224,8 +233,9 @@ def fastscan_estimates(blocks: np.ndarray, n: int, factors: np.ndarray, q: np.nd
 
 
 def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe_l2: bool,
-                       list_bias_mult: float, nprobe: int, qrot, qoff, cents, bits: int, k: int):
-    """Twin of `fastscan.search_list_blocks`: float64 scores from the float tables, probed lists only, best k.
+                       list_bias_mult: float, nprobe: int, qrot, qoff, cents, bits: int, k: int, allowed=None):
+    """Twin of `fastscan.search_list_blocks`: float64 scores from the float tables, probed lists only
+    (and allowed slots, see `restrict`), best k.
 
     factors (arena, 1 or 2) float32 in slot order (weight, bias).
     """
@@ -240,7 +250,7 @@ def search_list_blocks(blocks, factors, list_start, list_size, qc, cnorm2, probe
         for l in probed:
             at = slice(list_start[l], list_start[l] + list_size[l])
             scores[i, at] = factors[at, 0] * partial[at] + bias[at] + list_bias_mult * np.float64(qc[i, l])
-    out_s, out_i = topk(scores, k)
+    out_s, out_i = topk(restrict(scores, allowed), k)
     out_i[~np.isfinite(out_s)] = -1
     return out_s, out_i
 

@@ -154,11 +154,38 @@ def _score_row(row, fac, seg_bytes, split_byte, split_shift, split_seg, split_bi
     return score
 
 
+# Rows whose filter bytes are checked together before any is scored.
+_FILTER_RUN = 32
+
+
 @njit(cache=True, nogil=True)
 def _scan_range(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, split_seg, split_bits,
-                byte_table, split_table, hs, hi_slots):
+                byte_table, split_table, hs, hi_slots, allowed):
+    """Score rows lo..hi-1 into the heap (hs, hi_slots); with a filter (`allowed` (n,) uint8, not
+    zero-length) only the rows it allows, runs of `_FILTER_RUN` rows with none skipped at once."""
+    if allowed.shape[0] > 0:
+        for run in range(lo, hi, _FILTER_RUN):
+            end = min(hi, run + _FILTER_RUN)
+            if allowed[run:end].any():
+                _scan_allowed(codes, factors, run, end, seg_bytes, split_byte, split_shift, split_seg, split_bits,
+                              byte_table, split_table, hs, hi_slots, allowed)
+        return
     partial = np.zeros(seg_bytes.shape[0] - 1, np.float32)
     for v in range(lo, hi):
+        score = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg, split_bits,
+                           byte_table, split_table, partial)
+        if score > hs[0]:
+            heap_push(hs, hi_slots, score, v)
+
+
+@njit(cache=True, nogil=True)
+def _scan_allowed(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, split_seg, split_bits,
+                  byte_table, split_table, hs, hi_slots, allowed):
+    """`_scan_range` of rows lo..hi-1 that `allowed` lets through."""
+    partial = np.zeros(seg_bytes.shape[0] - 1, np.float32)
+    for v in range(lo, hi):
+        if allowed[v] == 0:
+            continue
         score = _score_row(codes[v], factors[v], seg_bytes, split_byte, split_shift, split_seg, split_bits,
                            byte_table, split_table, partial)
         if score > hs[0]:
@@ -168,8 +195,9 @@ def _scan_range(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, spli
 @njit(parallel=True, cache=True, nogil=True)
 def search_codes(codes, factors, qv, qoff, cents, seg_bytes,
                  whole_byte, whole_coord, whole_shift, whole_seg, whole_bits, whole_cent,
-                 split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k, n_chunks):
-    """Top-k by estimated score for a batch of queries.
+                 split_byte, split_coord, split_shift, split_seg, split_bits, split_cent, k, n_chunks, allowed):
+    """Top-k by estimated score for a batch of queries, among the rows `allowed` lets through: (n,)
+    uint8, 1 where a row may be returned, or zero-length for all.
 
     codes (n, nbytes) uint8; factors (n, nseg or nseg + 1) float32;
     qv (nq, nseg, d) float32 per-query segment values; qoff (nq, nseg) float32
@@ -196,7 +224,7 @@ def search_codes(codes, factors, qv, qoff, cents, seg_bytes,
         build_tables(qv[q], qoff[q], cents, whole_byte, whole_coord, whole_shift, whole_seg, whole_bits,
                      whole_cent, split_coord, split_seg, split_bits, split_cent, nbytes, byte_table, split_table)
         _scan_range(codes, factors, lo, hi, seg_bytes, split_byte, split_shift, split_seg, split_bits,
-                    byte_table, split_table, part_s[q, ch], part_i[q, ch])
+                    byte_table, split_table, part_s[q, ch], part_i[q, ch], allowed)
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     for q in prange(nq):
