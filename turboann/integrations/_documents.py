@@ -23,18 +23,15 @@ files' sizes and digests, the generation inside the database and that the
 index holds exactly the vectors the database says it does. One process saves
 to a directory at a time.
 
-Filtered searches: the index has no `filter=` argument yet (issue 18). A
-filter is compiled to SQL (see `_filters`); when few rows match, their stored
-embeddings are scored exactly (all of them: exact and complete); otherwise the
-index is over-fetched in proportion to how few rows match, growing until
-enough matching results come back. Once the index takes the matching ids,
-`_filtered_candidates` passes them instead.
+Filtered searches: a filter is compiled to SQL (see `_filters`); when few rows
+match, their stored embeddings are scored exactly (all of them: exact and
+complete); otherwise the matching vector ids go to the index as its `filter=`,
+which ranks only them (the unfiltered ranking restricted to those ids).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -453,17 +450,8 @@ class IndexedDocuments:
         if matching.size <= max(EXACT_SCAN_ROWS, shortlist):
             docs = list(self._by_vector_ids(matching).values())
             return None, self._ranked_exactly(q, docs)
-        # Over-fetch (no index filter= yet, issue 18): a share m/n of the results match on average.
-        n = len(self._index)
-        fetch = min(n, math.ceil(1.5 * shortlist * n / matching.size) + shortlist)
-        matching.sort()
-        while True:
-            _, I = self._index.search(q, fetch)
-            I = I[0][I[0] >= 0]
-            kept = I[np.isin(I, matching, assume_unique=False)]
-            if kept.size >= shortlist or fetch >= n:
-                return kept[:shortlist], None
-            fetch = min(n, 4 * fetch)
+        _, I = self._index.search(q, min(shortlist, matching.size), filter=matching)
+        return I[0][I[0] >= 0], None
 
     def _ranked_exactly(self, q: np.ndarray, docs: list[StoredDocument]) -> list[StoredDocument]:
         if not docs:
