@@ -40,7 +40,7 @@ from numba import njit, prange
 
 from . import _simd, _wide as w
 from .ivf_scan import select_lists
-from .topk import heap_push, sorted_topk
+from .topk import heap_push, heap_push_row, sorted_topk
 
 GROUP = 16          # queries scored together: the int32 lanes of one 512-bit register
 CHUNK = 64          # coordinates decoded together
@@ -211,6 +211,16 @@ def decoder(book):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def chunk_codes(flat, start, count, bits, spread, shifts, mask):
+    """The codes of the chunk whose `count` packed bytes start at flat[start], one a byte, as u8x64
+    (VBMI; spread, shifts, mask as `decode_chunk` takes them)."""
+    x = w.load_bytes(flat, start, max(count, 0))
+    if bits < 8:
+        x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
+    return x
+
+
+@njit(cache=True, nogil=True, inline="always")
 def decode_chunk(flat, start, count, bits, t0, t1, t2, t3, spread, shifts, mask):
     """(code bytes, decoded bytes) as two u8x64 of the chunk whose `count` (<= 8 * bits) packed bytes
     start at flat[start] (VBMI; see the module docstring).
@@ -218,9 +228,7 @@ def decode_chunk(flat, start, count, bits, t0, t1, t2, t3, spread, shifts, mask)
     t0..t3: the decode table's four 64-entry quarters, spread and shifts
     (`DotCodebook`) and mask (2**bits - 1 in every byte), as u8x64.
     """
-    x = w.load_bytes(flat, start, max(count, 0))
-    if bits < 8:
-        x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
+    x = chunk_codes(flat, start, count, bits, spread, shifts, mask)
     if bits <= 6:
         y = w.permute64(t0, x)
     elif bits == 7:
@@ -374,27 +382,9 @@ def _floor32(x):
 def _offer(heap_s, heap_i, thr, j, v, score):
     """Push (score, slot v) into row j of the min-heaps (heap_s, heap_i) (rows, k) if it beats the root;
     thr[j] follows the root, rounded down to float32 so that the float32 comparison never skips a
-    vector that would enter. Rows are indexed in place: a view of the row per hit cost more than the
-    push itself."""
+    vector that would enter."""
     if score > heap_s[j, 0]:
-        k = heap_s.shape[1]
-        pos = 0
-        while True:   # topk.heap_push on row j: equal scores keep the earlier slot
-            child = 2 * pos + 1
-            if child >= k:
-                break
-            right = child + 1
-            if right < k and (heap_s[j, right] < heap_s[j, child]
-                              or (heap_s[j, right] == heap_s[j, child] and heap_i[j, right] > heap_i[j, child])):
-                child = right
-            if heap_s[j, child] < score or (heap_s[j, child] == score and heap_i[j, child] > v):
-                heap_s[j, pos] = heap_s[j, child]
-                heap_i[j, pos] = heap_i[j, child]
-                pos = child
-            else:
-                break
-        heap_s[j, pos] = score
-        heap_i[j, pos] = v
+        heap_push_row(heap_s, heap_i, j, score, v)
         thr[j] = _floor32(heap_s[j, 0])
 
 
@@ -405,11 +395,17 @@ def _code_row(codes, blocks, v, tmp):
     that column copied into tmp (1, rows) and row 0."""
     if blocks.shape[0] == 0:
         return codes, v
+    _copy_column(blocks, v, tmp, 0)
+    return tmp, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _copy_column(blocks, v, out, row):
+    """Vector v's column of fast-scan blocks (n_blocks, rows, 32) into out[row] (its row-major code)."""
     b = v // 32
     lane = v - 32 * b
     for r in range(blocks.shape[1]):
-        tmp[0, r] = blocks[b, r, lane]
-    return tmp, 0
+        out[row, r] = blocks[b, r, lane]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -424,13 +420,9 @@ def _exact_score(codes, row, factors, v, q, off, cents, bits, raw, simd, spread,
         row_bytes = codes.shape[1]
         flat = codes.reshape(-1)
         step = 8 * bits
-        ch = 0
-        for at in range(0, raw.shape[0], CHUNK):
-            x = w.load_bytes(flat, row * row_bytes + ch * step, max(min(row_bytes - ch * step, step), 0))
-            if bits < 8:
-                x = w.and8(w.multishift(shifts, w.permute64(x, spread)), mask)
-            w.store_wide(raw, at, x)
-            ch += 1
+        for ch in range(raw.shape[0] // CHUNK):
+            w.store_wide(raw, ch * CHUNK, chunk_codes(flat, row * row_bytes + ch * step, row_bytes - ch * step, bits,
+                                                      spread, shifts, mask))
     else:
         decode_codes(codes, row, dim, bits, raw)
     bias = np.float64(factors[v, 1]) if factors.shape[1] > 1 else 0.0
@@ -533,7 +525,6 @@ def _scan_few(codes, blocks, factors, queries, book, cents, q0, gq, lo, hi, exac
     raw = np.empty(64 * chunks, np.uint8)
     thr = np.full(GROUP, -np.inf, np.float32)
     a, b, e = queries.a, queries.b, queries.e
-    table = book.decode
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     rows = queries.rows.reshape(-1)
     row_bytes = codes.shape[1]
@@ -689,10 +680,7 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                 continue
         if from_blocks:
             for v in range(b0, b1):
-                b = v // 32
-                lane = v - 32 * b
-                for r in range(row_bytes):
-                    src[v - b0, r] = blocks[b, r, lane]
+                _copy_column(blocks, v, src, v - b0)
         for v in range(b0, b1):
             values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
             row = v - b0 if from_blocks else v

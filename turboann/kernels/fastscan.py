@@ -261,6 +261,15 @@ def split_position(lane):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def slot_place(v, rows):
+    """Where slot v sits in blocks of `rows` rows: (its lane, its split-order factor index, the offset
+    of its block in the raveled blocks)."""
+    b = v // BLOCK
+    lane = v - b * BLOCK
+    return lane, b * BLOCK + split_position(lane), b * rows * BLOCK
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _lookup_add(lut, at, lo, hi, full, odd):
     """Add table entries of the nibbles lo and hi (sub-codes 2r, 2r + 1; tables at lut[at:]) in 16-bit lanes.
 
@@ -802,10 +811,7 @@ def _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibb
         own = np.zeros(BLOCK * rows, np.uint8)   # the vector's bytes at lane 0 of a block of its own
         for t in range(ch * step, min(m, (ch + 1) * step)):   # slot order: equal scores keep the lower slot
             v = slots[t]
-            b = v // BLOCK
-            lane = v - b * BLOCK
-            at = b * BLOCK + split_position(lane)
-            offset = b * rows * BLOCK
+            lane, at, offset = slot_place(v, rows)
             for r in range(rows):
                 own[BLOCK * r] = flat[offset + BLOCK * r + lane]
             wv = np.float64(w[at])
@@ -843,10 +849,8 @@ def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibb
         hi = np.full(k, -1, np.int64)
         for t in range(slots.shape[0]):   # slot order, so equal scores keep the lower slot
             v = slots[t]
-            b = v // BLOCK
-            lane = v - b * BLOCK
-            at = b * BLOCK + split_position(lane)
-            score = np.float64(w[at]) * _exact_partial(flat, b * rows * BLOCK, rows, lane, ftab, 0) + bias[at]
+            lane, at, offset = slot_place(v, rows)
+            score = np.float64(w[at]) * _exact_partial(flat, offset, rows, lane, ftab, 0) + bias[at]
             if score > hs[0]:
                 heap_push(hs, hi, score, v)
         tmp = np.empty(k)

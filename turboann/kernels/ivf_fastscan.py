@@ -37,7 +37,7 @@ from numba import njit, prange
 
 from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, block_allowed,
                        build_tables, coordinate_centroids, direct_partial, estimates, float_tables, lane_allowed,
-                       split_position)
+                       slot_place, split_position)
 from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
 
@@ -129,10 +129,7 @@ def score_list_slots(blocks, wsplit, slots, slot_list, list_start, list_size, qc
             slot = slots[t]
             if not probed[l] or slot >= list_start[l] + list_size[l]:
                 continue
-            b = slot // BLOCK
-            lane = slot - b * BLOCK
-            at = b * BLOCK + split_position(lane)
-            offset = b * rows * BLOCK
+            lane, at, offset = slot_place(slot, rows)
             partial = (direct_partial(flat, offset, rows, lane, qp, qoff[q], cx, 1) if per_nibble == 1
                        else _exact_partial(flat, offset, rows, lane, ftab, 0))
             score = np.float64(w[at]) * partial + bias[at] + list_bias_mult * np.float64(qc[q, l])
@@ -265,10 +262,7 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
         if ups[r] < hs[0]:
             break   # bounds fall from here on: none can enter the top k
         slot = slots[r]
-        b = slot // BLOCK
-        lane = slot - b * BLOCK
-        at = b * BLOCK + split_position(lane)
-        offset = b * rows * BLOCK
+        lane, at, offset = slot_place(slot, rows)
         partial = (direct_partial(flat, offset, rows, lane, qp, off, cx, 1) if per_nibble == 1
                    else _exact_partial(flat, offset, rows, lane, ftab, 0))
         score = np.float64(w[at]) * partial + bias[at] + shifts[r]

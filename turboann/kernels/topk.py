@@ -36,6 +36,29 @@ def heap_push(hs, hi, score, slot):
     hi[pos] = slot
 
 
+@njit(cache=True, nogil=True, inline="always")
+def heap_push_row(hs, hi, j, score, slot):
+    """`heap_push` on row j of the heaps (hs, hi) (rows, k), indexed in place: a view of the row per
+    push cost a kernel that pushes on every hit more than the push itself."""
+    k = hs.shape[1]
+    pos = 0
+    while True:
+        child = 2 * pos + 1
+        if child >= k:
+            break
+        right = child + 1
+        if right < k and (hs[j, right] < hs[j, child] or (hs[j, right] == hs[j, child] and hi[j, right] > hi[j, child])):
+            child = right
+        if hs[j, child] < score or (hs[j, child] == score and hi[j, child] > slot):
+            hs[j, pos] = hs[j, child]
+            hi[j, pos] = hi[j, child]
+            pos = child
+        else:
+            break
+    hs[j, pos] = score
+    hi[j, pos] = slot
+
+
 @njit(cache=True, nogil=True)
 def sorted_topk(scores, slots, k, out_s, out_i):
     """Write the best k of (scores, slots) to out_s/out_i, best first.
