@@ -323,3 +323,38 @@ def reduce_add(typingctx, v):
         total = _call(builder, "llvm.vector.reduce.add.v16i32", _I32, [args[0]])
         return builder.sext(total, ir.IntType(64))
     return types.int64(v), codegen
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c on f32x16, rounded once (vfmadd; two ymm FMAs on AVX2)."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fma.v16f32", _F32, list(args))
+    return f32x16(a, b, c), codegen
+
+
+@intrinsic
+def fabs(typingctx, v):
+    """|v| lanewise on f32x16 (clears the sign bits)."""
+    def codegen(context, builder, sig, args):
+        return _call(builder, "llvm.fabs.v16f32", _F32, [args[0]])
+    return f32x16(v), codegen
+
+
+@intrinsic
+def split_sums(typingctx, full, odd):
+    """The 16-bit sums of a fast-scan block as float lanes: (even lanes, odd lanes), two f32x16.
+
+    full, odd: u8x32 of 16 lanes of 16 bits (see `kernels.fastscan`): lane i of
+    full holds sum(byte 2i) + 256 * sum(byte 2i + 1) mod 2**16, odd holds
+    sum(byte 2i + 1); so the even byte's sum is full - (odd << 8) mod 2**16.
+    Exact while each sum is below 2**16.
+    """
+    def codegen(context, builder, sig, args):
+        v16 = ir.VectorType(ir.IntType(16), 16)
+        f = builder.bitcast(args[0], v16)
+        o = builder.bitcast(args[1], v16)
+        even = builder.sub(f, builder.shl(o, ir.Constant(v16, [8] * 16)))
+        lanes = [builder.uitofp(even, _F32), builder.uitofp(o, _F32)]
+        return context.make_tuple(builder, sig.return_type, lanes)
+    return types.UniTuple(f32x16, 2)(full, odd), codegen

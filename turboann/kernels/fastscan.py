@@ -39,7 +39,7 @@ import numpy as np
 import numba
 from numba import njit, prange
 
-from . import _simd
+from . import _simd, _wide
 from .topk import heap_push, sorted_topk
 
 BLOCK = 32
@@ -269,142 +269,202 @@ def slot_place(v, rows):
     return lane, b * BLOCK + split_position(lane), b * rows * BLOCK
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _lookup_add(lut, at, lo, hi, full, odd):
-    """Add table entries of the nibbles lo and hi (sub-codes 2r, 2r + 1; tables at lut[at:]) in 16-bit lanes.
+PAIR_BYTES = 128   # `pair_tables` bytes per pair of block rows
 
-    The two entries fit one byte (`build_tables`), so they are added before
-    widening. full: even byte + 256 * odd byte, mod 2**16; odd: odd byte
-    alone; exact for `_FLUSH_ROWS` rows.
+
+@njit(cache=True, nogil=True)
+def n_pairs(rows):
+    """Row pairs of a block of `rows` rows (the last one half empty when rows is odd)."""
+    return (rows + 1) // 2
+
+
+@njit(cache=True, nogil=True)
+def pair_tables(lut, rows, out, at):
+    """One query's u8 tables (`build_tables`' lut (rows * 32,) uint8) as the kernels load them,
+    written to out[at: at + n_pairs(rows) * PAIR_BYTES] (uint8).
+
+    Pair p of block rows (2p, 2p + 1) takes PAIR_BYTES bytes from at + 128 p:
+    [L(2p), L(2p), L(2p + 1), L(2p + 1)] then the same of H, each 16 bytes,
+    where L(r) = lut[32 r: 32 r + 16] is the table of row r's low nibbles and
+    H(r) = lut[32 r + 16: 32 r + 32] that of its high nibbles (a missing last
+    row's tables are zeros). So one 64-byte load gives a zmm `vpshufb` the
+    tables of a pair's 64 bytes of codes in its four 128-bit lanes, with no
+    shuffle, and a 32-byte load from at + 128 p + 32 h gives a ymm those of
+    row 2p + h.
     """
-    ab = _simd.add8(_simd.pshufb(_simd.load_broadcast16(lut, at), lo),
-                    _simd.pshufb(_simd.load_broadcast16(lut, at + 16), hi))
+    for p in range(n_pairs(rows)):
+        for h in range(2):
+            r = 2 * p + h
+            for half in range(2):
+                dst = at + PAIR_BYTES * p + 64 * half + 32 * h
+                for x in range(16):
+                    v = lut[32 * r + 16 * half + x] if r < rows else np.uint8(0)
+                    out[dst + x] = v
+                    out[dst + 16 + x] = v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_tables(tabs, at, lo, hi, full, odd):
+    """full, odd (16-bit sums, u8x64) plus the entries of a row pair's nibbles lo and hi (u8x64) in
+    the tables at tabs[at:] (low nibbles') and tabs[at + 64:] (high).
+
+    The two entries of a vector fit one byte (`build_tables`), so they are
+    added before widening. full: even byte + 256 * odd byte, mod 2**16; odd:
+    odd byte alone; exact for `_FLUSH_ROWS` rows.
+    """
+    ab = _simd.add8(_simd.pshufb(_simd.load64(tabs, at), lo), _simd.pshufb(_simd.load64(tabs, at + 64), hi))
     return _simd.add16(full, ab), _simd.add16(odd, _simd.shift_right16(ab, 8))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _flush(full, odd, buf, totals, j):
-    """totals[32 j: 32 j + 32] += the 16-bit sums, in split order."""
-    _simd.store(buf, 0, _simd.sub16(full, _simd.shift_left16(odd, 8)))   # even lanes alone
-    _simd.store(buf, 16, odd)
-    for p in range(BLOCK):
-        totals[BLOCK * j + p] += np.int32(buf[p])
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_row(flat, offset, rr, low, luts, sel, m, f0, o0, f1, o1, f2, o2, f3, o3):
-    """The 16-bit sums (f_j, o_j) of queries sel[j], j < m (1 or 4), plus block row rr (32 bytes)."""
-    x = _simd.load(flat, offset + 32 * rr)
-    lo = _simd.and_(x, low)
-    hi = _simd.and_(_simd.shift_right16(x, 4), low)
-    f0, o0 = _lookup_add(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
-    if m == 4:
-        f1, o1 = _lookup_add(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
-        f2, o2 = _lookup_add(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
-        f3, o3 = _lookup_add(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
-    return f0, o0, f1, o1, f2, o2, f3, o3
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _flush_sums(f0, o0, f1, o1, f2, o2, f3, o3, m, buf, totals):
-    """`_flush` the 16-bit sums of the first m (1 or 4) queries into totals."""
-    _flush(f0, o0, buf, totals, 0)
-    if m == 4:
-        _flush(f1, o1, buf, totals, 1)
-        _flush(f2, o2, buf, totals, 2)
-        _flush(f3, o3, buf, totals, 3)
-
-
-@njit(cache=True, nogil=True)
-def accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals):
-    """totals[32 j + p] = sum_s luts[sel[j], 16 s + nibble_s(lane(p))], j < m (1 or 4), via vpshufb.
-
-    flat: the blocks raveled, uint8, block at flat[offset:]; luts (G, rows * 32)
-    uint8; sel (>= m,) int64 rows of luts; buf (32,) uint16 scratch; totals
-    (>= 32 m,) int32 out, in split order (see above). m = 4 shares each code
-    load among four queries.
-    """
-    low = _simd.splat(15)
-    totals[:BLOCK * m] = 0
-    r = 0
-    while r < rows:
-        end = min(rows, r + _FLUSH_ROWS)
-        f0 = _simd.splat(0)
-        o0 = _simd.splat(0)
-        f1, o1, f2, o2, f3, o3 = f0, o0, f0, o0, f0, o0
-        # One loop per m, with m a constant inside: LLVM then unrolls the
-        # four-query loop as it did with the row step written out here.
-        if m == 4:
-            for rr in range(r, end):
-                f0, o0, f1, o1, f2, o2, f3, o3 = _add_row(flat, offset, rr, low, luts, sel, 4,
-                                                          f0, o0, f1, o1, f2, o2, f3, o3)
-        else:
-            for rr in range(r, end):
-                f0, o0, f1, o1, f2, o2, f3, o3 = _add_row(flat, offset, rr, low, luts, sel, 1,
-                                                          f0, o0, f1, o1, f2, o2, f3, o3)
-        _flush_sums(f0, o0, f1, o1, f2, o2, f3, o3, m, buf, totals)
-        r = end
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _lookup_add_pair(lut, at, lo, hi, full, odd):
-    """`_lookup_add` for two rows at once (u8x64: row r in the low 32 bytes, r + 1 in the high),
-    their four tables at lut[at: at + 64]."""
-    ab = _simd.add8(_simd.pshufb(_simd.load_tables_even(lut, at), lo),
-                    _simd.pshufb(_simd.load_tables_odd(lut, at), hi))
+def _add_row_tables(tabs, at, lo, hi, full, odd):
+    """`_add_tables` for one row: u8x32 sums and nibbles, 32-byte tables at tabs[at:] and tabs[at + 64:]."""
+    ab = _simd.add8(_simd.pshufb(_simd.load(tabs, at), lo), _simd.pshufb(_simd.load(tabs, at + 64), hi))
     return _simd.add16(full, ab), _simd.add16(odd, _simd.shift_right16(ab, 8))
 
 
-@njit(cache=True, nogil=True)
-def accumulate_avx512(flat, offset, rows, luts, sel, m, buf, totals):
-    """Same result as `accumulate_avx2`, two rows (64 bytes) a step: one zmm `vpshufb` per nibble half.
+@njit(cache=True, nogil=True, inline="always")
+def _nibbles(x, low):
+    """(low nibbles, high nibbles) of the bytes of x, each a byte."""
+    return _simd.and_(x, low), _simd.and_(_simd.shift_right16(x, 4), low)
 
-    Each half of a 64-byte sum holds every other row; the halves are added
-    before the flush, and a window of `_FLUSH_ROWS` rows still adds at most
-    256 * 255 per 16-bit lane. An odd last row takes a 32-byte step.
-    """
+
+@njit(cache=True, nogil=True, inline="always")
+def _sums_avx512(flat, offset, rows, tabs, t0, t1, t2, t3, m):
+    """`block_sums` with zmm registers: a row pair (64 bytes of codes) a step, one `vpshufb` per
+    nibble half and query. Each half of a 64-byte sum holds every other row; the halves are added
+    before the float conversion (a window of `_FLUSH_ROWS` rows still adds at most 256 * 255 per
+    16-bit lane), and an odd last row takes a 32-byte step."""
     low = _simd.splat64(15)
     low32 = _simd.splat(15)
-    totals[:BLOCK * m] = 0
+    e0 = _wide.splat_f32(0.0)
+    o0, e1, o1, e2, o2, e3, o3 = e0, e0, e0, e0, e0, e0, e0
     r = 0
     while r < rows:
         end = min(rows, r + _FLUSH_ROWS)
         pairs_end = r + (end - r) // 2 * 2
         f0 = _simd.splat64(0)
-        o0 = _simd.splat64(0)
-        f1, o1, f2, o2, f3, o3 = f0, o0, f0, o0, f0, o0
+        g0, f1, g1, f2, g2, f3, g3 = f0, f0, f0, f0, f0, f0, f0
         for rr in range(r, pairs_end, 2):
-            x = _simd.load64(flat, offset + 32 * rr)
-            lo = _simd.and_(x, low)
-            hi = _simd.and_(_simd.shift_right16(x, 4), low)
-            f0, o0 = _lookup_add_pair(luts[sel[0]], 32 * rr, lo, hi, f0, o0)
+            lo, hi = _nibbles(_simd.load64(flat, offset + 32 * rr), low)
+            at = 64 * rr
+            f0, g0 = _add_tables(tabs, t0 + at, lo, hi, f0, g0)
             if m == 4:
-                f1, o1 = _lookup_add_pair(luts[sel[1]], 32 * rr, lo, hi, f1, o1)
-                f2, o2 = _lookup_add_pair(luts[sel[2]], 32 * rr, lo, hi, f2, o2)
-                f3, o3 = _lookup_add_pair(luts[sel[3]], 32 * rr, lo, hi, f3, o3)
-        g0, p0 = _simd.fold_halves16(f0), _simd.fold_halves16(o0)
-        g1, p1 = _simd.fold_halves16(f1), _simd.fold_halves16(o1)
-        g2, p2 = _simd.fold_halves16(f2), _simd.fold_halves16(o2)
-        g3, p3 = _simd.fold_halves16(f3), _simd.fold_halves16(o3)
-        if pairs_end < end:
-            g0, p0, g1, p1, g2, p2, g3, p3 = _add_row(flat, offset, pairs_end, low32, luts, sel, m,
-                                                      g0, p0, g1, p1, g2, p2, g3, p3)
-        _flush_sums(g0, p0, g1, p1, g2, p2, g3, p3, m, buf, totals)
+                f1, g1 = _add_tables(tabs, t1 + at, lo, hi, f1, g1)
+                f2, g2 = _add_tables(tabs, t2 + at, lo, hi, f2, g2)
+                f3, g3 = _add_tables(tabs, t3 + at, lo, hi, f3, g3)
+        h0, k0 = _simd.fold_halves16(f0), _simd.fold_halves16(g0)
+        h1, k1 = _simd.fold_halves16(f1), _simd.fold_halves16(g1)
+        h2, k2 = _simd.fold_halves16(f2), _simd.fold_halves16(g2)
+        h3, k3 = _simd.fold_halves16(f3), _simd.fold_halves16(g3)
+        if pairs_end < end:   # row pairs_end (even) alone: its tables open its pair's
+            lo, hi = _nibbles(_simd.load(flat, offset + 32 * pairs_end), low32)
+            at = 64 * pairs_end
+            h0, k0 = _add_row_tables(tabs, t0 + at, lo, hi, h0, k0)
+            if m == 4:
+                h1, k1 = _add_row_tables(tabs, t1 + at, lo, hi, h1, k1)
+                h2, k2 = _add_row_tables(tabs, t2 + at, lo, hi, h2, k2)
+                h3, k3 = _add_row_tables(tabs, t3 + at, lo, hi, h3, k3)
+        e0, o0 = _add_window(e0, o0, h0, k0)
+        if m == 4:
+            e1, o1 = _add_window(e1, o1, h1, k1)
+            e2, o2 = _add_window(e2, o2, h2, k2)
+            e3, o3 = _add_window(e3, o3, h3, k3)
         r = end
+    return e0, o0, e1, o1, e2, o2, e3, o3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_window(e, o, full, odd):
+    """Float sums (e, o) plus a window's 16-bit sums (full, odd: u8x32, see `_add_tables`)."""
+    we, wo = _wide.split_sums(full, odd)
+    return _wide.fadd(e, we), _wide.fadd(o, wo)
+
+
+# The ymm and plain-loop kernels are called, not inlined: inlined beside the zmm one in the block loop,
+# they cost it its registers (bench: the zmm scan ran 1.5x slower).
+@njit(cache=True, nogil=True)
+def _sums_avx2(flat, offset, rows, tabs, t0, t1, t2, t3, m):
+    """`block_sums` with ymm registers: a row (32 bytes of codes) a step."""
+    low = _simd.splat(15)
+    e0 = _wide.splat_f32(0.0)
+    o0, e1, o1, e2, o2, e3, o3 = e0, e0, e0, e0, e0, e0, e0
+    r = 0
+    while r < rows:
+        end = min(rows, r + _FLUSH_ROWS)
+        f0 = _simd.splat(0)
+        g0, f1, g1, f2, g2, f3, g3 = f0, f0, f0, f0, f0, f0, f0
+        # One loop per m, with m a constant inside, so that LLVM unrolls the four-query loop.
+        if m == 4:
+            for rr in range(r, end):
+                lo, hi = _nibbles(_simd.load(flat, offset + 32 * rr), low)
+                at = 64 * rr - 32 * (rr & 1)   # PAIR_BYTES * (rr // 2) + 32 * (rr % 2)
+                f0, g0 = _add_row_tables(tabs, t0 + at, lo, hi, f0, g0)
+                f1, g1 = _add_row_tables(tabs, t1 + at, lo, hi, f1, g1)
+                f2, g2 = _add_row_tables(tabs, t2 + at, lo, hi, f2, g2)
+                f3, g3 = _add_row_tables(tabs, t3 + at, lo, hi, f3, g3)
+        else:
+            for rr in range(r, end):
+                lo, hi = _nibbles(_simd.load(flat, offset + 32 * rr), low)
+                f0, g0 = _add_row_tables(tabs, t0 + 64 * rr - 32 * (rr & 1), lo, hi, f0, g0)
+        e0, o0 = _add_window(e0, o0, f0, g0)
+        if m == 4:
+            e1, o1 = _add_window(e1, o1, f1, g1)
+            e2, o2 = _add_window(e2, o2, f2, g2)
+            e3, o3 = _add_window(e3, o3, f3, g3)
+        r = end
+    return e0, o0, e1, o1, e2, o2, e3, o3
 
 
 @njit(cache=True, nogil=True)
-def accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals):
-    """Same result as `accumulate_avx2`, in plain loops (any CPU)."""
-    totals[:BLOCK * m] = 0
+def _sums_portable(flat, offset, rows, tabs, t0, t1, t2, t3, m, scratch):
+    """`block_sums` in plain loops (any CPU), through scratch (4 * 32,) float32."""
+    scratch[:] = 0.0
+    starts = (t0, t1, t2, t3)
     for j in range(m):
-        lut = luts[sel[j]]
-        for r in range(rows):
-            base = offset + 32 * r
-            for l in range(BLOCK):
-                x = np.int64(flat[base + l])
-                totals[BLOCK * j + split_position(l)] += (np.int32(lut[32 * r + (x & 15)])
-                                                        + np.int32(lut[32 * r + 16 + (x >> 4)]))
+        t = starts[j]
+        for rr in range(rows):
+            at = t + 64 * rr - 32 * (rr & 1)
+            base = offset + 32 * rr
+            for lane in range(BLOCK):
+                x = np.int64(flat[base + lane])
+                scratch[BLOCK * j + split_position(lane)] += np.float32(np.int32(tabs[at + (x & 15)])
+                                                                        + np.int32(tabs[at + 64 + (x >> 4)]))
+    return (_wide.load_f32(scratch, 0), _wide.load_f32(scratch, 16), _wide.load_f32(scratch, 32),
+            _wide.load_f32(scratch, 48), _wide.load_f32(scratch, 64), _wide.load_f32(scratch, 80),
+            _wide.load_f32(scratch, 96), _wide.load_f32(scratch, 112))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def block_sums(flat, offset, rows, tabs, t0, t1, t2, t3, m, simd, scratch):
+    """The u8-table sums of the 32 vectors of the block at flat[offset:] for the queries whose
+    `pair_tables` start at tabs[t0:] (m = 1) or at t0..t3 (m = 4, one code load for all four).
+
+    Returns (e0, o0, e1, o1, e2, o2, e3, o3): query j's sums as two f32x16,
+    e_j for the even lanes and o_j for the odd ones, i.e. positions 0..15 and
+    16..31 of split order (`split_lane`); exact integers (below 2**24).
+    Queries past m get zeros. simd (`simd_level`): 2 zmm, 1 ymm, 0 plain
+    loops through scratch (4 * 32,) float32.
+
+    The scan loops write this dispatch out in their block loop instead of
+    calling it: inlined twice over, the arrays' reference counts are taken
+    around the branches on every block, which cost the one-query scan a
+    third of its time.
+    """
+    if simd == 2:
+        sums = _sums_avx512(flat, offset, rows, tabs, t0, t1, t2, t3, m)
+    elif simd == 1:
+        sums = _sums_avx2(flat, offset, rows, tabs, t0, t1, t2, t3, m)
+    else:
+        sums = _sums_portable(flat, offset, rows, tabs, t0, t1, t2, t3, m, scratch)
+    return sums
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_sums(e, o, totals, j):
+    """totals[32 j: 32 j + 32] (float32) = the sums (e, o) of `block_sums`, in split order."""
+    _wide.store_wide(totals, BLOCK * j, e)
+    _wide.store_wide(totals, BLOCK * j + 16, o)
 
 
 def split_order() -> np.ndarray:
@@ -444,19 +504,6 @@ def split_factors(factors, n):
                 out[1, i] = _LOWEST
     return out
 
-
-@njit(cache=True, nogil=True, inline="always")
-def _accumulate(flat, offset, rows, luts, sel, m, buf, totals, simd):
-    """The accumulate kernel of SIMD level `simd` (`simd_level`)."""
-    if simd == 2:
-        accumulate_avx512(flat, offset, rows, luts, sel, m, buf, totals)
-    elif simd == 1:
-        accumulate_avx2(flat, offset, rows, luts, sel, m, buf, totals)
-    else:
-        accumulate_portable(flat, offset, rows, luts, sel, m, buf, totals)
-
-
-# -- search ----------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, inline="always")
 def _exact_partial(flat, offset, rows, lane, ftab, jf):
@@ -584,30 +631,42 @@ def _bound_terms(base, delta, err, rows):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _upper_bounds(totals, jt, i0, w, bias, bound, jf, kth, upper):
-    """upper[p] = the upper bound of position p of the block at slot i0; True if any reaches kth.
+def upper_bounds(e, o, i0, w, bias, bound, jf):
+    """The upper bounds of the block at slot i0 from its sums (e, o) (`block_sums`): two f32x16 in
+    split order.
 
-    totals[32 jt: 32 jt + 32]: the block's u8 sums; w, bias: rows of
-    `split_factors`; bound[jf] = (base, delta, err), float32 (`_bound_terms`).
-    The bias is widened by _F32_SLACK of itself, like the table terms.
+    w, bias: rows of `split_factors`; bound[jf] = (base, delta, err), float32
+    (`_bound_terms`). u = w (base + delta S) + |w| err + bias + |bias| slack:
+    the bias is widened by _F32_SLACK of itself, like the table terms (fused
+    multiply-adds round less than that allows).
     """
+    base = _wide.splat_f32(bound[jf, 0])
+    delta = _wide.splat_f32(bound[jf, 1])
+    err = _wide.splat_f32(bound[jf, 2])
+    slack = _wide.splat_f32(_F32_SLACK)
+    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
+    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
+    ue = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
+    uo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
+    return ue, uo
+
+
+@njit(cache=True, nogil=True, inline="always")
+def reaches(ue, uo, kth):
+    """Whether any of the 32 upper bounds (ue, uo) reaches kth (float64, compared in float32 rounded
+    down, never up)."""
     thr = np.float32(kth)
-    if thr > kth:   # round the threshold down, never up
+    if thr > kth:
         thr = np.nextafter(thr, np.float32(-np.inf))
-    base, delta, err = bound[jf, 0], bound[jf, 1], bound[jf, 2]
-    slack = np.float32(_F32_SLACK)
-    hit = 0
-    # Branch-free float32 with an or-reduction, and unsigned indices (no
-    # negative-index fix-up), so that LLVM vectorises it.
-    ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
-    for p in range(BLOCK):
-        up = np.uint64(p)
-        wv = w[ui + up]
-        bv = bias[ui + up]
-        u = wv * (base + delta * np.float32(totals[ut + up])) + abs(wv) * err + (bv + abs(bv) * slack)
-        upper[up] = u
-        hit |= np.int32(u >= thr)
-    return hit != 0
+    t = _wide.splat_f32(thr)
+    return (_wide.ge_mask(ue, t) | _wide.ge_mask(uo, t)) != 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_upper(ue, uo, upper):
+    """upper (32,) float32 = the bounds (ue, uo) of `upper_bounds`, in split order."""
+    _wide.store_wide(upper, 0, ue)
+    _wide.store_wide(upper, 16, uo)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -666,7 +725,7 @@ def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, 
 @njit(cache=True, nogil=True, inline="always")
 def estimates(totals, jt, i0, w, bias, bound, jf, est):
     """est[p] = w * (base + delta * S) + bias in float32 for position p of the block at slot i0:
-    the u8-table estimate of a partial score (inputs as in `_upper_bounds`), eight lanes at a time."""
+    the u8-table estimate of a partial score (inputs as in `upper_bounds`; totals (>= 32 (jt + 1),) float32 from `store_sums`), eight lanes at a time."""
     base, delta = bound[jf, 0], bound[jf, 1]
     ui, ut = np.uint64(i0), np.uint64(BLOCK * jt)
     for p in range(BLOCK):
@@ -680,8 +739,8 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est, a
     estimate (`estimates`) + shift into the heap (hs, hi); est (32,) float32 scratch.
 
     The estimate skips exact re-scoring: for shortlists that are re-ranked
-    from the vectors anyway. totals, jt, w, bias, bound, jf as in
-    `_upper_bounds`; ties go to the lower slot.
+    from the vectors anyway. totals, jt as in `estimates`, w, bias, bound, jf
+    as in `upper_bounds`; ties go to the lower slot.
     """
     i0 = b * BLOCK
     estimates(totals, jt, i0, w, bias, bound, jf, est)
@@ -708,8 +767,8 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     block while it is in cache; n_chunks > 1 splits the database across
     threads for small batches (call it under `numba.parallel_chunksize(1)`
     so threads take tasks one at a time). Returns scores (nq, k) float32 best first and
-    slots (nq, k) int64, -1 padded. simd (`simd_level`): 2 runs
-    `accumulate_avx512`, 1 `accumulate_avx2`, 0 `accumulate_portable`.
+    slots (nq, k) int64, -1 padded. simd (`simd_level`): the registers of
+    `block_sums` (2 zmm, 1 ymm, 0 plain loops).
     """
     nq = qrot.shape[0]
     rows = blocks.shape[1]
@@ -720,41 +779,51 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     step = (nb + n_chunks - 1) // n_chunks
     part_s = np.full((nq, n_chunks, k), -np.inf)
     part_i = np.full((nq, n_chunks, k), -1, np.int64)
+    tp = n_pairs(rows) * PAIR_BYTES
     for t in prange(n_groups * n_chunks):
         g = t // n_chunks
         ch = t - g * n_chunks
         q0 = g * group
         gq = min(group, nq - q0)
         ftab = np.empty((gq, 2 * rows, 16))
-        lut = np.empty((gq, rows * 32), np.uint8)
+        lut = np.empty(rows * 32, np.uint8)
+        tabs = np.empty(gq * tp, np.uint8)
         scal = np.empty((gq, 3), np.float32)
         for j in range(gq):
             base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
-                                            ftab[j], lut[j], tail_cents, tail_bits, tail_per_nibble, tail_first)
+                                            ftab[j], lut, tail_cents, tail_bits, tail_per_nibble, tail_first)
+            pair_tables(lut, rows, tabs, j * tp)
             scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
-        buf = np.empty(BLOCK, np.uint16)
-        totals = np.empty(4 * BLOCK, np.int32)
+        scratch = np.empty(4 * BLOCK, np.float32)
+        totals = np.empty(4 * BLOCK, np.float32)
         upper = np.empty(BLOCK, np.float32)
         w, bias = wsplit[0], wsplit[1]
-        sel = np.empty(4, np.int64)
         for at in range(ch * step, min(nb, (ch + 1) * step)):
             b = scan[at]
             j0 = 0
             while j0 < gq:
                 m = 4 if j0 + 4 <= gq else 1
+                t0 = j0 * tp
+                t1, t2, t3 = t0 + tp * (m // 4), t0 + 2 * tp * (m // 4), t0 + 3 * tp * (m // 4)
+                if simd == 2:   # `block_sums`, dispatched here (see there)
+                    sums = _sums_avx512(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m)
+                elif simd == 1:
+                    sums = _sums_avx2(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m)
+                else:
+                    sums = _sums_portable(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m, scratch)
                 for j in range(m):
-                    sel[j] = j0 + j
-                _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
-                for j in range(j0, j0 + m):
-                    if not _upper_bounds(totals, j - j0, b * BLOCK, w, bias, scal, j,
-                                         part_s[q0 + j, ch, 0], upper):
+                    q = q0 + j0 + j
+                    ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
+                    if not reaches(ue, uo, part_s[q, ch, 0]):
                         continue
                     if exact:
-                        _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j, 0.0, part_s[q0 + j, ch],
-                                       part_i[q0 + j, ch], allowed)
+                        store_upper(ue, uo, upper)
+                        _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j0 + j, 0.0, part_s[q, ch],
+                                       part_i[q, ch], allowed)
                     else:
-                        push_estimates(b, n, totals, j - j0, w, bias, scal, j, 0.0, part_s[q0 + j, ch],
-                                       part_i[q0 + j, ch], upper, allowed)
+                        store_sums(sums[2 * j], sums[2 * j + 1], totals, 0)
+                        push_estimates(b, n, totals, 0, w, bias, scal, j0 + j, 0.0, part_s[q, ch], part_i[q, ch],
+                                       upper, allowed)
                 j0 += m
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
@@ -870,16 +939,22 @@ def quantized_sums(blocks, n, luts, simd):
     nq = luts.shape[0]
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
+    tp = n_pairs(rows) * PAIR_BYTES
+    tabs = np.empty(nq * tp, np.uint8)
+    for q in range(nq):
+        pair_tables(luts[q], rows, tabs, q * tp)
     out = np.zeros((nq, n), np.int64)
     for q in prange(nq):
-        buf = np.empty(BLOCK, np.uint16)
-        totals = np.empty(4 * BLOCK, np.int32)
+        scratch = np.empty(4 * BLOCK, np.float32)
+        totals = np.empty(4 * BLOCK, np.float32)
         m = 4 if 4 * (q // 4) + 4 <= nq else 1
         if m == 4 and q % 4:
             continue   # done with its group of four
-        sel = np.arange(q, q + m)
         for b in range((n + BLOCK - 1) // BLOCK):
-            _accumulate(flat, b * rows * BLOCK, rows, luts, sel, m, buf, totals, simd)
+            sums = block_sums(flat, b * rows * BLOCK, rows, tabs, q * tp, (q + m // 4) * tp,
+                              (q + 2 * (m // 4)) * tp, (q + 3 * (m // 4)) * tp, m, simd, scratch)
+            for j in range(m):
+                store_sums(sums[2 * j], sums[2 * j + 1], totals, j)
             for j in range(m):
                 for p in range(BLOCK):
                     v = b * BLOCK + split_lane(p)

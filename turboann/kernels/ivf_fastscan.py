@@ -7,7 +7,7 @@ additive <q, c_l> term differs per list, and it moves the query's threshold.
 List-major batches. A query scanning its own lists reads about nprobe / nlist
 of the codes, from memory, once per query. Here a batch of queries is first
 inverted into "which queries probe list l", then each list is read once and
-scanned for all of them, four queries per code load (`fastscan._accumulate`
+scanned for all of them, four queries per code load (`fastscan.block_sums`
 with m = 4), while it sits in L1.
 
 Deferred re-scoring. Lists come in arena order, not in each query's order of
@@ -35,9 +35,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, _accumulate, _bound_terms, _exact_partial, _upper_bounds, block_allowed,
-                       build_tables, coordinate_centroids, direct_partial, estimates, float_tables, lane_allowed,
-                       slot_place, split_position)
+from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _exact_partial, _sums_avx2, _sums_avx512, _sums_portable,
+                       block_allowed, build_tables, coordinate_centroids, direct_partial, estimates, float_tables,
+                       lane_allowed, n_pairs, pair_tables, reaches, slot_place, split_position, store_sums,
+                       store_upper, upper_bounds)
 from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
 
@@ -168,14 +169,17 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
     probes = np.empty((nb, nprobe), np.int64)
-    lut = np.empty((nb, rows * 32), np.uint8)
+    lut = np.empty(rows * 32, np.uint8)
+    tp = n_pairs(rows) * PAIR_BYTES
+    tabs = np.empty(nb * tp, np.uint8)
     scal = np.empty((nb, 3), np.float32)
     ftab = np.empty((1, 2 * rows, 16))
     keys = np.empty(nprobe, np.float32)
     for j in range(nb):
         nearest_lists(qc[q0 + j], cnorm2, probe_l2, keys, probes[j])
-        base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut[j],
+        base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut,
                                         cents, bits, per_nibble, qrot.shape[1])
+        pair_tables(lut, rows, tabs, j * tp)
         scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
     first, by_list = _queries_by_list(probes, list_start.shape[0])
 
@@ -195,8 +199,8 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     w, bias = wsplit[0], wsplit[1]
     sel = np.empty(4, np.int64)
     shifts = np.empty(4)
-    buf = np.empty(BLOCK, np.uint16)
-    totals = np.empty(4 * BLOCK, np.int32)
+    scratch = np.empty(4 * BLOCK, np.float32)
+    totals = np.empty(4 * BLOCK, np.float32)
     upper = np.empty(BLOCK, np.float32)
     for l in range(list_start.shape[0]):
         end = list_start[l] + list_size[l]
@@ -210,13 +214,21 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
             for b in range(list_start[l] // BLOCK, (end + BLOCK - 1) // BLOCK):
                 if not block_allowed(allowed, b * BLOCK, min(end, b * BLOCK + BLOCK)):
                     continue
-                _accumulate(flat, b * rows * BLOCK, rows, lut, sel, m, buf, totals, simd)
+                t0, t1, t2, t3 = sel[0] * tp, sel[1] * tp, sel[2] * tp, sel[3] * tp
+                if simd == 2:   # `fastscan.block_sums`, dispatched here (see there)
+                    sums = _sums_avx512(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m)
+                elif simd == 1:
+                    sums = _sums_avx2(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m)
+                else:
+                    sums = _sums_portable(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m, scratch)
                 for j in range(cnt):
                     qj = sel[j]
+                    ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, qj)
                     # kth - shift rounds in float64, far inside the bound's float32 slack
-                    if not _upper_bounds(totals, j, b * BLOCK, w, bias, scal, qj,
-                                         (low_s[qj, 0] if exact else thr[qj]) - shifts[j], upper):
+                    if not reaches(ue, uo, (low_s[qj, 0] if exact else thr[qj]) - shifts[j]):
                         continue
+                    store_upper(ue, uo, upper)
+                    store_sums(sums[2 * j], sums[2 * j + 1], totals, j)
                     if not exact:
                         _reserve_estimates(b, end, j, qj, k, shifts[j], totals, w, bias, scal, res_s, res_i,
                                            n_rec, thr, upper, allowed)
@@ -276,7 +288,7 @@ def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low
     """Record the block's vectors (slots below `end` that `allowed` lets through) whose upper bound
     reaches query qj's tau, and push their lower bounds into its heap (low_s, low_i).
 
-    upper: the block's upper bounds (`_upper_bounds`) for totals[32 j: 32 j + 32].
+    upper: the block's upper bounds (`fastscan.upper_bounds`) for totals[32 j: 32 j + 32] (float32 sums).
     """
     i0 = b * BLOCK
     base, delta, err = np.float64(scal[qj, 0]), np.float64(scal[qj, 1]), np.float64(scal[qj, 2])
