@@ -76,7 +76,7 @@ def test_tables_match_reference_and_bound_the_error(bits, tail, dim):
     ftab = np.empty((2 * lay.rows, 16))
     lut = np.empty(lay.rows * 32, np.uint8)
     off = rng.standard_normal()
-    base, delta, err = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, tail_cents,
+    base, delta, err, likely = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, tail_cents,
                                        lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
     first = lay.tail_first
     rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits, off,
@@ -93,6 +93,10 @@ def test_tables_match_reference_and_bound_the_error(bits, tail, dim):
     approx = base + delta * ref.quantized_sums(blocks, 64, lut[None])[0]
     assert np.abs(approx - exact).max() <= err
     assert np.abs(approx - exact).max() > 0.05 * err   # the bound is not vacuous
+    # the likely bound holds for these vectors and is tighter than the worst case wherever tables are many
+    assert np.abs(approx - exact).max() <= likely <= err
+    if 2 * lay.rows >= 300:   # 6 sigmas of n errors against n worst cases: 6 / sqrt(n) of err, and drift
+        assert likely < 0.5 * err
 
 
 @njit(cache=True)
@@ -146,9 +150,11 @@ def test_quantized_sums_match_reference(path, bits, dim):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("guarantee", [True, False])
 @pytest.mark.parametrize("n_chunks,group", [(1, 4), (3, 1)])
-def test_search_blocks_is_exact_top_k(path, n_chunks, group):
-    """Top k after re-scoring equals the float64 top k, duplicates tie to the lower slot."""
+def test_search_blocks_is_exact_top_k(path, n_chunks, group, guarantee):
+    """Top k after re-scoring equals the float64 top k, duplicates tie to the lower slot (with the
+    likely bound too: these estimates stay within it)."""
     rng = np.random.default_rng(7)
     dim, bits, n, k = 100, 2, 300, 10
     lay, codes, blocks = _random_blocks(rng, n, dim, bits)
@@ -161,7 +167,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group):
     q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
     qoff = rng.standard_normal(9)
     s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
-                            k, n_chunks, group, fs.simd_level(path), True, np.zeros(0, np.uint8))
+                            k, n_chunks, group, fs.simd_level(path), True, np.zeros(0, np.uint8), guarantee)
     full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
              + qoff[:, None]) * factors[:, 0] + factors[:, 1])
     want_s, want_i = ref.topk(full, k)
@@ -212,10 +218,13 @@ def test_index_fastscan_equals_flat(monkeypatch, data_40, path, bits, metric):
         index.add(x[1000:], ids=np.arange(5000, 5400))
     np.testing.assert_array_equal(fast.ids, flat.ids)
     np.testing.assert_array_equal(fast._store.codes, flat._store.codes)
-    Df, If = fast.search(q, 10)
     Dl, Il = flat.search(q, 10)
-    np.testing.assert_array_equal(If, Il)
-    np.testing.assert_allclose(Df, Dl, rtol=1e-4, atol=1e-5)
+    for exact in (False, True):   # the likely bound (default) and the worst case agree on these
+        Df, If = fast.search(q, 10, exact=exact)
+        np.testing.assert_array_equal(If, Il)
+        np.testing.assert_allclose(Df, Dl, rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="exact must be True or False, got str"):
+        fast.search(q, 10, exact="yes")
 
 
 def test_single_query_splits_the_database_across_threads(monkeypatch):

@@ -346,7 +346,7 @@ class ShardedIndex:
     # -- searching --------------------------------------------------------------
     @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
-               rerank: int | None = None, allow_partial: bool = False, filter=None):
+               rerank: int | None = None, allow_partial: bool = False, filter=None, exact: bool = False):
         """k nearest neighbours of each query row over all shards: D (nq, k) float32, I (nq, k) int64.
 
         Same conventions as `Index.search` (and nprobe as `IVFIndex.search`).
@@ -357,8 +357,9 @@ class ShardedIndex:
         and `last_missing_shards` names the dead ones. filter as in
         `Index.search`: the driver sends each shard the allowed ids it holds
         (by `shard_of`), so the merge is the restricted ranking of the whole.
+        exact as in `Index.search`, in every shard.
         """
-        kwargs = {"threads": threads, "rerank": rerank}
+        kwargs = {"threads": threads, "rerank": rerank, "exact": exact}
         if self._kind == "IVFIndex":
             nlist = self._template.nlist
             kwargs["nprobe"] = (None if nprobe is None

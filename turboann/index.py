@@ -626,7 +626,8 @@ class Index:
 
     # -- searching -----------------------------------------------------------
     @reading
-    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None, filter=None):
+    def search(self, q, k: int, *, threads: int | None = None, rerank: int | None = None, filter=None,
+               exact: bool = False):
         """k nearest neighbours of each query row.
 
         q (nq, dim) any real dtype; returns D (nq, k) float32 and I (nq, k) int64.
@@ -647,11 +648,22 @@ class Index:
         most min(k, allowed ids held) are found. The kernels skip every
         32-vector block with no allowed vector, and score the allowed ones
         directly when they are that sparse.
+        exact: the fast-scan layout re-scores every vector whose estimate's
+        error bound reaches the running k-th best. exact=True bounds it by
+        every table's worst rounding, so the top k is the full-code top k
+        always; the default bounds it by LIKELY_SIGMAS standard deviations of
+        the summed roundings (`kernels.fastscan.build_tables`), which
+        re-scores fewer vectors and differs only where a vector's rounding
+        error exceeds that (the bench prints the share of queries whose top
+        k equals the full-code top k). The other layouts are always exact.
         """
+        if not isinstance(exact, (bool, np.bool_)):
+            raise TypeError(f"exact must be True or False, got {type(exact).__name__}")
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         allowed, shortlist = self._filter(filter, shortlist)
         with _thread_count(threads) as nthreads:
-            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed)
+            scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed,
+                                                  guarantee=bool(exact))
             return self._results(q, q_exact, scores, slots, k, rerank)
 
     def _filter(self, filter, shortlist: int) -> tuple[SlotFilter | None, int]:
@@ -708,7 +720,7 @@ class Index:
         return rerank
 
     def _search_prepared(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
-                         allowed: SlotFilter | None = None):
+                         allowed: SlotFilter | None = None, guarantee: bool = True):
         """Kernel scores and slots of the k best (among the allowed slots, when given); exact=False lets
         fast-scan rank by its u8 estimate (a shortlist to re-rank from the vectors needs no exact code
         scores)."""
@@ -721,7 +733,7 @@ class Index:
                 return self._score_fastscan_slots(q, k, allowed)
             if batch:
                 return self._search_dot(q, k, nthreads, exact, allowed)
-            return self._search_fastscan(q, k, nthreads, exact, allowed)
+            return self._search_fastscan(q, k, nthreads, exact, allowed, guarantee)
         if self._dot_book is not None:
             return self._search_dot(q, k, nthreads, exact, allowed)
         n_chunks = 1
@@ -753,7 +765,7 @@ class Index:
                 np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
 
     def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
-                         allowed: SlotFilter | None = None):
+                         allowed: SlotFilter | None = None, guarantee: bool = True):
         store, lay = self._store, self._store.layout
         group = _fs.query_group(lay.rows)
         n_groups = -(-q.shape[0] // group)
@@ -767,7 +779,8 @@ class Index:
         with numba.parallel_chunksize(1):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
                                      self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
-                                     group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask)
+                                     group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask,
+                                     guarantee)
 
     def _score_fastscan_slots(self, q: np.ndarray, k: int, allowed: SlotFilter):
         """The exact top k among a sparse filter's slots, each scored directly (`fastscan.score_slots`)."""

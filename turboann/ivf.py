@@ -200,14 +200,18 @@ class IVFIndex(Index):
     # -- searching ------------------------------------------------------------
     @reading
     def search(self, q, k: int, *, nprobe: int | None = None, threads: int | None = None,
-               rerank: int | None = None, filter=None):
+               rerank: int | None = None, filter=None, exact: bool = False):
         """k nearest neighbours of each query row among the nprobe nearest lists.
 
         nprobe 1..nlist, default min(16, nlist). D, I, threads, rerank and
         filter as in `Index.search` (rerank takes its shortlist from the same
         lists; filtered results are the probed lists' ranking restricted to
-        the allowed ids, so at nprobe = nlist the whole index's).
+        the allowed ids, so at nprobe = nlist the whole index's). exact is
+        accepted for `Index.search`'s sake: the lists' scan always returns
+        the probed lists' full-code top k.
         """
+        if not isinstance(exact, (bool, np.bool_)):
+            raise TypeError(f"exact must be True or False, got {type(exact).__name__}")
         nprobe = (min(DEFAULT_NPROBE, self.nlist) if nprobe is None
                   else _validate.integer("nprobe", nprobe, low=1, high=self.nlist))
         q, q_exact, k, shortlist = self._queries(q, k, rerank)

@@ -46,9 +46,13 @@ BLOCK = 32
 # Rows summed in 16-bit lanes before a flush: a row adds at most 255 (its two
 # tables are quantized jointly), and 257 * 255 < 2**16.
 _FLUSH_ROWS = 256
-# Bytes of u8 tables of one query group (L2-resident; measured best on Zen 3 at d = 384).
-_GROUP_TABLE_BYTES = 96 * 1024
+# Bytes of `pair_tables` of one query group: an L1 data cache's worth (48 KB on current Intel
+# server cores), as each block meets every table of the group.
+_GROUP_TABLE_BYTES = 48 * 1024
 _MAX_GROUP = 16
+# Standard deviations of the summed table-rounding errors that the default (not exact) bound allows:
+# under a normal law a vector's error exceeds it with probability about 2e-9.
+LIKELY_SIGMAS = 6.0
 
 
 class BlockLayout(NamedTuple):
@@ -114,7 +118,7 @@ def layout_parts(lay: BlockLayout) -> list[tuple[int, int, int, int, int]]:
 
 def query_group(rows: int) -> int:
     """Queries that scan each block together, for blocks of `rows` rows."""
-    return max(1, min(_MAX_GROUP, _GROUP_TABLE_BYTES // (32 * rows)))
+    return max(1, min(_MAX_GROUP, _GROUP_TABLE_BYTES // (n_pairs(rows) * PAIR_BYTES)))
 
 
 def n_blocks(n: int) -> int:
@@ -201,13 +205,19 @@ def _add_part_tables(q, cents, bits, per_nibble, first, sub0, sub_end, ftab, lo,
 @njit(cache=True, nogil=True)
 def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, tail_bits, tail_per_nibble,
                  tail_first):
-    """Float and u8 tables of one query; returns (base, delta, err).
+    """Float and u8 tables of one query; returns (base, delta, err, likely).
 
     q, off, cents, ftab as in `float_tables`, n_sub the sub-codes before the
     tail; tail_*: the tail's codebook and layout (`BlockLayout`), none when
     tail_first == dim; lut (rows * 32,) uint8 out:
     u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
     partial ~ base + delta * sum_j u_j, |error| <= err.
+    likely: the error a vector's estimate stays within but for a vanishing
+    share of vectors, LIKELY_SIGMAS standard deviations of a sum of one
+    rounding error per table (each at most its table's largest, so its
+    variance at most that squared, whatever the codes) plus their mean drift:
+    err adds every table's worst case, which the sum of nt roughly
+    independent errors nears only for crafted codes. Never above err.
     """
     nt = ftab.shape[0]
     lo = np.empty(nt)
@@ -224,6 +234,8 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, 
     base = 0.0
     err = 0.0
     size = 0.0
+    square = 0.0   # sum over tables of the largest squared rounding error
+    drift = 0.0    # sum over tables of the mean signed rounding error
     uq = np.empty(16)
     gap = np.empty(16)
     for j in range(nt):
@@ -231,15 +243,21 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, 
         base += m
         for x in range(16):   # branch-free, so that LLVM vectorises it
             uq[x] = min(255.0, max(0.0, np.floor((ftab[j, x] - m) / delta + 0.5)))
-            gap[x] = abs(ftab[j, x] - m - delta * uq[x])
+            gap[x] = ftab[j, x] - m - delta * uq[x]
             lut[16 * j + x] = np.uint8(uq[x])
         worst = 0.0
+        mean = 0.0
         for x in range(16):
-            worst = max(worst, gap[x])
+            worst = max(worst, abs(gap[x]))
+            mean += gap[x]
         err += worst
+        square += worst * worst
+        drift += mean / 16.0
         size = max(size, max(abs(m), abs(hi[j])))
     # float64 rounding of the sums that the bound compares: far below this slack
-    return base, delta, err + 1e-9 * (size * nt + 1.0)
+    slack = 1e-9 * (size * nt + 1.0)
+    likely = min(err, LIKELY_SIGMAS * np.sqrt(square) + abs(drift))
+    return base, delta, err + slack, likely + slack
 
 
 # -- block accumulation: u8 table sums of 32 vectors ----------------------------------
@@ -652,6 +670,21 @@ def upper_bounds(e, o, i0, w, bias, bound, jf):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def lower_bounds(e, o, i0, w, bias, bound, jf):
+    """The lower bounds matching `upper_bounds` (same inputs): w (base + delta S) - |w| err + bias -
+    |bias| slack, two f32x16 in split order. A vector's exact score is at least its lower bound."""
+    base = _wide.splat_f32(bound[jf, 0])
+    delta = _wide.splat_f32(bound[jf, 1])
+    err = _wide.splat_f32(-bound[jf, 2])
+    slack = _wide.splat_f32(-_F32_SLACK)
+    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
+    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
+    le = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
+    lo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
+    return le, lo
+
+
+@njit(cache=True, nogil=True, inline="always")
 def reaches(ue, uo, kth):
     """Whether any of the 32 upper bounds (ue, uo) reaches kth (float64, compared in float32 rounded
     down, never up)."""
@@ -722,6 +755,27 @@ def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, 
                 heap_push(hs, hi, score, i0 + lane)
 
 
+@njit(cache=True, nogil=True)
+def _rescore_above_floor(b, end, upper, lower, w, bias, flat, rows, ftab, jf, hs, hi, ls, li, allowed):
+    """`_rescore_block` (no shift) that first raises the floor: the k best lower bounds seen (min-heap
+    ls, li) whose root every vector of the final top k reaches (k vectors score at least their lower
+    bounds, so the final k-th best is at least the k-th best lower bound). A vector is re-scored only
+    if its upper bound reaches both roots: with the floor, the first blocks of a scan re-score about
+    k vectors instead of all while the exact heap fills."""
+    i0 = b * BLOCK
+    for lane in range(min(BLOCK, end - i0)):
+        p = split_position(lane)
+        if lower[p] > ls[0] and lane_allowed(allowed, i0 + lane):
+            heap_push(ls, li, np.float64(lower[p]), i0 + lane)
+    offset = b * rows * BLOCK
+    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
+        p = split_position(lane)
+        if upper[p] >= hs[0] and upper[p] >= ls[0] and lane_allowed(allowed, i0 + lane):
+            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+            if score > hs[0]:
+                heap_push(hs, hi, score, i0 + lane)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def estimates(totals, jt, i0, w, bias, bound, jf, est):
     """est[p] = w * (base + delta * S) + bias in float32 for position p of the block at slot i0:
@@ -752,7 +806,7 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est, a
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
-                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact, allowed):
+                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact, allowed, guarantee=True):
     """Exact float top k of slots 0..n-1 for each query (exact=False: top k by the u8-table
     estimate, see `push_estimates`), among the slots `allowed` lets through: (n_slots,) uint8, 1
     where a slot may be returned, or zero-length for all. Blocks with no allowed slot are not read.
@@ -768,7 +822,11 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     threads for small batches (call it under `numba.parallel_chunksize(1)`
     so threads take tasks one at a time). Returns scores (nq, k) float32 best first and
     slots (nq, k) int64, -1 padded. simd (`simd_level`): the registers of
-    `block_sums` (2 zmm, 1 ymm, 0 plain loops).
+    `block_sums` (2 zmm, 1 ymm, 0 plain loops). guarantee=True bounds each
+    estimate's error by every table's worst rounding (`build_tables`' err),
+    so the top k is the float top k always; False by its `likely` error,
+    which re-scores several times fewer vectors and misses a vector of the
+    float top k only if its estimate's error exceeds that.
     """
     nq = qrot.shape[0]
     rows = blocks.shape[1]
@@ -790,13 +848,17 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         tabs = np.empty(gq * tp, np.uint8)
         scal = np.empty((gq, 3), np.float32)
         for j in range(gq):
-            base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
-                                            ftab[j], lut, tail_cents, tail_bits, tail_per_nibble, tail_first)
+            base, delta, err, likely = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
+                                                    ftab[j], lut, tail_cents, tail_bits, tail_per_nibble, tail_first)
             pair_tables(lut, rows, tabs, j * tp)
-            scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
+            scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err if guarantee else likely, rows)
         scratch = np.empty(4 * BLOCK, np.float32)
         totals = np.empty(4 * BLOCK, np.float32)
         upper = np.empty(BLOCK, np.float32)
+        lower = np.empty(BLOCK, np.float32)
+        # the k best lower bounds of each query of the task (`_rescore_above_floor`); -inf when not exact
+        floor_s = np.full((gq, k), -np.inf)
+        floor_i = np.full((gq, k), -1, np.int64)
         w, bias = wsplit[0], wsplit[1]
         for at in range(ch * step, min(nb, (ch + 1) * step)):
             b = scan[at]
@@ -814,12 +876,14 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                 for j in range(m):
                     q = q0 + j0 + j
                     ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
-                    if not reaches(ue, uo, part_s[q, ch, 0]):
+                    if not reaches(ue, uo, max(part_s[q, ch, 0], floor_s[j0 + j, 0])):
                         continue
                     if exact:
                         store_upper(ue, uo, upper)
-                        _rescore_block(b, n, upper, w, bias, flat, rows, ftab, j0 + j, 0.0, part_s[q, ch],
-                                       part_i[q, ch], allowed)
+                        le, lo = lower_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
+                        store_upper(le, lo, lower)
+                        _rescore_above_floor(b, n, upper, lower, w, bias, flat, rows, ftab, j0 + j, part_s[q, ch],
+                                             part_i[q, ch], floor_s[j0 + j], floor_i[j0 + j], allowed)
                     else:
                         store_sums(sums[2 * j], sums[2 * j + 1], totals, 0)
                         push_estimates(b, n, totals, 0, w, bias, scal, j0 + j, 0.0, part_s[q, ch], part_i[q, ch],

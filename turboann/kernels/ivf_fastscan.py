@@ -177,7 +177,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     keys = np.empty(nprobe, np.float32)
     for j in range(nb):
         nearest_lists(qc[q0 + j], cnorm2, probe_l2, keys, probes[j])
-        base, delta, err = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut,
+        base, delta, err, _ = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut,
                                         cents, bits, per_nibble, qrot.shape[1])
         pair_tables(lut, rows, tabs, j * tp)
         scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
