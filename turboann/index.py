@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numba
 import numpy as np
@@ -84,6 +84,12 @@ def _thread_count(threads):
         yield threads
     finally:
         numba.set_num_threads(old)
+
+
+def _one_task_a_time(nthreads: int):
+    """`numba.parallel_chunksize(1)` where threads share the tasks (see `_search_fastscan`); one thread
+    takes them all, and a single-query search saves the context's cost."""
+    return numba.parallel_chunksize(1) if nthreads > 1 else nullcontext()
 
 
 # Rows of per-vector factors computed at a time: 64 KB float64 temporaries.
@@ -776,7 +782,7 @@ class Index:
         qrot, qoff, cents = self._fastscan_queries(q)
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
-        with numba.parallel_chunksize(1):
+        with _one_task_a_time(nthreads):
             return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
                                      self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
                                      group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask,
@@ -810,7 +816,7 @@ class Index:
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
         qrot, qoff, cents = self._fastscan_queries(q)
         prepared = _dot.dot_queries(qrot, qoff, book)
-        with numba.parallel_chunksize(1):
+        with _one_task_a_time(nthreads):
             if self.layout == "fastscan":   # the blocks' columns are the row-major codes
                 return _dot.search_dot(np.empty((0, store.blocks.shape[1]), np.uint8), store.factors, prepared,
                                        book, cents, k, k, n_chunks, exact, _dot.simd_level(), mask, nthreads,
