@@ -32,10 +32,8 @@ import json
 import math
 import mmap as _mmap
 import os
-import re
 import stat
 import struct
-import tempfile
 import zlib
 
 import numpy as np
@@ -75,65 +73,6 @@ def _crc(data) -> int:
     return zlib.crc32(memoryview(data).cast("B")) & 0xFFFFFFFF
 
 
-def _temp_prefix(path: str) -> str:
-    """The temp-file prefix of saves to `path`: ".NAME.tmpPID-", with NAME its file name (shortened,
-    with its CRC-32, when long) so that stray temp files can be told apart by path and by process."""
-    name = os.path.basename(path)
-    if len(name) > 160:   # keep the temp name within NAME_MAX (255)
-        name = f"{name[:140]}~{_crc(name.encode()):08x}"
-    return f".{name}.tmp{os.getpid()}-"
-
-
-def _remove_stray_temps(path: str) -> None:
-    """Remove temp files that earlier saves to `path` left when killed: those of our pattern for this
-    path whose process is gone. A live process's temp file may be a save still running: kept."""
-    directory = os.path.dirname(os.path.abspath(path))
-    stem = _temp_prefix(path)[:-len(f"{os.getpid()}-")]
-    pattern = re.compile(re.escape(stem) + r"(\d+)-[a-z0-9_]{8}")
-    try:
-        names = [n for n in os.listdir(directory) if n.startswith(stem)]
-    except OSError:
-        return
-    for name in names:
-        match = pattern.fullmatch(name)
-        if match and not _process_alive(int(match.group(1))):
-            try:
-                os.unlink(os.path.join(directory, name))
-            except OSError:
-                pass   # another save removed it first, or it is not ours to remove
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True   # someone else's process, or a pid we cannot check: keep its file
-    return True
-
-
-def _atomic_write(path: str, chunks) -> None:
-    """Write chunks (bytes-like) to a temp file beside path, fsync, rename; then remove the temp files
-    of earlier saves to path that were killed (see `_remove_stray_temps`)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_files.umask())   # mkstemp makes it private; a saved index is not
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _files.fsync_directory(path)
-    _remove_stray_temps(path)
-
-
 def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], version: int = VERSION) -> None:
     """Write `arrays` (name -> C-contiguous array) with `settings` under `kind`, as format `version`."""
     path = os.fspath(path)
@@ -164,7 +103,7 @@ def write_file(path, kind: str, settings: dict, arrays: dict[str, np.ndarray], v
             yield memoryview(a).cast("B") if a.nbytes else b""
             pos = at + e["nbytes"]
 
-    _atomic_write(path, chunks())
+    _files.atomic_write(path, chunks())
 
 
 def read_file(path) -> tuple[str, dict, dict[str, np.ndarray]]:
