@@ -26,7 +26,7 @@ sys.path.insert(0, str(_common.REPO / "tests"))
 import filefuzz  # noqa: E402
 import turboann as ta  # noqa: E402
 
-# allowance as in turboann.io: 16 x the file plus 32 MiB, and the file itself read once
+# allowance as in turboann.index_file: 16 x the file plus 32 MiB, and the file itself read once
 _LIMIT_PER_BYTE, _LIMIT_FIXED = 17, 32 << 20
 
 

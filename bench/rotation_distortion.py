@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # this checkout's turboann
 from turboann import codebook  # noqa: E402
-from turboann.rotation import (Rotation, hadamard_round_count, hadamard_rotate, hadamard_rounds,  # noqa: E402
-                               resolve_kind)
+from turboann.kernels.hadamard import hadamard_rotate  # noqa: E402
+from turboann.rotation import Rotation, hadamard_round_count, hadamard_rounds, resolve_kind  # noqa: E402
 
 DIMS = (25, 96, 100, 128, 200, 256, 384, 768, 960, 1536)
 BITS = (2, 4)

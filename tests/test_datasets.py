@@ -36,7 +36,7 @@ def test_write_then_load_round_trip(tmp_path):
     info = ds.inspect(path)
     assert (info["n"], info["dim"], info["queries"], info["k"]) == (300, 16, 12, 20)
     assert info["metric"] == "cosine" and info["bytes"] == os.path.getsize(path)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]   # no temp file left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp file left
 
 
 def test_euclidean_file_maps_to_l2(tmp_path):

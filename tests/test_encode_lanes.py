@@ -8,7 +8,7 @@ from turboann.index import _CENTRE_SAMPLE_ROWS, estimate_centre
 from turboann.kernels import encode as enc
 from turboann.kernels import reference as ref
 from turboann.quantizer import _no_rounds
-from turboann.rotation import read_only
+from turboann.kernels import read_only
 
 
 def _codebook(dim, bits, gain=1.0):

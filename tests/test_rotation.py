@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from turboann import codebook
-from turboann.rotation import (KINDS, Rotation, _hadamard_rotate_reference, hadamard_rounds,
-                               resolve_kind)
+from turboann.kernels.reference import hadamard_rotate as _hadamard_rotate_reference
+from turboann.rotation import KINDS, Rotation, hadamard_rounds, resolve_kind
 
 ORTHO_DIMS = [2, 3, 7, 24, 40, 100, 200, 384]
 
@@ -184,7 +184,7 @@ def test_bad_arguments_name_themselves():
 @pytest.mark.parametrize("n,d", [(1, 5), (8, 384), (40, 384), (1000, 100)])
 def test_prefetch_ahead_names_rows_inside_the_array(n, d):
     """The rows PREFETCH_ROWS on, clamped so that every chunk prefetch_chunk hints lies inside flat."""
-    from turboann.rotation import LANES, PREFETCH_ROWS, prefetch_ahead
+    from turboann.kernels.hadamard import LANES, PREFETCH_ROWS, prefetch_ahead
     flat = np.zeros(n * d, np.float32)
     for r0 in range(0, n, LANES):
         ahead = prefetch_ahead(flat, r0, d)

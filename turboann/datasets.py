@@ -15,7 +15,6 @@ is one line naming the file and what is wrong.
 from __future__ import annotations
 
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from . import _validate
-from ._files import move_into_place
+from ._files import atomic_path, move_into_place
 from .eval import _distance_name, metric_for_distance
 
 __all__ = ["REGISTRY", "Dataset", "DatasetError", "RegistryEntry", "cache_dir", "convert", "embedded_path",
@@ -244,9 +243,7 @@ def write_ann_benchmarks(path, train, test, neighbors, distances, distance: str,
                          f"got {neighbors.shape} and {distances.shape}")
     path = Path(path)
     options = {"compression": "gzip", "compression_opts": 4, "shuffle": True} if compress else {}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".hdf5", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["distance"] = distance
             f.attrs["dimension"] = train.shape[1]
@@ -257,11 +254,6 @@ def write_ann_benchmarks(path, train, test, neighbors, distances, distance: str,
             f.create_dataset("test", data=test, **options)
             f.create_dataset("neighbors", data=neighbors.astype(np.int32), **options)
             f.create_dataset("distances", data=distances.astype(np.float32), **options)
-        move_into_place(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # -- exact ground truth ------------------------------------------------------------------------------

@@ -21,10 +21,10 @@ import warnings
 
 import numpy as np
 
-from . import _validate
+from . import _files, _validate
 from ._rwlock import RWLock, reading, writing
 from .index import MIN_CENTER_SAMPLE, Index, estimate_centre
-from .io import IndexFileError, _atomic_write
+from .io import IndexFileError
 from .ivf import IVFIndex
 
 _RAY_HINT = "pip install 'turboann[ray]'"
@@ -426,7 +426,8 @@ class ShardedIndex:
         manifest = {"format": _FORMAT, "version": _VERSION, "kind": self._kind, "settings": self._settings,
                     "shards": self.shards, "routing": "fibonacci64", "next_id": self._next_id,
                     "count": self._count, "files": [{"name": nm, "n": int(c)} for nm, c in zip(names, counts)]}
-        _atomic_write(os.path.join(directory, MANIFEST), [json.dumps(manifest, indent=1, sort_keys=True).encode()])
+        _files.atomic_write(os.path.join(directory, MANIFEST),
+                            [json.dumps(manifest, indent=1, sort_keys=True).encode()])
         keep = set(names) | {MANIFEST}
         for name in os.listdir(directory):
             if name.startswith("shard-") and name.endswith(".tann") and name not in keep:

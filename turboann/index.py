@@ -19,7 +19,8 @@ from .kernels import encode as _enc
 from .kernels import fastscan as _fs
 from .kernels.scan import search_codes
 from ._rwlock import RWLock, reading, writing
-from .io import ReadOnlyIndexError
+from . import index_file, io
+from .io import IndexFileError, ReadOnlyIndexError
 from .quantizer import TurboQuantMSE, TurboQuantProd
 from .store import BlockedCodeStore, CodeStore, SlotFilter
 from .vectors import KeptVectors
@@ -865,7 +866,6 @@ class Index:
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to one file, atomically (see `turboann.io`). A mapped index (`load(mmap=True)`)
         saves to any other path; over the file it maps it raises `ReadOnlyIndexError`."""
-        from . import io
         mapped = self._mapped_from
         if mapped is not None and os.path.exists(path) and os.path.samefile(path, mapped):
             raise ReadOnlyIndexError(f"path {os.fspath(path)!r} is the file this index maps read-only "
@@ -891,3 +891,81 @@ class Index:
                 "estimator": self.estimator,
                 **({"keep_vectors": True} if self._vectors is not None else {}),
                 **({"compact": True} if self.compact else {})}
+
+    def _to_file(self) -> tuple[str, dict, dict[str, np.ndarray], int]:
+        """(kind, settings, arrays, format version) for `io.save`: fast-scan codes as the search reads
+        them (version 3), so that `load(mmap=True)` maps them as they are (see `turboann.index_file`)."""
+        arrays, ids, version = self._code_arrays()
+        arrays["next_id"] = np.array([self._store.next_id], np.int64)
+        if self._mean is not None:
+            # "mean" translates (l2); a mean direction is saved under its own name so
+            # files from before directions were centred this way cannot be misread.
+            arrays["mean" if self.metric == "l2" else "mean_direction"] = self._mean
+        if getattr(self, "_spread", None) is not None:
+            arrays["spread"] = self._spread
+        half = getattr(self._store, "factor_codes", None)
+        if getattr(half, "scale", None) is not None and hasattr(half, "fit"):   # float16 factors (`half.HalfFactors`)
+            arrays["factor_scale"] = np.array([half.scale], np.float32)
+        if self._vectors is not None:
+            arrays["vectors"] = self._vectors.vectors[self._vectors.rows(ids)]
+            version = max(version, 2)
+        return type(self).__name__, self._settings(), arrays, version
+
+    def _code_arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """(arrays, ids (n,) int64 in the order of the kept vectors, lowest format version) of the codes."""
+        store = self._store
+        if self.layout == "fastscan":
+            return ({"blocks": store.blocks, "split_factors": store.split_factors(), "factors": store.stored_factors,
+                     "ids": store.ids}, store.ids, 3)
+        return {"codes": store.codes, "factors": store.stored_factors, "ids": store.ids}, store.ids, 1
+
+    @classmethod
+    def _from_file(cls, stored: io.Stored) -> "Index":
+        """The index a file holds (`io.load`), its arrays checked against the settings before it is
+        built and their contents after (see `turboann.index_file`)."""
+        path, settings, arrays = stored.path, stored.settings, stored.arrays
+        index_file.upgrade_settings(stored.kind, settings)
+        form = index_file.codes_form(arrays)
+        index_file.check_arrays(stored, form)
+        try:
+            index = cls(**settings)
+        except (TypeError, ValueError) as e:
+            raise IndexFileError(f"{path!r} has invalid settings: {e}") from None
+        store = index._store
+        factors = arrays["arena_factors" if form == "arena" else "factors"]
+        factor_cols, factor_dtype = store.factor_layout()
+        if form == "rows":
+            fits = arrays["codes"].shape[1] == store.code_bytes
+        else:   # blocks of this layout's rows
+            fits = index.layout == "fastscan" and arrays[index_file.FORMS[form][0]].shape[1] == store.layout.rows
+        if not fits or factors.shape[1] != factor_cols or factors.dtype != factor_dtype:
+            raise IndexFileError(f"{path!r} is corrupt: arrays do not match the settings")
+        index_file.check_contents(stored, form, getattr(store, "factor_codes", None), index.metric,
+                                  getattr(index, "estimator", None), getattr(index, "center", None))
+        centre_name = "mean" if index.metric == "l2" else "mean_direction"
+        if centre_name in arrays:
+            index._set_mean(arrays[centre_name])
+        if "spread" in arrays:
+            index._spread = arrays["spread"].copy()
+        if "factor_scale" in arrays:
+            store.factor_codes.scale = float(arrays["factor_scale"][0])
+        ids = index._load_codes(stored, form, factors, int(arrays["next_id"][0]))
+        if index._vectors is not None:
+            vectors = arrays["vectors"]
+            index._vectors.load(vectors if stored.mapped else vectors.copy(), ids.copy())
+        if stored.mapped:
+            index._mapped_from = os.path.abspath(path)
+        return index
+
+    def _load_codes(self, stored: io.Stored, form: str, factors: np.ndarray, next_id: int) -> np.ndarray:
+        """Fill the store from the file's codes (`index_file.FORMS`); the ids (n,) int64 in the order of
+        the kept vectors."""
+        arrays = stored.arrays
+        if form == "blocks":
+            self._store.load_blocks(arrays["blocks"], arrays["split_factors"], factors, arrays["ids"], next_id)
+        else:
+            self._store.load_arrays(arrays["codes"], factors, arrays["ids"], next_id)
+        return arrays["ids"]
+
+
+io.register("Index", Index._from_file, index_file.SMALL_ARRAYS)

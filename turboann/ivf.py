@@ -12,10 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import _blas, _validate
+from . import _blas, _validate, index_file, io
 from ._rwlock import reading, writing
 from .index import _NO_FILTER, Index, _score_directly, _thread_count
-from .invlists import BlockedInvertedLists, InvertedLists
+from .invlists import BlockedInvertedLists, InvertedLists, arena_runs
 from .kernels import dot as _dot
 from .kernels import fastscan as _fs
 from .kernels import ivf_fastscan as _ivf_fs
@@ -265,3 +265,41 @@ class IVFIndex(Index):
         del settings["estimator"]   # no global centre, so always "direction"
         return {**settings, "nlist": self.nlist, "mode": self.mode,
                 "max_train_per_list": self.max_train_per_list}
+
+    def _code_arrays(self) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """(arrays, ids, lowest format version) of the lists and centroids (see `Index._code_arrays`)."""
+        store = self._store
+        if self.layout == "fastscan":
+            blocks, factors, arena_ids = store.export_arena()
+            arrays = {"arena_blocks": blocks, "arena_factors": factors, "arena_ids": arena_ids,
+                      "split_factors": _fs.split_factors(factors, factors.shape[0]), "list_sizes": store.size.copy()}
+            ids = arena_ids[arena_ids >= 0]
+            version = 3
+        else:
+            codes, factors, ids, sizes = store.export()
+            arrays = {"codes": codes, "factors": factors, "ids": ids, "list_sizes": sizes}
+            version = 2
+        if self._centroids is not None:
+            arrays["centroids"] = self._centroids
+        return arrays, ids, version
+
+    def _load_codes(self, stored: io.Stored, form: str, factors: np.ndarray, next_id: int) -> np.ndarray:
+        """Install the centroids and fill the lists from the file (see `Index._load_codes`)."""
+        arrays, store = stored.arrays, self._store
+        if "centroids" in arrays:
+            self._set_centroids(arrays["centroids"])
+        sizes = arrays["list_sizes"]
+        if form == "arena":
+            ids = arrays["arena_ids"]
+            store.load_arena(arrays["arena_blocks"], factors, ids, sizes, arena_runs(sizes), next_id,
+                             writable=not stored.mapped, split=arrays["split_factors"])
+            return ids[store.positions()]   # the kept vectors' order
+        ids = arrays["ids"]
+        if stored.mapped and self.layout == "flat":   # the concatenated lists are an arena without slack
+            store.load_arena(arrays["codes"], factors, ids, sizes, sizes, next_id, writable=False)
+        else:
+            store.load(arrays["codes"], factors, ids, sizes, next_id)
+        return ids
+
+
+io.register("IVFIndex", IVFIndex._from_file, index_file.SMALL_ARRAYS)

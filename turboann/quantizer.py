@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validate, codebook
-from .kernels import encode as _enc
+from .kernels import encode as _enc, read_only
 from .kernels.scan import Part, ScanPlan, make_plan, part_offsets
-from .rotation import Rotation, read_only
+from .rotation import Rotation
 
 _QJL_TAG = 0x51_4A_4C  # seed stream of the QJL Gaussian matrix, apart from the rotation's
 # Rows `_encode_into` encodes at a time where the encoding makes rotated copies of the rows (a dense

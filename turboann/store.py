@@ -226,7 +226,7 @@ class CodeStore:
         return removed
 
     def load_arrays(self, codes: np.ndarray, factors: np.ndarray, ids: np.ndarray, next_id: int) -> None:
-        """Replace the contents (used by `io.load`)."""
+        """Replace the contents (used by `Index._from_file`)."""
         self._factors, self._ids = factors, ids
         self._n = codes.shape[0]
         self._set_codes(codes)

@@ -1,7 +1,7 @@
 """Eight 32-bit lanes as one Numba value (one AVX register), for the encoder's lane kernels.
 
 The encoder works on 8 vectors at once in a coordinate-major buffer (see
-`rotation.LANES`): coordinate i of all 8 is one register. LLVM's loop
+`hadamard.LANES`): coordinate i of all 8 is one register. LLVM's loop
 vectoriser does not see that through Numba's eight-iteration loops and
 small scratch arrays, so here the register is a type: `f32x8` is LLVM's
 <8 x float>, `i32x8` <8 x i32> and `f64x8` <8 x double>. `+`, `-`, `*` (and

@@ -21,11 +21,11 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..rotation import (LANES, forward_plan, load_lanes, prefetch_ahead, prefetch_chunk, read_only,
-                        rotate_lanes_forward)
 from . import _lanes as L
+from . import read_only
 from ._simd import prefetch
 from .fastscan import BLOCK
+from .hadamard import LANES, forward_plan, load_lanes, prefetch_ahead, prefetch_chunk, rotate_lanes_forward
 
 
 # Up to this many boundaries, bucketing compares against every boundary: a
@@ -561,7 +561,7 @@ def _quantize(v, c0, d, inv, centre, spread, inv_spread, tables, bits, width, ou
 @njit(cache=True, nogil=True)
 def _quantize_lanes(v, c0, d, inv, centre, spread, inv_spread, tables, bits, width, out, at, step, flat, ahead):
     """Quantize coordinates c0..d-1 of u = v * inv (each lane a unit direction) as codes of
-    (u - centre) * inv_spread and pack them, prefetching chunks c0..d-1 (`rotation.prefetch_chunk`) of flat from `ahead`.
+    (u - centre) * inv_spread and pack them, prefetching chunks c0..d-1 (`hadamard.prefetch_chunk`) of flat from `ahead`.
 
     Byte k of the lanes' bitstreams (`width` bits a coordinate, 1..4, from
     coordinate c0) goes to out[at + k * step : + LANES]. tables: (middle, table1, table2, table3,

@@ -1,6 +1,8 @@
 """Plain NumPy twins of the Numba kernels: slow, obvious, and the truth in tests."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -352,3 +354,41 @@ def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, 
     est = off[:, None] - (sq * sc * 128.0 * q8.sum(axis=1))[:, None] + (sq * sc)[:, None] * S
     bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * cmax + sq * np.abs(q8).sum(axis=1) * np.abs(c - sc * c8).max()
     return est, bound
+
+
+def hadamard_rotate(x: np.ndarray, rounds, transpose: bool = False) -> np.ndarray:
+    """Twin of `kernels.hadamard.hadamard_rotate`, from the forward rounds (signs, perms, overlap_signs)
+    as in `rotation.HadamardRounds`.
+
+    x (n, d) float32 -> (n, d) float64; every step is the plain normalised
+    operation, so this is also the definition of the rotation.
+    """
+    d = x.shape[1]
+    p = 1 << (d.bit_length() - 1)   # the largest power of two <= d
+    signs, perms, overlap_signs = rounds
+    first, second = ((d - p, d), (0, p)) if transpose else ((0, p), (d - p, d))
+    v = x.astype(np.float64)
+    for k in (reversed(range(len(signs))) if transpose else range(len(signs))):
+        if not transpose:
+            v = signs[k] * v[:, perms[k]]
+        v[:, first[0]:first[1]] = _normalised_hadamard(v[:, first[0]:first[1]])
+        if p < d:
+            v[:, d - p:p] *= overlap_signs[k]
+            v[:, second[0]:second[1]] = _normalised_hadamard(v[:, second[0]:second[1]])
+        if transpose:
+            undone = np.empty_like(v)
+            undone[:, perms[k]] = signs[k] * v
+            v = undone
+    return v
+
+
+def _normalised_hadamard(v: np.ndarray) -> np.ndarray:
+    """Orthonormal Walsh-Hadamard transform of each row of v (n, p), p a power of two."""
+    n, p = v.shape
+    h = 1
+    while h < p:
+        pairs = v.reshape(n, p // (2 * h), 2, h)
+        v = np.stack([pairs[:, :, 0] + pairs[:, :, 1], pairs[:, :, 0] - pairs[:, :, 1]], axis=2)
+        v = v.reshape(n, p)
+        h *= 2
+    return v / math.sqrt(p)
