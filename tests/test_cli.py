@@ -109,6 +109,20 @@ def test_search_prints_and_writes_json(files):
         assert text in result.stdout
 
 
+def test_search_mapped_and_exact(files):
+    """--mmap maps the file, --exact takes fast-scan's worst-case bound: the same recall here, recorded."""
+    runs = {}
+    for flags in ((), ("--mmap", "--exact")):
+        out = files["root"] / f"r{len(flags)}.json"
+        run_ok(["search", files["index"], files["angular"], "--queries", "30", "--threads", "1",
+                "--latency-queries", "0", "--output", out, *flags])
+        runs[flags] = json.loads(out.read_text())
+    plain, mapped = runs[()], runs[("--mmap", "--exact")]
+    assert (plain["settings"]["mmap"], plain["settings"]["exact"]) == (False, False)
+    assert (mapped["settings"]["mmap"], mapped["settings"]["exact"]) == (True, True)
+    assert mapped["results"]["recall"] == pytest.approx(plain["results"]["recall"])
+
+
 def test_search_notes_a_metric_other_than_the_files(files):
     out = files["root"] / "ip.tann"
     run_ok(["build", files["angular"], out, "--metric", "ip", "--bits", "2"])

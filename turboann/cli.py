@@ -225,10 +225,10 @@ def _powers_up_to(k: int) -> list[int]:
     return sorted({2 ** i for i in range(int(math.log2(k)) + 1)} | {k})
 
 
-def _load_index(path: Path):
+def _load_index(path: Path, mmap: bool = False):
     from .io import load
 
-    return load(path)
+    return load(path, mmap=mmap)
 
 
 @cli.command()
@@ -248,14 +248,18 @@ def _load_index(path: Path):
               help="score this many candidates exactly (index built with --keep-vectors)")
 @click.option("--sweep", type=_IntList(1, None), default=None,
               help="IVF: print recall and QPS for each of these nprobe values, e.g. 1,4,16,64")
-def search(index_path, data, k, queries, threads, latency_queries, output, nprobe, rerank, sweep):
+@click.option("--mmap", is_flag=True, help="map the index file instead of reading it (read-only; pages load as "
+              "searches touch them)")
+@click.option("--exact", is_flag=True, help="bound the fast-scan estimates by their worst case, so the top k is "
+              "the codes' exact top k always (default: a six-sigma bound)")
+def search(index_path, data, k, queries, threads, latency_queries, output, nprobe, rerank, sweep, mmap, exact):
     """Search INDEX with DATA's test queries; print recall, R@1@k, QPS and latency."""
     import numba
 
     from . import _machine
     from . import eval as ev
 
-    index = _load_index(index_path)
+    index = _load_index(index_path, mmap=mmap)
     dataset = _load(data, queries=queries)
     if dataset.test.shape[0] == 0:   # recall would be the mean of nothing: nan, with RuntimeWarnings
         raise click.ClickException(f"{data} has no test queries to search with")
@@ -278,7 +282,7 @@ def search(index_path, data, k, queries, threads, latency_queries, output, nprob
     if (nprobe is not None or sweep) and not is_ivf:
         raise click.BadParameter(f"{index_path} is a flat index: --nprobe and --sweep apply to IVF indexes "
                                  f"(build with --nlist)", param_hint="'--nprobe'")
-    search_kwargs = {"threads": nthreads}
+    search_kwargs = {"threads": nthreads, "exact": exact}
     if nprobe is not None:
         search_kwargs["nprobe"] = nprobe
     if rerank is not None:
@@ -319,7 +323,7 @@ def search(index_path, data, k, queries, threads, latency_queries, output, nprob
         settings = {"index": str(index_path), "index_settings": index._settings(), "n": len(index),
                     "code_bytes": index.code_bytes, "data": str(data), "dataset": dataset.name,
                     "distance": dataset.distance, "queries": q.shape[0], "k": k, "threads": nthreads,
-                    "epsilon": 1e-3, **{key: v for key, v in search_kwargs.items() if key != "threads"}}
+                    "epsilon": 1e-3, "mmap": mmap, **{key: v for key, v in search_kwargs.items() if key != "threads"}}
         doc = {"settings": settings, "machine": _machine.machine_info(), "results": result,
                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _write_json(output, doc)
