@@ -24,17 +24,12 @@ With S the total, partial ~ base + delta * S, where base = sum_j m_j, and
 the error is at most `err` = sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
 
 Exact top k. The vector's score is w * partial + bias (w, bias: its
-factors). Its upper and lower bounds are w * (base + delta * S) + bias
-plus or minus |w| * err. Each query keeps the k best lower bounds seen
-(their root tau is at most the final k-th best exact score) and records
-every vector whose upper bound reaches tau; at the end of its range the
-records are re-scored in float64 from the float tables in order of falling
-upper bound, until a bound falls below the k-th best exact score. A vector
-of the true top k has an upper bound at least its exact score, at least
-the final k-th best, at least every tau: it is always recorded and
-re-scored, so the returned top k is the exact float top k (ties to the
-lower slot). err is every table's worst rounding (guarantee=True) or the
-statistical `likely` bound of `build_tables` (the default of Index.search).
+factors). A vector is re-scored in float64 from the float tables only when
+its upper bound w * (base + delta * S) + bias + |w| * err reaches the k-th
+best exact score found so far. Any vector of the true top k has an upper
+bound at least its exact score, which is at least the final k-th best,
+which is at least every running k-th best: it is always re-scored, so the
+returned top k is the exact float top k (ties to the lower slot).
 """
 from __future__ import annotations
 
@@ -45,7 +40,7 @@ import numba
 from numba import njit, prange
 
 from . import _simd, _wide
-from .topk import heap_push, heap_push_row, sorted_topk
+from .topk import heap_push, sorted_topk
 
 BLOCK = 32
 # Rows summed in 16-bit lanes before a flush: a row adds at most 255 (its two
@@ -742,6 +737,45 @@ def active_blocks(allowed, n):
     return out[:m]
 
 
+@njit(cache=True, nogil=True)
+def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, allowed):
+    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best.
+
+    Slots from `end` on, and those `allowed` excludes (`lane_allowed`), are
+    skipped; shift (float64) is added to every score and bound.
+    """
+    i0 = b * BLOCK
+    offset = b * rows * BLOCK
+    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
+        p = split_position(lane)
+        if upper[p] + shift >= hs[0] and lane_allowed(allowed, i0 + lane):
+            score = (np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+                     + shift)
+            if score > hs[0]:
+                heap_push(hs, hi, score, i0 + lane)
+
+
+@njit(cache=True, nogil=True)
+def _rescore_above_floor(b, end, upper, lower, w, bias, flat, rows, ftab, jf, hs, hi, ls, li, allowed):
+    """`_rescore_block` (no shift) that first raises the floor: the k best lower bounds seen (min-heap
+    ls, li) whose root every vector of the final top k reaches (k vectors score at least their lower
+    bounds, so the final k-th best is at least the k-th best lower bound). A vector is re-scored only
+    if its upper bound reaches both roots: with the floor, the first blocks of a scan re-score about
+    k vectors instead of all while the exact heap fills."""
+    i0 = b * BLOCK
+    for lane in range(min(BLOCK, end - i0)):
+        p = split_position(lane)
+        if lower[p] > ls[0] and lane_allowed(allowed, i0 + lane):
+            heap_push(ls, li, np.float64(lower[p]), i0 + lane)
+    offset = b * rows * BLOCK
+    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
+        p = split_position(lane)
+        if upper[p] >= hs[0] and upper[p] >= ls[0] and lane_allowed(allowed, i0 + lane):
+            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
+            if score > hs[0]:
+                heap_push(hs, hi, score, i0 + lane)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def estimates(totals, jt, i0, w, bias, bound, jf, est):
     """est[p] = w * (base + delta * S) + bias in float32 for position p of the block at slot i0:
@@ -768,89 +802,6 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est, a
         e = np.float64(est[split_position(lane)]) + shift
         if (e > hs[0] or (e == hs[0] and i0 + lane < hi[0])) and lane_allowed(allowed, i0 + lane):
             heap_push(hs, hi, e, i0 + lane)
-
-
-# -- deferred re-scoring ------------------------------------------------------------
-# A scan that re-scores as it goes re-scores every vector that beats the running k-th best, about
-# k ln(n / k) of them however good the estimates. Instead each query keeps the k best lower bounds
-# seen (root: tau, at most the final k-th best exact score, since k vectors score at least their
-# lower bounds) and records every vector whose upper bound reaches tau; afterwards the records are
-# re-scored in order of falling upper bound until one falls below the k-th best exact score. Every
-# vector of the exact top k is recorded and re-scored, so the top k is the float path's.
-
-@njit(cache=True, nogil=True)
-def _records_cap(k):
-    """Initial records a query (slot, bound, shift: 24 B each); each time the records fill up, those
-    below tau are dropped (`_make_room`)."""
-    return max(256, 8 * k)
-
-
-@njit(cache=True, nogil=True)
-def _drop_below(qj, tau, rec_slot, rec_up, rec_shift, n_rec):
-    """Keep query qj's records whose bound reaches tau (in order); returns how many."""
-    kept = 0
-    for r in range(n_rec[qj]):
-        if rec_up[qj, r] >= tau:
-            rec_slot[qj, kept] = rec_slot[qj, r]
-            rec_up[qj, kept] = rec_up[qj, r]
-            rec_shift[qj, kept] = rec_shift[qj, r]
-            kept += 1
-    n_rec[qj] = kept
-    return kept
-
-
-@njit(cache=True, nogil=True)
-def _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec):
-    """Room for one more block in query qj's records: drop those below its tau, else grow every row.
-
-    Returns the (possibly new) record arrays.
-    """
-    kept = _drop_below(qj, low_s[qj, 0], rec_slot, rec_up, rec_shift, n_rec)
-    cap = rec_slot.shape[1]
-    if kept <= cap // 2:   # cap >= 2 * BLOCK, so a block fits
-        return rec_slot, rec_up, rec_shift
-    nb = rec_slot.shape[0]
-    slot2 = np.empty((nb, 2 * cap), np.int64)
-    up2 = np.empty((nb, 2 * cap))
-    shift2 = np.empty((nb, 2 * cap))
-    slot2[:, :cap] = rec_slot
-    up2[:, :cap] = rec_up
-    shift2[:, :cap] = rec_shift
-    return slot2, up2, shift2
-
-
-@njit(cache=True, nogil=True)
-def _record_block(b, end, j, upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift, n_rec, allowed):
-    """Push the block's lower bounds (`lower_bounds`, stored in split order) into query j's heap of
-    the k best (low_s[j], low_i[j]), then record its vectors whose upper bound reaches the new tau;
-    slots from `end` on and those `allowed` excludes are skipped. Needs room for 32 records."""
-    i0 = b * BLOCK
-    for lane in range(min(BLOCK, end - i0)):
-        p = split_position(lane)
-        if lower[p] > low_s[j, 0] and lane_allowed(allowed, i0 + lane):
-            heap_push_row(low_s, low_i, j, np.float64(lower[p]), i0 + lane)
-    for lane in range(min(BLOCK, end - i0)):
-        up = np.float64(upper[split_position(lane)])
-        if up >= low_s[j, 0] and lane_allowed(allowed, i0 + lane):
-            r = n_rec[j]
-            rec_slot[j, r] = i0 + lane
-            rec_up[j, r] = up
-            rec_shift[j, r] = 0.0
-            n_rec[j] = r + 1
-
-
-@njit(cache=True, nogil=True)
-def _rescore_recorded(flat, rows, w, bias, ftab, j, slots, ups, hs, hi):
-    """Exact top k (heap hs, hi) of query j's recorded vectors (slots, upper bounds), re-scored from
-    the float tables ftab[j] in order of falling bound until a bound falls below the k-th best."""
-    for r in np.argsort(-ups):
-        if ups[r] < hs[0]:
-            break   # bounds fall from here on: none can enter the top k
-        slot = slots[r]
-        lane, at, offset = slot_place(slot, rows)
-        score = np.float64(w[at]) * _exact_partial(flat, offset, rows, lane, ftab, j) + bias[at]
-        if score > hs[0] or (score == hs[0] and slot < hi[0]):
-            heap_push(hs, hi, score, slot)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -905,14 +856,9 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         totals = np.empty(4 * BLOCK, np.float32)
         upper = np.empty(BLOCK, np.float32)
         lower = np.empty(BLOCK, np.float32)
-        # deferred re-scoring (exact): the k best lower bounds and the records of each query of the task
-        low_s = np.full((gq, k), -np.inf)
-        low_i = np.full((gq, k), -1, np.int64)
-        cap = _records_cap(k) if exact else 0
-        rec_slot = np.empty((gq, cap), np.int64)
-        rec_up = np.empty((gq, cap))
-        rec_shift = np.empty((gq, cap))
-        n_rec = np.zeros(gq, np.int64)
+        # the k best lower bounds of each query of the task (`_rescore_above_floor`); -inf when not exact
+        floor_s = np.full((gq, k), -np.inf)
+        floor_i = np.full((gq, k), -1, np.int64)
         w, bias = wsplit[0], wsplit[1]
         for at in range(ch * step, min(nb, (ch + 1) * step)):
             b = scan[at]
@@ -930,27 +876,19 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                 for j in range(m):
                     q = q0 + j0 + j
                     ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
-                    if not reaches(ue, uo, low_s[j0 + j, 0] if exact else part_s[q, ch, 0]):
+                    if not reaches(ue, uo, max(part_s[q, ch, 0], floor_s[j0 + j, 0])):
                         continue
                     if exact:
                         store_upper(ue, uo, upper)
                         le, lo = lower_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
                         store_upper(le, lo, lower)
-                        if n_rec[j0 + j] + BLOCK > rec_slot.shape[1]:
-                            rec_slot, rec_up, rec_shift = _make_room(j0 + j, low_s, rec_slot, rec_up, rec_shift,
-                                                                     n_rec)
-                        _record_block(b, n, j0 + j, upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift, n_rec,
-                                      allowed)
+                        _rescore_above_floor(b, n, upper, lower, w, bias, flat, rows, ftab, j0 + j, part_s[q, ch],
+                                             part_i[q, ch], floor_s[j0 + j], floor_i[j0 + j], allowed)
                     else:
                         store_sums(sums[2 * j], sums[2 * j + 1], totals, 0)
                         push_estimates(b, n, totals, 0, w, bias, scal, j0 + j, 0.0, part_s[q, ch], part_i[q, ch],
                                        upper, allowed)
                 j0 += m
-        if exact:
-            for j in range(gq):
-                c = _drop_below(j, low_s[j, 0], rec_slot, rec_up, rec_shift, n_rec)
-                _rescore_recorded(flat, rows, w, bias, ftab, j, rec_slot[j, :c], rec_up[j, :c], part_s[q0 + j, ch],
-                                  part_i[q0 + j, ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     tmp = np.empty(k)

@@ -35,10 +35,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _drop_below, _exact_partial, _make_room, _records_cap,
-                       _sums_avx2, _sums_avx512, _sums_portable, block_allowed, build_tables, coordinate_centroids,
-                       direct_partial, estimates, float_tables, lane_allowed, n_pairs, pair_tables, reaches,
-                       slot_place, split_position, store_sums, store_upper, upper_bounds)
+from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _exact_partial, _sums_avx2, _sums_avx512, _sums_portable,
+                       block_allowed, build_tables, coordinate_centroids, direct_partial, estimates, float_tables,
+                       lane_allowed, n_pairs, pair_tables, reaches, slot_place, split_position, store_sums,
+                       store_upper, upper_bounds)
 from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
 
@@ -55,6 +55,13 @@ def batch_size(nq: int, threads: int, k: int, rows: int) -> int:
     less, and no more than `_BATCH_BYTES` of state (long shortlists, k ~ 10^4, need small batches)."""
     per_query = 32 * rows + 24 * _records_cap(k)
     return max(1, min(nq, 1024, -(-nq // (2 * threads)), _BATCH_BYTES // per_query))
+
+
+@njit(cache=True, nogil=True)
+def _records_cap(k):
+    """Initial records a query (slot, bound, shift: 24 B each). About 230 a query pass tau on wordnet
+    at k = 10, and each time the records fill up, those below tau are dropped (`_make_room`)."""
+    return max(256, 8 * k)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -341,3 +348,37 @@ def _cut_reservoir(qj, k, res_s, res_i, n_res, thr):
         kept = k
     n_res[qj] = kept
     thr[qj] = kth
+
+
+@njit(cache=True, nogil=True)
+def _drop_below(qj, tau, rec_slot, rec_up, rec_shift, n_rec):
+    """Keep query qj's records whose bound reaches tau (in order); returns how many."""
+    kept = 0
+    for r in range(n_rec[qj]):
+        if rec_up[qj, r] >= tau:
+            rec_slot[qj, kept] = rec_slot[qj, r]
+            rec_up[qj, kept] = rec_up[qj, r]
+            rec_shift[qj, kept] = rec_shift[qj, r]
+            kept += 1
+    n_rec[qj] = kept
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec):
+    """Room for one more block in query qj's records: drop those below its tau, else grow every row.
+
+    Returns the (possibly new) record arrays.
+    """
+    kept = _drop_below(qj, low_s[qj, 0], rec_slot, rec_up, rec_shift, n_rec)
+    cap = rec_slot.shape[1]
+    if kept <= cap // 2:   # cap >= 2 * BLOCK, so a block fits
+        return rec_slot, rec_up, rec_shift
+    nb = rec_slot.shape[0]
+    slot2 = np.empty((nb, 2 * cap), np.int64)
+    up2 = np.empty((nb, 2 * cap))
+    shift2 = np.empty((nb, 2 * cap))
+    slot2[:, :cap] = rec_slot
+    up2[:, :cap] = rec_up
+    shift2[:, :cap] = rec_shift
+    return slot2, up2, shift2
