@@ -106,6 +106,29 @@ def test_ivf_shards_equal_single_ivf_index(data):
     flat.close()
 
 
+def test_mapped_load_searches_alike_and_refuses_writes(data, tmp_path):
+    x, q = data
+    sh = ShardedIndex(DIM, shards=2, bits=4, metric="cosine", seed=0)
+    sh.add(x)
+    want = sh.search(q, K)
+    sh.save(tmp_path / "sh")
+    sh.close()
+    mapped = ShardedIndex.load(tmp_path / "sh", mmap=True)
+    assert_same_results(mapped.search(q, K), want)
+    for call in (lambda: mapped.add(x[:3]), lambda: mapped.remove([0]), lambda: mapped.save(tmp_path / "sh")):
+        with pytest.raises(ta.ReadOnlyIndexError, match="read-only"):
+            call()
+    assert len(mapped) == len(x)
+    mapped.save(tmp_path / "copy")             # a save elsewhere is a normal, writable copy
+    mapped.close()
+    copy = ShardedIndex.load(tmp_path / "copy")
+    copy.add(x[:3])
+    assert len(copy) == len(x) + 3
+    copy.close()
+    with pytest.raises(TypeError, match="mmap must be True or False, got str"):
+        ShardedIndex.load(tmp_path / "copy", mmap="yes")
+
+
 def test_add_remove_save_load_round_trip(data, tmp_path):
     x, q = data
     single = ta.Index(DIM, bits=4, metric="cosine", seed=0, keep_vectors=True)

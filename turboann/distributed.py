@@ -24,7 +24,7 @@ import numpy as np
 from . import _files, _validate
 from ._rwlock import RWLock, reading, writing
 from .index import MIN_CENTER_SAMPLE, Index, estimate_centre
-from .io import IndexFileError
+from .io import IndexFileError, ReadOnlyIndexError
 from .ivf import IVFIndex
 
 _RAY_HINT = "pip install 'turboann[ray]'"
@@ -67,10 +67,11 @@ class _Shard:
     def __init__(self, kind: str, settings: dict | None = None):
         self.index = None if settings is None else _build(kind, settings)
 
-    def load(self, path: str) -> None:
-        """Load a shard file (a method, not the constructor, so that its errors reach the caller)."""
+    def load(self, path: str, mmap: bool = False) -> None:
+        """Load a shard file (a method, not the constructor, so that its errors reach the caller);
+        mmap=True maps it (`io.load(..., mmap=True)`)."""
         from . import io
-        self.index = io.load(path)
+        self.index = io.load(path, mmap=mmap)
 
     def reset(self, kind: str, settings: dict, centroids=None) -> None:
         """Rebuild the (empty) index, e.g. with the centre or the coarse centroids now known."""
@@ -148,6 +149,7 @@ class ShardedIndex:
         self._count = 0
         self._next_id = 0
         self.last_missing_shards: tuple[int, ...] = ()
+        self._mapped_from: str | None = None   # the directory a `load(..., mmap=True)` maps
         self._actors = self._start([(self._kind, self._shard_settings())] * self.shards)
 
     @staticmethod
@@ -257,6 +259,7 @@ class ShardedIndex:
     def train(self, sample, **kwargs) -> None:
         """IVF only: fit the coarse centroids once on the driver (see `IVFIndex.train`) and give
         them to every shard. Must come before the first add."""
+        self._check_writable("train")
         self._check_untrained_ivf("train")
         self._template.train(sample, **kwargs)
         self._share_centroids("train")
@@ -265,9 +268,17 @@ class ShardedIndex:
     def set_centroids(self, centroids) -> None:
         """IVF only: give every shard these coarse centroids (nlist, dim), as `IVFIndex.set_centroids`
         (e.g. trained elsewhere, or shared with an in-process index). Must come before the first add."""
+        self._check_writable("set_centroids")
         self._check_untrained_ivf("set_centroids")
         self._template.set_centroids(centroids)
         self._share_centroids("set_centroids")
+
+    def _check_writable(self, action: str) -> None:
+        """Refuse `action` on a mapped index (`load(..., mmap=True)`), before any shard is asked."""
+        if self._mapped_from is not None:
+            raise ReadOnlyIndexError(f"{action} needs a writable index, got one mapping {self._mapped_from!r} "
+                                     f"read-only (ShardedIndex.load(..., mmap=True)); load it without mmap to "
+                                     f"change it")
 
     def _check_untrained_ivf(self, action: str) -> None:
         if self._kind != "IVFIndex":
@@ -287,6 +298,7 @@ class ShardedIndex:
         on the driver first, so a bad call changes no shard. One batched call
         per shard.
         """
+        self._check_writable("add")
         x, norms = _validate.vectors_and_norms("x", x, self.dim)
         if self._kind == "IVFIndex":
             self._template._require_trained("add")
@@ -318,6 +330,7 @@ class ShardedIndex:
         (else ids continue as in `add`). Each batch is one `add`: a bad batch
         raises after the earlier batches were added.
         """
+        self._check_writable("add_dataset")
         batch_size = _validate.integer("batch_size", batch_size, low=1)
         added = 0
         for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
@@ -393,6 +406,7 @@ class ShardedIndex:
 
         missing as in `Index.remove`: "raise" removes nothing if any id is absent.
         """
+        self._check_writable("remove")
         _validate.choice("missing", missing, ("raise", "ignore"))
         ids = _validate.ids("ids", ids)
         if ids.size == 0:
@@ -418,6 +432,9 @@ class ShardedIndex:
         reachable from every shard's node (shared storage on a cluster).
         """
         directory = os.path.abspath(os.fspath(directory))
+        if self._mapped_from is not None and os.path.realpath(directory) == os.path.realpath(self._mapped_from):
+            raise ReadOnlyIndexError(f"directory {directory!r} holds the files this index maps read-only "
+                                     f"(ShardedIndex.load(..., mmap=True)); save it elsewhere")
         os.makedirs(directory, exist_ok=True)
         token = uuid.uuid4().hex[:12]
         names = [f"shard-{s:05d}-{token}.tann" for s in range(self.shards)]
@@ -434,17 +451,28 @@ class ShardedIndex:
                 os.unlink(os.path.join(directory, name))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, *, actor_options: dict | None = None) -> "ShardedIndex":
-        """Start one actor per shard file of a save and check them against the manifest."""
+    def load(cls, directory: str | os.PathLike, *, mmap: bool = False,
+             actor_options: dict | None = None) -> "ShardedIndex":
+        """Start one actor per shard file of a save and check them against the manifest.
+
+        mmap=True: each shard maps its file (`turboann.load(..., mmap=True)`), so
+        shards on one node share the pages; the index is then read-only: train,
+        set_centroids, add, add_dataset and remove raise `ReadOnlyIndexError`
+        before any shard is asked, as does a save into the directory it maps
+        (a save elsewhere writes a normal copy).
+        """
+        if not isinstance(mmap, (bool, np.bool_)):
+            raise TypeError(f"mmap must be True or False, got {type(mmap).__name__}")
         directory = os.path.abspath(os.fspath(directory))
         manifest = _read_manifest(directory)
         self = cls.__new__(cls)
         self._lock = RWLock()
+        self._mapped_from = directory if mmap else None
         self.shards, self._kind, self._settings = manifest["shards"], manifest["kind"], manifest["settings"]
         self._actor_options = dict(actor_options or {})
         self.last_missing_shards = ()
         self._actors = self._start([(self._kind, None)] * self.shards)
-        self._gather([a.load.remote(os.path.join(directory, f["name"]))
+        self._gather([a.load.remote(os.path.join(directory, f["name"]), bool(mmap))
                       for a, f in zip(self._actors, manifest["files"])], "load")
         states = self._gather([a.state.remote(s, self.shards) for s, a in enumerate(self._actors)], "load")
         for s, (f, st) in enumerate(zip(manifest["files"], states)):
