@@ -154,6 +154,17 @@ def test_filter_follows_adds_and_removes(data):
 NO_FILTER = np.zeros(0, np.uint8)
 
 
+def _coded_blocks(rng, n, dim, bits):
+    """Random codes of n vectors in the blocked layout, with factors and the codebook:
+    (layout, packed codes, blocks, factors (n, 2) float32, centroids float32)."""
+    lay = fs.block_layout(dim, bits)
+    codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
+    blocks = np.zeros((fs.n_blocks(n), lay.rows, fs.BLOCK), np.uint8)
+    enc.write_into(codes, 0, bits, dim, enc.blocked_target(blocks, bits), 0)
+    factors = rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)
+    return lay, codes, blocks, factors, codebook.centroids(dim, bits).astype(np.float32)
+
+
 def _mask(rng, n, share):
     mask = (rng.random(n) < share).astype(np.uint8)
     mask[64:128] = 0   # two whole blocks with no allowed slot
@@ -165,12 +176,7 @@ def _mask(rng, n, share):
 def test_search_blocks_allowed_equals_reference(simd, exact):
     rng = np.random.default_rng(21)
     dim, bits, n, k = 40, 4, 300, 12
-    lay = fs.block_layout(dim, bits)
-    codes = ref.pack_codes(rng.integers(0, 1 << bits, (n, dim)), bits)
-    blocks = np.zeros((fs.n_blocks(n), lay.rows, fs.BLOCK), np.uint8)
-    enc.write_into(codes, 0, bits, dim, enc.blocked_target(blocks, bits), 0)
-    factors = rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)
-    cents = codebook.centroids(dim, bits).astype(np.float32)
+    lay, codes, blocks, factors, cents = _coded_blocks(rng, n, dim, bits)
     q = rng.standard_normal((6, dim)).astype(np.float32)
     qoff = rng.standard_normal(6)
     mask = _mask(rng, n, 0.1)
@@ -197,12 +203,7 @@ def test_search_list_blocks_allowed_equals_reference(exact):
     rng = np.random.default_rng(22)
     dim, bits, k = 40, 2, 9
     start, size, arena = np.array([0, 96, 160, 320]), np.array([70, 33, 128, 64]), 448
-    lay = fs.block_layout(dim, bits)
-    codes = ref.pack_codes(rng.integers(0, 1 << bits, (arena, dim)), bits)
-    blocks = np.zeros((fs.n_blocks(arena), lay.rows, fs.BLOCK), np.uint8)
-    enc.write_into(codes, 0, bits, dim, enc.blocked_target(blocks, bits), 0)
-    factors = rng.uniform(0.5, 1.5, (arena, 2)).astype(np.float32)
-    cents = codebook.centroids(dim, bits).astype(np.float32)
+    lay, codes, blocks, factors, cents = _coded_blocks(rng, arena, dim, bits)
     nq = 5
     q = rng.standard_normal((nq, dim)).astype(np.float32)
     qc = rng.standard_normal((nq, 4)).astype(np.float32)

@@ -28,6 +28,13 @@ def integer(name: str, value, *, low: int | None = None, high: int | None = None
     return value
 
 
+def flag(name: str, value) -> bool:
+    """A True/False argument (numpy bools too) as a bool; anything else a TypeError naming it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
+
+
 def choice(name: str, value, options) -> str:
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")

@@ -461,8 +461,7 @@ class ShardedIndex:
         before any shard is asked, as does a save into the directory it maps
         (a save elsewhere writes a normal copy).
         """
-        if not isinstance(mmap, (bool, np.bool_)):
-            raise TypeError(f"mmap must be True or False, got {type(mmap).__name__}")
+        mmap = _validate.flag("mmap", mmap)
         directory = os.path.abspath(os.fspath(directory))
         manifest = _read_manifest(directory)
         self = cls.__new__(cls)
@@ -472,7 +471,7 @@ class ShardedIndex:
         self._actor_options = dict(actor_options or {})
         self.last_missing_shards = ()
         self._actors = self._start([(self._kind, None)] * self.shards)
-        self._gather([a.load.remote(os.path.join(directory, f["name"]), bool(mmap))
+        self._gather([a.load.remote(os.path.join(directory, f["name"]), mmap)
                       for a, f in zip(self._actors, manifest["files"])], "load")
         states = self._gather([a.state.remote(s, self.shards) for s, a in enumerate(self._actors)], "load")
         for s, (f, st) in enumerate(zip(manifest["files"], states)):

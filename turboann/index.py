@@ -287,14 +287,10 @@ class Index:
             self._store = BlockedCodeStore(self._quant.code_bytes, n_factors, self._block_layout(), factor_codes=codes)
         else:
             self._store = CodeStore(self._quant.code_bytes, n_factors, factor_codes=codes)
-        if not isinstance(keep_vectors, (bool, np.bool_)):
-            raise TypeError(f"keep_vectors must be True or False, got {type(keep_vectors).__name__}")
-        self._vectors = KeptVectors(self.dim) if keep_vectors else None
+        self._vectors = KeptVectors(self.dim) if _validate.flag("keep_vectors", keep_vectors) else None
 
     def _check_compact(self, compact) -> bool:
-        if not isinstance(compact, (bool, np.bool_)):
-            raise TypeError(f"compact must be True or False, got {type(compact).__name__}")
-        if compact and (self.variant != "mse" or self.correction != "ip"):
+        if _validate.flag("compact", compact) and (self.variant != "mse" or self.correction != "ip"):
             raise ValueError(f"compact=True needs variant 'mse' and correction 'ip', got variant "
                              f"{self.variant!r} and correction {self.correction!r}")
         return bool(compact)
@@ -664,13 +660,12 @@ class Index:
         error exceeds that (the bench prints the share of queries whose top
         k equals the full-code top k). The other layouts are always exact.
         """
-        if not isinstance(exact, (bool, np.bool_)):
-            raise TypeError(f"exact must be True or False, got {type(exact).__name__}")
+        exact = _validate.flag("exact", exact)
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         allowed, shortlist = self._filter(filter, shortlist)
         with _thread_count(threads) as nthreads:
             scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed,
-                                                  guarantee=bool(exact))
+                                                  guarantee=exact)
             return self._results(q, q_exact, scores, slots, k, rerank)
 
     def _filter(self, filter, shortlist: int) -> tuple[SlotFilter | None, int]:

@@ -35,7 +35,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import _files
+from . import _files, _validate
 
 MAGIC = b"TURBOANN"
 VERSION = 3
@@ -295,9 +295,7 @@ def load(path, *, mmap: bool = False, verify: bool = False):
     are rebuilt in memory: save them again to map them whole.
     """
     path = os.fspath(path)
-    for name, value in (("mmap", mmap), ("verify", verify)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    mmap, verify = _validate.flag("mmap", mmap), _validate.flag("verify", verify)
     full = verify or not mmap
     kind, settings, arrays, size, version = _read(path, mapped=bool(mmap), verify=full)
     if kind not in _KINDS:

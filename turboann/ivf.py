@@ -210,8 +210,7 @@ class IVFIndex(Index):
         accepted for `Index.search`'s sake: the lists' scan always returns
         the probed lists' full-code top k.
         """
-        if not isinstance(exact, (bool, np.bool_)):
-            raise TypeError(f"exact must be True or False, got {type(exact).__name__}")
+        _validate.flag("exact", exact)
         nprobe = (min(DEFAULT_NPROBE, self.nlist) if nprobe is None
                   else _validate.integer("nprobe", nprobe, low=1, high=self.nlist))
         q, q_exact, k, shortlist = self._queries(q, k, rerank)

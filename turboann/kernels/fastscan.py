@@ -649,6 +649,21 @@ def _bound_terms(base, delta, err, rows):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _bound_lanes(e, o, i0, w, bias, bound, jf, side):
+    """w (base + delta S) + side (|w| err + |bias| slack) + bias for the sums (e, o) of the block at
+    slot i0: two f32x16 in split order; side +1 gives `upper_bounds`, -1 `lower_bounds`."""
+    base = _wide.splat_f32(bound[jf, 0])
+    delta = _wide.splat_f32(bound[jf, 1])
+    err = _wide.splat_f32(side * bound[jf, 2])
+    slack = _wide.splat_f32(side * _F32_SLACK)
+    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
+    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
+    ue = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
+    uo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
+    return ue, uo
+
+
+@njit(cache=True, nogil=True, inline="always")
 def upper_bounds(e, o, i0, w, bias, bound, jf):
     """The upper bounds of the block at slot i0 from its sums (e, o) (`block_sums`): two f32x16 in
     split order.
@@ -658,30 +673,14 @@ def upper_bounds(e, o, i0, w, bias, bound, jf):
     the bias is widened by _F32_SLACK of itself, like the table terms (fused
     multiply-adds round less than that allows).
     """
-    base = _wide.splat_f32(bound[jf, 0])
-    delta = _wide.splat_f32(bound[jf, 1])
-    err = _wide.splat_f32(bound[jf, 2])
-    slack = _wide.splat_f32(_F32_SLACK)
-    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
-    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
-    ue = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
-    uo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
-    return ue, uo
+    return _bound_lanes(e, o, i0, w, bias, bound, jf, np.float32(1.0))
 
 
 @njit(cache=True, nogil=True, inline="always")
 def lower_bounds(e, o, i0, w, bias, bound, jf):
     """The lower bounds matching `upper_bounds` (same inputs): w (base + delta S) - |w| err + bias -
     |bias| slack, two f32x16 in split order. A vector's exact score is at least its lower bound."""
-    base = _wide.splat_f32(bound[jf, 0])
-    delta = _wide.splat_f32(bound[jf, 1])
-    err = _wide.splat_f32(-bound[jf, 2])
-    slack = _wide.splat_f32(-_F32_SLACK)
-    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
-    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
-    le = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
-    lo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
-    return le, lo
+    return _bound_lanes(e, o, i0, w, bias, bound, jf, np.float32(-1.0))
 
 
 @njit(cache=True, nogil=True, inline="always")
