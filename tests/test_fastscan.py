@@ -75,28 +75,44 @@ def test_tables_match_reference_and_bound_the_error(bits, tail, dim):
     q = rng.standard_normal(dim).astype(np.float32)
     ftab = np.empty((2 * lay.rows, 16))
     lut = np.empty(lay.rows * 32, np.uint8)
+    res = np.empty(lay.rows * 32, np.uint8)
     off = rng.standard_normal()
-    base, delta, err, likely = fs.build_tables(q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, tail_cents,
-                                       lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
+    (base, delta, err, likely), (base2, delta2, err2, likely2) = fs.build_tables(
+        q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, res, tail_cents, lay.tail_bits,
+        lay.tail_per_nibble, lay.tail_first)
     first = lay.tail_first
-    rtab, rlut, rbase, rdelta, rerr = ref.fastscan_tables(q, cents, bits, off,
-                                                          (first, tail_cents, tail_bits) if tail else None)
+    rtab, rlut, rbase, rdelta, rerr, rres, rbase2, rdelta2, rerr2 = ref.fastscan_tables(
+        q, cents, bits, off, (first, tail_cents, tail_bits) if tail else None)
     np.testing.assert_allclose(ftab, rtab, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(lut, rlut)
-    pairs = lut.reshape(-1, 2, 16).max(axis=2).astype(int).sum(axis=1)
-    assert pairs.max() <= 255 and pairs.max() >= 250   # a row's two tables fill one byte
-    assert np.isclose(base, rbase) and np.isclose(delta, rdelta) and rerr <= err <= rerr * 1.001 + 1e-6
-    # base + delta * (u8 sum) is within err of the exact partial score of every vector
+    np.testing.assert_array_equal(res, rres)
+    nt = 2 * lay.rows
+    for tables in (lut, res):   # a row's two tables fill one byte
+        pairs = tables.reshape(-1, 2, 16).max(axis=2).astype(int).sum(axis=1)
+        assert pairs.max() <= 255 and pairs.max() >= 240
+    assert delta == rdelta and np.float32(delta) == delta and delta2 == rdelta2 and np.float32(delta2) == delta2
+    assert 125.9 < delta / delta2 <= 126.0
+    assert np.isclose(base, rbase) and np.isclose(base2, rbase2)
+    # err (err2): half a step a table, at least each table's largest rounding summed
+    assert rerr <= err <= nt * delta / 2 * (1 + 1e-9) + 1e-6 and rerr2 <= err2 <= nt * delta2 / 2 * (1 + 1e-9) + 1e-6
+    # base + delta * (u8 sum) is within err of the exact partial score of every vector, and
+    # base2 + delta * S + delta2 * (residual sum) within err2
     exact = (cents[ref.unpack_codes(codes, 0, bits, first)].astype(np.float64) @ q[:first].astype(np.float64)
              + tail_cents[ref.unpack_codes(tail_codes, 0, tail_bits, dim - first)].astype(np.float64)
              @ q[first:].astype(np.float64) + off)
-    approx = base + delta * ref.quantized_sums(blocks, 64, lut[None])[0]
+    sums = ref.quantized_sums(blocks, 64, lut[None])[0]
+    approx = base + delta * sums
+    finer = base2 + delta * sums + delta2 * ref.quantized_sums(blocks, 64, res[None])[0]
     assert np.abs(approx - exact).max() <= err
     assert np.abs(approx - exact).max() > 0.05 * err   # the bound is not vacuous
-    # the likely bound holds for these vectors and is tighter than the worst case wherever tables are many
+    assert np.abs(finer - exact).max() <= err2
+    assert np.abs(finer - exact).max() > 0.05 * err2
+    assert np.abs(finer - exact).max() < np.abs(approx - exact).max() / 20   # the residual refines
+    # the likely bounds hold for these vectors and are tighter than the worst case wherever tables are many
     assert np.abs(approx - exact).max() <= likely <= err
-    if 2 * lay.rows >= 300:   # 6 sigmas of n errors against n worst cases: 6 / sqrt(n) of err, and drift
-        assert likely < 0.5 * err
+    assert np.abs(finer - exact).max() <= likely2 <= err2
+    if nt >= 300:   # 6 sigmas of n errors against n worst cases: 6 / sqrt(n) of err, and drift
+        assert likely < 0.5 * err and likely2 < 0.5 * err2
 
 
 @njit(cache=True)

@@ -25,11 +25,12 @@ the error is at most `err` = sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
 
 Exact top k. The vector's score is w * partial + bias (w, bias: its
 factors). A vector is re-scored in float64 from the float tables only when
-its upper bound w * (base + delta * S) + bias + |w| * err reaches the k-th
-best exact score found so far. Any vector of the true top k has an upper
-bound at least its exact score, which is at least the final k-th best,
-which is at least every running k-th best: it is always re-scored, so the
-returned top k is the exact float top k (ties to the lower slot).
+its upper bound w * (base + delta * S) + bias + |w| * err, refined by the
+residual tables (`build_tables`), reaches the k best lower bounds seen and
+the k-th best exact score found so far. Any vector of the true top k has an
+upper bound at least its exact score, which is at least the final k-th
+best, which is at least both: it is always re-scored, so the returned top k
+is the exact float top k (ties to the lower slot).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import numba
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from . import _simd, _wide
 from .topk import heap_push, sorted_topk
@@ -185,39 +187,54 @@ def _add_part_tables(q, cents, bits, per_nibble, first, sub0, sub_end, ftab, lo,
     cx = coordinate_centroids(cents, bits, per_nibble)   # centroid of coordinate t of sub-code value x
     cmin = cx[0].min()
     cmax = cx[0].max()
-    for j in range(sub0, sub_end):
+    fl = ftab.reshape(-1)
+    # Unsigned flat indices and no branch in the 16-entry loops: so LLVM vectorises them (Numba's
+    # negative-index wraparound and min/max's NaN branches would keep them scalar).
+    for jj in range(sub0, sub_end):
+        j = np.uint64(jj)
         for t in range(per_nibble):
-            i = first + (j - sub0) * per_nibble + t
-            if i < d:
-                qi = np.float64(q[i])
-                for x in range(16):
-                    ftab[j, x] += qi * cx[t, x]
-                # Every combination of per-coordinate codes is some x, and
-                # float addition is monotone, so summing each coordinate's
-                # extreme term in the same order gives the table's exact
-                # extremes without scanning its 16 entries.
-                a = qi * cmin
-                b = qi * cmax
-                lo[j] += min(a, b)
-                hi[j] += max(a, b)
+            i = first + (jj - sub0) * per_nibble + t
+            qi = np.float64(q[i]) if i < d else 0.0
+            for x in range(16):
+                fl[np.uint64(16) * j + np.uint64(x)] += qi * cx[t, x]
+            # Every combination of per-coordinate codes is some x, and
+            # float addition is monotone, so summing each coordinate's
+            # extreme term in the same order gives the table's exact
+            # extremes without scanning its 16 entries.
+            a = qi * cmin
+            b = qi * cmax
+            lo[j] += a if a < b else b
+            hi[j] += b if a < b else a
 
 
 @njit(cache=True, nogil=True)
-def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, tail_bits, tail_per_nibble,
+def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, res, tail_cents, tail_bits, tail_per_nibble,
                  tail_first):
-    """Float and u8 tables of one query; returns (base, delta, err, likely).
+    """Float, u8 and residual u8 tables of one query; returns ((base, delta, err, likely),
+    (base2, delta2, err2, likely2)).
 
     q, off, cents, ftab as in `float_tables`, n_sub the sub-codes before the
     tail; tail_*: the tail's codebook and layout (`BlockLayout`), none when
-    tail_first == dim; lut (rows * 32,) uint8 out:
-    u_j[x] at 16 * j + x, with max u_2r + max u_2r+1 <= 255.
-    partial ~ base + delta * sum_j u_j, |error| <= err.
-    likely: the error a vector's estimate stays within but for a vanishing
-    share of vectors, LIKELY_SIGMAS standard deviations of a sum of one
-    rounding error per table (each at most its table's largest, so its
-    variance at most that squared, whatever the codes) plus their mean drift:
-    err adds every table's worst case, which the sum of nt roughly
+    tail_first == dim; lut (rows * 32,) uint8 out: u_j[x] at 16 * j + x,
+    with max u_2r + max u_2r+1 <= 255. partial ~ base + delta * sum_j u_j,
+    |error| <= err.
+
+    res (rows * 32,) uint8 out, laid out as lut: the u8 tables of what lut
+    leaves, for a finer estimate where the first cannot decide:
+    partial ~ base2 + delta * sum_j u_j + delta2 * sum_j r_j, |error| <= err2.
+    Rounding to the nearest step leaves each entry within delta / 2, so the
+    residual of table j lies in [m_j - delta / 2, m_j + delta / 2] and a
+    step delta2 = delta / 126 keeps a row's two residual tables in a byte.
+
+    err (err2): half a step per table, the largest any rounding leaves.
+    likely (likely2): the error a vector's estimate stays within but for a
+    vanishing share of vectors: LIKELY_SIGMAS standard deviations of a sum of
+    one rounding error per table (each at most half a step, so its variance
+    at most that squared, whatever the codes), plus the tables' mean signed
+    rounding. err adds every table's worst case, which a sum of nt roughly
     independent errors nears only for crafted codes. Never above err.
+    delta and delta2 are float32 values, so that the bounds evaluated in
+    float32 use them unrounded.
     """
     nt = ftab.shape[0]
     lo = np.empty(nt)
@@ -228,36 +245,58 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, tail_cents, 
     # largest entries must sum to <= 255: the step is set by the widest pair,
     # with room for both roundings (254 + 2 * 0.5).
     span = 0.0
+    size = 0.0
+    base = 0.0
     for r in range(nt // 2):
         span = max(span, hi[2 * r] - lo[2 * r] + hi[2 * r + 1] - lo[2 * r + 1])
-    delta = span / 254.0 if span > 0.0 else 1.0
-    base = 0.0
-    err = 0.0
-    size = 0.0
-    square = 0.0   # sum over tables of the largest squared rounding error
-    drift = 0.0    # sum over tables of the mean signed rounding error
-    uq = np.empty(16)
-    gap = np.empty(16)
     for j in range(nt):
+        size = max(size, max(abs(lo[j]), abs(hi[j])))
+        base += lo[j]
+    delta = _float32_step(span / 254.0 if span > 0.0 else 1.0)
+    delta2 = _float32_step(delta / 126.0)   # not 127: the least residual, delta / 2, would round at a tie
+    inv = 1.0 / delta
+    inv2 = 1.0 / delta2
+    half = 0.5 * delta
+    fl = ftab.reshape(-1)
+    drift = np.zeros(16)    # per entry x: the signed roundings summed over the tables
+    drift2 = np.zeros(16)
+    # Flat unsigned indices and no branch in the 16-entry loop: so LLVM vectorises it
+    # (see `_add_part_tables`).
+    for jj in range(nt):
+        j = np.uint64(jj)
         m = lo[j]
-        base += m
-        for x in range(16):   # branch-free, so that LLVM vectorises it
-            uq[x] = min(255.0, max(0.0, np.floor((ftab[j, x] - m) / delta + 0.5)))
-            gap[x] = ftab[j, x] - m - delta * uq[x]
-            lut[16 * j + x] = np.uint8(uq[x])
-        worst = 0.0
-        mean = 0.0
-        for x in range(16):
-            worst = max(worst, abs(gap[x]))
-            mean += gap[x]
-        err += worst
-        square += worst * worst
-        drift += mean / 16.0
-        size = max(size, max(abs(m), abs(hi[j])))
-    # float64 rounding of the sums that the bound compares: far below this slack
+        for xx in range(16):
+            x = np.uint64(xx)
+            i = np.uint64(16) * j + x
+            f = fl[i] - m
+            u = np.floor(f * inv + 0.5)
+            u = u if u > 0.0 else 0.0
+            u = u if u < 255.0 else 255.0
+            g = f - delta * u + half    # the residual above its least possible value, in [0, delta]
+            r = np.floor(g * inv2 + 0.5)
+            r = r if r > 0.0 else 0.0
+            r = r if r < 127.0 else 127.0
+            lut[i] = np.uint8(u)
+            res[i] = np.uint8(r)
+            drift[x] += g - half
+            drift2[x] += g - delta2 * r
+    # float64 rounding of the tables and the sums that the bound compares: far below this slack
     slack = 1e-9 * (size * nt + 1.0)
-    likely = min(err, LIKELY_SIGMAS * np.sqrt(square) + abs(drift))
-    return base, delta, err + slack, likely + slack
+    err = nt * half
+    err2 = nt * 0.5 * delta2
+    likely = min(err, LIKELY_SIGMAS * np.sqrt(nt) * half + abs(drift.sum()) / 16.0)
+    likely2 = min(err2, LIKELY_SIGMAS * np.sqrt(nt) * 0.5 * delta2 + abs(drift2.sum()) / 16.0)
+    return ((base, delta, err + slack, likely + slack),
+            (base - nt * half, delta2, err2 + slack, likely2 + slack))
+
+
+@njit(cache=True, nogil=True)
+def _float32_step(step):
+    """The least float32 value at or above step (float64), as float64."""
+    v = np.float32(step)
+    if v < step:
+        v = np.nextafter(v, np.float32(np.inf))
+    return np.float64(v)
 
 
 # -- block accumulation: u8 table sums of 32 vectors ----------------------------------
@@ -310,15 +349,20 @@ def pair_tables(lut, rows, out, at):
     shuffle, and a 32-byte load from at + 128 p + 32 h gives a ymm those of
     row 2p + h.
     """
+    # In 8-byte words: every offset is a multiple of 16 (at of PAIR_BYTES, see callers).
+    src = lut.view(np.uint64)
+    dst = out[at: at + n_pairs(rows) * PAIR_BYTES].view(np.uint64)
     for p in range(n_pairs(rows)):
         for h in range(2):
             r = 2 * p + h
             for half in range(2):
-                dst = at + PAIR_BYTES * p + 64 * half + 32 * h
-                for x in range(16):
-                    v = lut[32 * r + 16 * half + x] if r < rows else np.uint8(0)
-                    out[dst + x] = v
-                    out[dst + 16 + x] = v
+                d = (PAIR_BYTES * p + 64 * half + 32 * h) // 8
+                a = src[(32 * r + 16 * half) // 8] if r < rows else np.uint64(0)
+                b = src[(32 * r + 16 * half) // 8 + 1] if r < rows else np.uint64(0)
+                dst[d] = a
+                dst[d + 1] = b
+                dst[d + 2] = a
+                dst[d + 3] = b
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -648,19 +692,48 @@ def _bound_terms(base, delta, err, rows):
     return np.float32(base), np.float32(delta), np.float32(err + _F32_SLACK * largest)
 
 
+@njit(cache=True, nogil=True)
+def _refined_terms(base2, delta, delta2, err2, rows):
+    """`_bound_terms` of the residual estimate base2 + delta * S + delta2 * S2 (`build_tables`):
+    (base2, delta2, err2 widened for float32 evaluation) as float32."""
+    largest = abs(base2) + (delta + delta2) * 510.0 * rows + err2
+    return np.float32(base2), np.float32(delta2), np.float32(err2 + _F32_SLACK * largest)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def refined_bounds(e, o, e2, o2, i0, w, bias, bound, jf, side):
+    """`upper_bounds` (side +1) or `lower_bounds` (-1) from the block's sums (e, o) over the u8
+    tables and (e2, o2) over the residual tables: w (base2 + delta S + delta2 S2) + side (|w| err2
+    + |bias| slack) + bias, two f32x16 in split order; bound[jf] = (base, delta, err, base2,
+    delta2, err2) float32 (`_bound_terms`, `_refined_terms`)."""
+    delta = _wide.splat_f32(bound[jf, 1])
+    base2 = _wide.splat_f32(bound[jf, 3])
+    delta2 = _wide.splat_f32(bound[jf, 4])
+    pe = _wide.fma(delta2, e2, _wide.fma(delta, e, base2))
+    po = _wide.fma(delta2, o2, _wide.fma(delta, o, base2))
+    return _weighted_bounds(pe, po, i0, w, bias, bound[jf, 5], side)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weighted_bounds(pe, po, i0, w, bias, err, side):
+    """w p + side (|w| err + |bias| slack) + bias for the estimated partial scores (pe, po) of the
+    block at slot i0 (two f32x16 in split order), err (float32) their error bound."""
+    err = _wide.splat_f32(side * err)
+    slack = _wide.splat_f32(side * _F32_SLACK)
+    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
+    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
+    ue = _wide.fma(we, pe, _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
+    uo = _wide.fma(wo, po, _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
+    return ue, uo
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _bound_lanes(e, o, i0, w, bias, bound, jf, side):
     """w (base + delta S) + side (|w| err + |bias| slack) + bias for the sums (e, o) of the block at
     slot i0: two f32x16 in split order; side +1 gives `upper_bounds`, -1 `lower_bounds`."""
     base = _wide.splat_f32(bound[jf, 0])
     delta = _wide.splat_f32(bound[jf, 1])
-    err = _wide.splat_f32(side * bound[jf, 2])
-    slack = _wide.splat_f32(side * _F32_SLACK)
-    we, wo = _wide.load_f32(w, i0), _wide.load_f32(w, i0 + 16)
-    be, bo = _wide.load_f32(bias, i0), _wide.load_f32(bias, i0 + 16)
-    ue = _wide.fma(we, _wide.fma(delta, e, base), _wide.fma(_wide.fabs(we), err, _wide.fma(_wide.fabs(be), slack, be)))
-    uo = _wide.fma(wo, _wide.fma(delta, o, base), _wide.fma(_wide.fabs(wo), err, _wide.fma(_wide.fabs(bo), slack, bo)))
-    return ue, uo
+    return _weighted_bounds(_wide.fma(delta, e, base), _wide.fma(delta, o, base), i0, w, bias, bound[jf, 2], side)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -775,6 +848,102 @@ def _rescore_above_floor(b, end, upper, lower, w, bias, flat, rows, ftab, jf, hs
                 heap_push(hs, hi, score, i0 + lane)
 
 
+@njit(cache=True, nogil=True)
+def residual_sums(flat, offset, rows, tabs, t, simd, scratch):
+    """`block_sums` of one query (m = 1), called rather than inlined: the scan meets the residual
+    tables only in the few blocks the first estimate cannot rule out. Returns (e, o)."""
+    if simd == 2:   # `block_sums`, dispatched here (see there)
+        sums = _sums_avx512(flat, offset, rows, tabs, t, t, t, t, 1)
+    elif simd == 1:
+        sums = _sums_avx2(flat, offset, rows, tabs, t, t, t, t, 1)
+    else:
+        sums = _sums_portable(flat, offset, rows, tabs, t, t, t, t, 1, scratch)
+    return sums[0], sums[1]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _spread16(x):
+    """The low 16 bits of x (int64) moved to bits 0, 2, .., 30."""
+    x &= 0xFFFF
+    x = (x | (x << 8)) & 0x00FF00FF
+    x = (x | (x << 4)) & 0x0F0F0F0F
+    x = (x | (x << 2)) & 0x33333333
+    return (x | (x << 1)) & 0x55555555
+
+
+@njit(cache=True, nogil=True, inline="always")
+def lanes_reaching(values, kth):
+    """Bit l (int64) set where block lane l's value in values (32,) float32, split order, may reach
+    kth (float64): compared in float32 rounded down, so a superset that the caller checks exactly."""
+    thr = np.float32(kth)
+    if thr > kth:
+        thr = np.nextafter(thr, np.float32(-np.inf))
+    t = _wide.splat_f32(thr)
+    even = _wide.ge_mask(_wide.load_f32(values, 0), t)    # positions 0..15: the even lanes
+    odd = _wide.ge_mask(_wide.load_f32(values, 16), t)    # positions 16..31: the odd lanes
+    return _spread16(even) | (_spread16(odd) << 1)
+
+
+@njit(cache=True, nogil=True)
+def gather_candidates(b, end, upper, lower, kth, floor_s, floor_i, cand_u, cand_s, count, allowed):
+    """Candidates of the block at b: raise the floor (min-heap floor_s, floor_i of the k best lower
+    bounds seen, which the final k-th best score reaches) by the block's lower bounds, then append
+    every lane whose upper bound reaches both the floor and kth (the exact heap's root) to cand_u
+    (upper bounds, float32) and cand_s (slots, int64) from `count`; returns the new count.
+
+    upper, lower (32,) float32 in split order; slots from `end` on and
+    those `allowed` excludes are skipped. Lanes go in slot order, so the
+    candidates of a scan stay in slot order. The caller leaves room for 32.
+    Only the lanes a vector compare lets through are visited.
+    """
+    i0 = b * BLOCK
+    last = min(BLOCK, end - i0)
+    bits = lanes_reaching(lower, floor_s[0])
+    while bits:
+        lane = trailing_zeros(bits)
+        bits &= bits - 1
+        p = split_position(lane)
+        if lane < last and lower[p] > floor_s[0] and lane_allowed(allowed, i0 + lane):
+            heap_push(floor_s, floor_i, np.float64(lower[p]), i0 + lane)
+    thr = max(kth, floor_s[0])
+    bits = lanes_reaching(upper, thr)
+    while bits:
+        lane = trailing_zeros(bits)
+        bits &= bits - 1
+        p = split_position(lane)
+        if lane < last and upper[p] >= thr and lane_allowed(allowed, i0 + lane):
+            cand_u[count] = upper[p]
+            cand_s[count] = i0 + lane
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
+def drop_candidates(cand_u, cand_s, count, thr):
+    """Keep the candidates whose upper bound reaches thr, in their order; returns how many."""
+    kept = 0
+    for c in range(count):
+        if cand_u[c] >= thr:
+            cand_u[kept] = cand_u[c]
+            cand_s[kept] = cand_s[c]
+            kept += 1
+    return kept
+
+
+@njit(cache=True, nogil=True)
+def rescore_candidates(cand_u, cand_s, count, floor, flat, rows, ftab, jf, w, bias, hs, hi):
+    """Exact scores (float tables ftab[jf]) of the candidates whose upper bound reaches the floor
+    and the heap (hs, hi)'s root, pushed into the heap; candidates in slot order, so equal scores
+    keep the lower slot."""
+    for c in range(count):
+        if cand_u[c] >= floor and cand_u[c] >= hs[0]:
+            v = cand_s[c]
+            lane, at, offset = slot_place(v, rows)
+            score = np.float64(w[at]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[at]
+            if score > hs[0]:
+                heap_push(hs, hi, score, v)
+
+
 @njit(cache=True, nogil=True, inline="always")
 def estimates(totals, jt, i0, w, bias, bound, jf, est):
     """est[p] = w * (base + delta * S) + bias in float32 for position p of the block at slot i0:
@@ -824,8 +993,19 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     `block_sums` (2 zmm, 1 ymm, 0 plain loops). guarantee=True bounds each
     estimate's error by every table's worst rounding (`build_tables`' err),
     so the top k is the float top k always; False by its `likely` error,
-    which re-scores several times fewer vectors and misses a vector of the
-    float top k only if its estimate's error exceeds that.
+    which lets fewer blocks by and misses a vector of the float top k only if
+    its estimate's error exceeds that.
+
+    Three steps a block. The u8 tables bound all 32 vectors for every query
+    of the group; a query whose bounds reach max(k-th best exact score, floor)
+    sums the block again over its residual tables, whose bounds are about 126
+    times tighter; the lanes those let by become candidates, re-scored
+    exactly once the task has seen all its blocks (or when their room,
+    `candidate_room`, runs out). The floor, the k best refined lower bounds,
+    sits just below the final k-th best, so about k candidates a query are
+    re-scored, where re-scoring every lane that reaches the running k-th
+    best would re-score each new entry of a running top k (about
+    k ln(n / k) of them).
     """
     nq = qrot.shape[0]
     rows = blocks.shape[1]
@@ -837,6 +1017,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     part_s = np.full((nq, n_chunks, k), -np.inf)
     part_i = np.full((nq, n_chunks, k), -1, np.int64)
     tp = n_pairs(rows) * PAIR_BYTES
+    cap = candidate_room(k)
     for t in prange(n_groups * n_chunks):
         g = t // n_chunks
         ch = t - g * n_chunks
@@ -844,20 +1025,31 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         gq = min(group, nq - q0)
         ftab = np.empty((gq, 2 * rows, 16))
         lut = np.empty(rows * 32, np.uint8)
+        res = np.empty(rows * 32, np.uint8)
         tabs = np.empty(gq * tp, np.uint8)
-        scal = np.empty((gq, 3), np.float32)
+        tabs2 = np.empty(gq * tp if exact else 0, np.uint8)   # the residual tables (`build_tables`)
+        scal = np.empty((gq, 6), np.float32)
         for j in range(gq):
-            base, delta, err, likely = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub,
-                                                    ftab[j], lut, tail_cents, tail_bits, tail_per_nibble, tail_first)
+            (base, delta, err, likely), (base2, delta2, err2, likely2) = build_tables(
+                qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[j], lut, res, tail_cents, tail_bits,
+                tail_per_nibble, tail_first)
             pair_tables(lut, rows, tabs, j * tp)
             scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err if guarantee else likely, rows)
+            if exact:
+                pair_tables(res, rows, tabs2, j * tp)
+                scal[j, 3], scal[j, 4], scal[j, 5] = _refined_terms(base2, delta, delta2,
+                                                                    err2 if guarantee else likely2, rows)
         scratch = np.empty(4 * BLOCK, np.float32)
         totals = np.empty(4 * BLOCK, np.float32)
         upper = np.empty(BLOCK, np.float32)
         lower = np.empty(BLOCK, np.float32)
-        # the k best lower bounds of each query of the task (`_rescore_above_floor`); -inf when not exact
+        # Per query of the task: the k best lower bounds (`gather_candidates`; -inf when not exact) and
+        # the candidates, re-scored at the end or when their room runs out (`rescore_candidates`).
         floor_s = np.full((gq, k), -np.inf)
         floor_i = np.full((gq, k), -1, np.int64)
+        cand_u = np.empty((gq, cap if exact else 0), np.float32)
+        cand_s = np.empty((gq, cap if exact else 0), np.int64)
+        count = np.zeros(gq, np.int64)
         w, bias = wsplit[0], wsplit[1]
         for at in range(ch * step, min(nb, (ch + 1) * step)):
             b = scan[at]
@@ -874,20 +1066,37 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
                     sums = _sums_portable(flat, b * rows * BLOCK, rows, tabs, t0, t1, t2, t3, m, scratch)
                 for j in range(m):
                     q = q0 + j0 + j
-                    ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
-                    if not reaches(ue, uo, max(part_s[q, ch, 0], floor_s[j0 + j, 0])):
+                    jj = j0 + j
+                    ue, uo = upper_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, jj)
+                    kth = max(part_s[q, ch, 0], floor_s[jj, 0])
+                    if not reaches(ue, uo, kth):
                         continue
                     if exact:
+                        e2, o2 = residual_sums(flat, b * rows * BLOCK, rows, tabs2, jj * tp, simd, scratch)
+                        ue, uo = refined_bounds(sums[2 * j], sums[2 * j + 1], e2, o2, b * BLOCK, w, bias, scal, jj,
+                                                np.float32(1.0))
+                        if not reaches(ue, uo, kth):
+                            continue
                         store_upper(ue, uo, upper)
-                        le, lo = lower_bounds(sums[2 * j], sums[2 * j + 1], b * BLOCK, w, bias, scal, j0 + j)
+                        le, lo = refined_bounds(sums[2 * j], sums[2 * j + 1], e2, o2, b * BLOCK, w, bias, scal, jj,
+                                                np.float32(-1.0))
                         store_upper(le, lo, lower)
-                        _rescore_above_floor(b, n, upper, lower, w, bias, flat, rows, ftab, j0 + j, part_s[q, ch],
-                                             part_i[q, ch], floor_s[j0 + j], floor_i[j0 + j], allowed)
+                        if count[jj] > cap - BLOCK:   # room for the block: drop what the floor rules out,
+                            count[jj] = drop_candidates(cand_u[jj], cand_s[jj], count[jj], kth)
+                            if count[jj] > cap // 2:   # and if that frees too little, re-score them now
+                                rescore_candidates(cand_u[jj], cand_s[jj], count[jj], floor_s[jj, 0], flat, rows,
+                                                   ftab, jj, w, bias, part_s[q, ch], part_i[q, ch])
+                                count[jj] = 0
+                        count[jj] = gather_candidates(b, n, upper, lower, part_s[q, ch, 0], floor_s[jj],
+                                                      floor_i[jj], cand_u[jj], cand_s[jj], count[jj], allowed)
                     else:
                         store_sums(sums[2 * j], sums[2 * j + 1], totals, 0)
-                        push_estimates(b, n, totals, 0, w, bias, scal, j0 + j, 0.0, part_s[q, ch], part_i[q, ch],
+                        push_estimates(b, n, totals, 0, w, bias, scal, jj, 0.0, part_s[q, ch], part_i[q, ch],
                                        upper, allowed)
                 j0 += m
+        for j in range(gq if exact else 0):
+            rescore_candidates(cand_u[j], cand_s[j], count[j], floor_s[j, 0], flat, rows, ftab, j, w, bias,
+                               part_s[q0 + j, ch], part_i[q0 + j, ch])
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
     tmp = np.empty(k)
@@ -895,6 +1104,13 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         sorted_topk(part_s[q].ravel(), part_i[q].ravel(), k, tmp, out_i[q])
         out_s[q] = tmp
     return out_s, out_i
+
+
+@njit(cache=True, nogil=True)
+def candidate_room(k):
+    """Candidates held per query before `search_blocks` drops or re-scores them: a scan in random
+    order meets about k ln(n / k) new entries of its running top k, and a few blocks more."""
+    return 8 * k + 4 * BLOCK
 
 
 # Scratch bytes of the per-chunk heaps of `_score_slots_direct` at most (chunks x queries x k).
@@ -975,7 +1191,8 @@ def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibb
     for q in prange(nq):
         ftab = np.empty((1, 2 * rows, 16))
         lut = np.empty(rows * 32, np.uint8)
-        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, tail_cents, tail_bits,
+        res = np.empty(rows * 32, np.uint8)
+        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, res, tail_cents, tail_bits,
                      tail_per_nibble, tail_first)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)

@@ -15,6 +15,9 @@ nearness, so the running k-th best exact score would rise slowly and many
 vectors would be re-scored early. Instead each query keeps the k best lower
 bounds of its quantized scores (their root, tau, is at most the final k-th
 best exact score) and records every vector whose upper bound reaches tau.
+The bounds of a block the u8 tables let by are refined by the residual
+tables (`fastscan.build_tables`), about 126 times tighter, so tau sits just
+below the k-th best and few vectors are recorded.
 Afterwards each query re-scores its recorded vectors in order of falling
 upper bound, stopping at the first whose bound is below its k-th best exact
 score. Every vector of the exact top k is recorded (its upper bound is at
@@ -35,17 +38,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _exact_partial, _sums_avx2, _sums_avx512, _sums_portable,
-                       block_allowed, build_tables, coordinate_centroids, direct_partial, estimates, float_tables,
-                       lane_allowed, n_pairs, pair_tables, reaches, slot_place, split_position, store_sums,
-                       store_upper, upper_bounds)
+from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _exact_partial, _refined_terms, _sums_avx2, _sums_avx512,
+                       _sums_portable, block_allowed, build_tables, coordinate_centroids, direct_partial, estimates,
+                       float_tables, lane_allowed, n_pairs, pair_tables, reaches, refined_bounds, residual_sums,
+                       slot_place, split_position, store_sums, store_upper, upper_bounds)
 from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
 
 _RESERVOIR = 4   # reservoir entries per shortlist place: a cut costs O(size) and frees size - k
 
 
-# Bytes of per-query state a batch may hold: u8 tables, and records or reservoir
+# Bytes of per-query state a batch may hold: u8 and residual tables, and records or reservoir
 # (records of 24 B, `_records_cap`, or 4k estimates of 16 B, a query).
 _BATCH_BYTES = 64 << 20
 
@@ -53,7 +56,7 @@ _BATCH_BYTES = 64 << 20
 def batch_size(nq: int, threads: int, k: int, rows: int) -> int:
     """Queries per list-major batch: two batches a thread, so that a thread the OS runs less does
     less, and no more than `_BATCH_BYTES` of state (long shortlists, k ~ 10^4, need small batches)."""
-    per_query = 32 * rows + 24 * _records_cap(k)
+    per_query = 2 * PAIR_BYTES * -(-rows // 2) + 24 * _records_cap(k)
     return max(1, min(nq, 1024, -(-nq // (2 * threads)), _BATCH_BYTES // per_query))
 
 
@@ -170,17 +173,23 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     flat = blocks.reshape(-1)
     probes = np.empty((nb, nprobe), np.int64)
     lut = np.empty(rows * 32, np.uint8)
+    res = np.empty(rows * 32, np.uint8)
     tp = n_pairs(rows) * PAIR_BYTES
     tabs = np.empty(nb * tp, np.uint8)
-    scal = np.empty((nb, 3), np.float32)
+    tabs2 = np.empty(nb * tp if exact else 0, np.uint8)   # the residual tables (`fastscan.build_tables`)
+    scal = np.empty((nb, 6), np.float32)
     ftab = np.empty((1, 2 * rows, 16))
     keys = np.empty(nprobe, np.float32)
     for j in range(nb):
         nearest_lists(qc[q0 + j], cnorm2, probe_l2, keys, probes[j])
-        base, delta, err, _ = build_tables(qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut,
-                                        cents, bits, per_nibble, qrot.shape[1])
+        (base, delta, err, _), (base2, delta2, err2, _) = build_tables(
+            qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut, res, cents, bits, per_nibble,
+            qrot.shape[1])
         pair_tables(lut, rows, tabs, j * tp)
         scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
+        if exact:
+            pair_tables(res, rows, tabs2, j * tp)
+            scal[j, 3], scal[j, 4], scal[j, 5] = _refined_terms(base2, delta, delta2, err2, rows)
     first, by_list = _queries_by_list(probes, list_start.shape[0])
 
     # Per query: a min-heap of the k best lower bounds (root: tau) and the
@@ -202,6 +211,7 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     scratch = np.empty(4 * BLOCK, np.float32)
     totals = np.empty(4 * BLOCK, np.float32)
     upper = np.empty(BLOCK, np.float32)
+    lower = np.empty(BLOCK, np.float32)
     for l in range(list_start.shape[0]):
         end = list_start[l] + list_size[l]
         g = first[l]
@@ -227,16 +237,24 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                     # kth - shift rounds in float64, far inside the bound's float32 slack
                     if not reaches(ue, uo, (low_s[qj, 0] if exact else thr[qj]) - shifts[j]):
                         continue
-                    store_upper(ue, uo, upper)
-                    store_sums(sums[2 * j], sums[2 * j + 1], totals, j)
                     if not exact:
+                        store_sums(sums[2 * j], sums[2 * j + 1], totals, j)
                         _reserve_estimates(b, end, j, qj, k, shifts[j], totals, w, bias, scal, res_s, res_i,
                                            n_rec, thr, upper, allowed)
-                    else:
+                    else:   # the finer bounds of the residual tables, for the few blocks the first lets by
+                        e2, o2 = residual_sums(flat, b * rows * BLOCK, rows, tabs2, qj * tp, simd, scratch)
+                        ue, uo = refined_bounds(sums[2 * j], sums[2 * j + 1], e2, o2, b * BLOCK, w, bias, scal, qj,
+                                                np.float32(1.0))
+                        if not reaches(ue, uo, low_s[qj, 0] - shifts[j]):
+                            continue
+                        store_upper(ue, uo, upper)
+                        le, lo = refined_bounds(sums[2 * j], sums[2 * j + 1], e2, o2, b * BLOCK, w, bias, scal, qj,
+                                                np.float32(-1.0))
+                        store_upper(le, lo, lower)
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
-                        _record_block(b, end, j, qj, shifts[j], totals, upper, w, bias, scal, low_s,
-                                      low_i, rec_slot, rec_up, rec_shift, n_rec, allowed)
+                        _record_block(b, end, qj, shifts[j], upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift,
+                                      n_rec, allowed)
             g += cnt
 
     hs = np.empty(k)
@@ -283,23 +301,20 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
 
 
 @njit(cache=True, nogil=True)
-def _record_block(b, end, j, qj, shift, totals, upper, w, bias, scal, low_s, low_i,
-                  rec_slot, rec_up, rec_shift, n_rec, allowed):
+def _record_block(b, end, qj, shift, upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift, n_rec, allowed):
     """Record the block's vectors (slots below `end` that `allowed` lets through) whose upper bound
     reaches query qj's tau, and push their lower bounds into its heap (low_s, low_i).
 
-    upper: the block's upper bounds (`fastscan.upper_bounds`) for totals[32 j: 32 j + 32] (float32 sums).
+    upper, lower (32,) float32: the block's bounds (`fastscan.refined_bounds`), in split order;
+    shift (float64) is added to both.
     """
     i0 = b * BLOCK
-    base, delta, err = np.float64(scal[qj, 0]), np.float64(scal[qj, 1]), np.float64(scal[qj, 2])
     for lane in range(min(BLOCK, end - i0)):
         p = split_position(lane)
         up = np.float64(upper[p]) + shift
         if up < low_s[qj, 0] or not lane_allowed(allowed, i0 + lane):
             continue
-        # The upper bound's terms, with -|w| err: float64 keeps it inside err's float32 slack.
-        low = (np.float64(w[i0 + p]) * (base + delta * np.float64(totals[BLOCK * j + p]))
-               - abs(np.float64(w[i0 + p])) * err + np.float64(bias[i0 + p]) + shift)
+        low = np.float64(lower[p]) + shift   # kth - shift rounds in float64, far inside the bound's slack
         if low > low_s[qj, 0]:
             heap_push(low_s[qj], low_i[qj], low, i0 + lane)
         r = n_rec[qj]

@@ -190,10 +190,17 @@ def _sub_code_tables(q: np.ndarray, cents: np.ndarray, bits: int) -> np.ndarray:
     return np.einsum("jt,tx->jx", qp, cents.astype(np.float64)[codes])
 
 
-def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.0, tail=None):
-    """Twin of `fastscan.build_tables`: (float tables (2 * rows, 16), u8 (rows * 32,), base, delta, err).
+def _float32_step(step: float) -> float:
+    """The least float32 value at or above step, as a float."""
+    v = np.float32(step)
+    return float(np.nextafter(v, np.float32(np.inf)) if float(v) < step else v)   # compared in float64
 
-    err here is the bare bound sum_j max_x |T_j[x] - m_j - delta * u_j[x]|.
+
+def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.0, tail=None):
+    """Twin of `fastscan.build_tables`: (float tables (2 * rows, 16), u8 (rows * 32,), base, delta,
+    err, residual u8 (rows * 32,), base2, delta2, err2).
+
+    err and err2 here are the bare bounds sum_j max_x |rounding| of the two steps.
     tail: None, or (first, tail_cents, tail_bits) for coordinates first.. at tail_bits.
     """
     if tail is not None:   # the tail's sub-codes follow the others'
@@ -206,10 +213,18 @@ def fastscan_tables(q: np.ndarray, cents: np.ndarray, bits: int, off: float = 0.
     tables = np.pad(tables, ((0, len(tables) % 2), (0, 0)))
     lo = tables.min(axis=1)
     span = (tables.max(axis=1) - lo).reshape(-1, 2).sum(axis=1).max()   # rows of two tables share a byte
-    delta = span / 254.0 if span > 0 else 1.0
-    u = np.clip(np.floor((tables - lo[:, None]) / delta + 0.5), 0, 255)
-    err = np.abs(tables - lo[:, None] - delta * u).max(axis=1).sum()
-    return tables, u.astype(np.uint8).ravel(), lo.sum(), delta, err
+    delta = _float32_step(span / 254.0 if span > 0 else 1.0)
+    u = np.clip(np.floor((tables - lo[:, None]) * (1.0 / delta) + 0.5), 0, 255)   # as the kernel: by the inverse
+    gap = tables - lo[:, None] - delta * u
+    err = np.abs(gap).max(axis=1).sum()
+    # the residual above its least possible value lo - delta / 2, in steps of delta2
+    delta2 = _float32_step(delta / 126.0)
+    g = gap + 0.5 * delta
+    r = np.clip(np.floor(g * (1.0 / delta2) + 0.5), 0, 127)
+    err2 = np.abs(g - delta2 * r).max(axis=1).sum()
+    base = lo.sum()
+    return (tables, u.astype(np.uint8).ravel(), base, delta, err, r.astype(np.uint8).ravel(),
+            base - len(tables) * 0.5 * delta, delta2, err2)
 
 
 def quantized_sums(blocks: np.ndarray, n: int, luts: np.ndarray) -> np.ndarray:
@@ -228,7 +243,7 @@ def fastscan_estimates(blocks: np.ndarray, n: int, factors: np.ndarray, q: np.nd
     out = np.empty((len(q), n), np.float32)
     bias = factors[:n, 1] if factors.shape[1] > 1 else np.zeros(n, np.float32)
     for i in range(len(q)):
-        _, lut, base, delta, _ = fastscan_tables(q[i], cents, bits, qoff[i])
+        _, lut, base, delta, *_ = fastscan_tables(q[i], cents, bits, qoff[i])
         sums = quantized_sums(blocks, n, lut[None])[0].astype(np.float32)
         out[i] = factors[:n, 0] * (np.float32(base) + np.float32(delta) * sums) + bias
     return out
