@@ -760,11 +760,18 @@ def lower_bounds(e, o, i0, w, bias, bound, jf):
 def reaches(ue, uo, kth):
     """Whether any of the 32 upper bounds (ue, uo) reaches kth (float64, compared in float32 rounded
     down, never up)."""
+    t = _wide.splat_f32(_below32(kth))
+    return (_wide.ge_mask(ue, t) | _wide.ge_mask(uo, t)) != 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _below32(kth):
+    """kth (float64) as the float32 at or below it: a float32 compare against it lets by every
+    value that reaches kth."""
     thr = np.float32(kth)
     if thr > kth:
         thr = np.nextafter(thr, np.float32(-np.inf))
-    t = _wide.splat_f32(thr)
-    return (_wide.ge_mask(ue, t) | _wide.ge_mask(uo, t)) != 0
+    return thr
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -810,45 +817,6 @@ def active_blocks(allowed, n):
 
 
 @njit(cache=True, nogil=True)
-def _rescore_block(b, end, upper, w, bias, flat, rows, ftab, jf, shift, hs, hi, allowed):
-    """Exact scores of the block's vectors whose upper bound reaches the heap (hs, hi)'s k-th best.
-
-    Slots from `end` on, and those `allowed` excludes (`lane_allowed`), are
-    skipped; shift (float64) is added to every score and bound.
-    """
-    i0 = b * BLOCK
-    offset = b * rows * BLOCK
-    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
-        p = split_position(lane)
-        if upper[p] + shift >= hs[0] and lane_allowed(allowed, i0 + lane):
-            score = (np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
-                     + shift)
-            if score > hs[0]:
-                heap_push(hs, hi, score, i0 + lane)
-
-
-@njit(cache=True, nogil=True)
-def _rescore_above_floor(b, end, upper, lower, w, bias, flat, rows, ftab, jf, hs, hi, ls, li, allowed):
-    """`_rescore_block` (no shift) that first raises the floor: the k best lower bounds seen (min-heap
-    ls, li) whose root every vector of the final top k reaches (k vectors score at least their lower
-    bounds, so the final k-th best is at least the k-th best lower bound). A vector is re-scored only
-    if its upper bound reaches both roots: with the floor, the first blocks of a scan re-score about
-    k vectors instead of all while the exact heap fills."""
-    i0 = b * BLOCK
-    for lane in range(min(BLOCK, end - i0)):
-        p = split_position(lane)
-        if lower[p] > ls[0] and lane_allowed(allowed, i0 + lane):
-            heap_push(ls, li, np.float64(lower[p]), i0 + lane)
-    offset = b * rows * BLOCK
-    for lane in range(min(BLOCK, end - i0)):   # slot order, so equal scores keep the lower slot
-        p = split_position(lane)
-        if upper[p] >= hs[0] and upper[p] >= ls[0] and lane_allowed(allowed, i0 + lane):
-            score = np.float64(w[i0 + p]) * _exact_partial(flat, offset, rows, lane, ftab, jf) + bias[i0 + p]
-            if score > hs[0]:
-                heap_push(hs, hi, score, i0 + lane)
-
-
-@njit(cache=True, nogil=True)
 def residual_sums(flat, offset, rows, tabs, t, simd, scratch):
     """`block_sums` of one query (m = 1), called rather than inlined: the scan meets the residual
     tables only in the few blocks the first estimate cannot rule out. Returns (e, o)."""
@@ -875,10 +843,7 @@ def _spread16(x):
 def lanes_reaching(values, kth):
     """Bit l (int64) set where block lane l's value in values (32,) float32, split order, may reach
     kth (float64): compared in float32 rounded down, so a superset that the caller checks exactly."""
-    thr = np.float32(kth)
-    if thr > kth:
-        thr = np.nextafter(thr, np.float32(-np.inf))
-    t = _wide.splat_f32(thr)
+    t = _wide.splat_f32(_below32(kth))
     even = _wide.ge_mask(_wide.load_f32(values, 0), t)    # positions 0..15: the even lanes
     odd = _wide.ge_mask(_wide.load_f32(values, 16), t)    # positions 16..31: the odd lanes
     return _spread16(even) | (_spread16(odd) << 1)
