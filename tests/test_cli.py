@@ -304,6 +304,9 @@ def bad(files):
     (["datasets", "info", "{not_ann}"], "not an ann-benchmarks file"),
     (["datasets", "convert", "{text}", "{text}", "{root}/c.hdf5", "--distance", "angular"],
      "unknown vector file type"),
+    (["warmup", "--bits", "0,4"], "Invalid value for '--bits'"),
+    (["warmup", "--kinds", "hnsw"], "Invalid value for '--kinds'"),
+    (["warmup", "--jobs", "0"], "Invalid value for '--jobs'"),
     (["nonsense"], "No such command 'nonsense'"),
 ])
 def test_errors_are_one_line(files, bad, args, message):

@@ -1,4 +1,4 @@
-"""The `turboann` command line: build, search, report, datasets.
+"""The `turboann` command line: build, search, report, datasets, warmup.
 
 Thin: every command parses its options, calls the library (Index, io,
 datasets, report, eval) and prints. Every error is one line on stderr,
@@ -475,6 +475,24 @@ def datasets_convert(train, test, out, distance, ground_truth, k):
     info = ds.convert(train, test, out, distance, ground_truth=ground_truth, k=k, on_progress=_note)
     click.echo(f"wrote {out}: train {info['n']:,} x {info['dim']}, test {info['queries']:,}, "
                f"{info['k']} neighbours, {info['distance']}")
+
+
+@cli.command()
+@click.option("--bits", type=_IntList(1, 8), default="1,2,3,4,5,6,7,8", show_default=True, help="bit widths")
+@click.option("--kinds", type=click.Choice(["all", "flat", "ivf"]), default="all", show_default=True,
+              help="Index (flat), IVFIndex (ivf) or both")
+@click.option("--jobs", type=click.IntRange(1, None), default=None,
+              help="processes compiling at once [default: the CPUs this process may use]")
+def warmup(bits, kinds, jobs):
+    """Compile the search and add kernels into Numba's cache, once per machine.
+
+    Without it the first add and search of each new kind of index compile
+    them (minutes in all); after it, a new process starts in about a second.
+    """
+    from . import warmup as _warmup
+    chosen = _warmup.KINDS if kinds == "all" else (kinds,)
+    total = _warmup.warmup(bits=bits, kinds=chosen, jobs=jobs, report=_note)
+    click.echo(f"compiled the kernels of {', '.join(chosen)} at bits {','.join(map(str, bits))} in {total:.0f} s")
 
 
 def main() -> None:

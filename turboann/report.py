@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 
 from . import _machine, _validate
-from ._files import write_text
+from ._files import atomic_path, write_text
 from . import eval as ev
 from .datasets import Dataset
 
@@ -408,9 +408,10 @@ def plot_recall_vs_bytes(report: Report, path) -> None:
 # -- files ------------------------------------------------------------------------------------------------
 
 def _write_plot(plot, report: Report, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    plot(report, tmp)
-    os.replace(tmp, path)
+    """Draw `plot` of report into `path` atomically; through an open file, which matplotlib writes as PNG
+    whatever the temp name ends with."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        plot(report, f)
 
 
 def write_report(report: Report, directory) -> dict[str, Path]:
