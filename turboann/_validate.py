@@ -18,6 +18,8 @@ MAX_ID = np.iinfo(np.int64).max - 1
 
 def integer(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
     """Return `value` as a Python int, or raise naming `name`."""
+    if type(value) is int and (low is None or value >= low) and (high is None or value <= high):
+        return value   # the common case, without the ABC check below
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     value = int(value)
@@ -53,8 +55,7 @@ def vectors(name: str, x, dim: int, *, allow_empty: bool = True) -> np.ndarray:
 def real_array(name: str, x) -> np.ndarray:
     """`x` as an array of real numbers (any float or int dtype), not yet converted."""
     arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype.kind not in "fiu":   # float, signed or unsigned int (not bool, complex, object, ...)
         raise TypeError(f"{name} must hold real numbers (float or int), got dtype {arr.dtype}")
     return arr
 
@@ -91,6 +92,8 @@ def finite_rows(name: str, norms: np.ndarray, rows: np.ndarray | None = None) ->
     With the rows themselves (n, dim) float32, a finite row whose norm is not
     (it overflowed float32 on the way, say once rotated) gets its own message.
     """
+    if np.isfinite(norms.sum()):   # one reduction: a sum of finite non-negative norms is finite
+        return
     finite = np.isfinite(norms)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])

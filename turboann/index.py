@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numba
 import numpy as np
@@ -73,18 +73,25 @@ def set_num_threads(n: int) -> None:
     numba.set_num_threads(_validate.integer("n", n, low=1, high=numba.config.NUMBA_NUM_THREADS))
 
 
-@contextmanager
-def _thread_count(threads):
-    if threads is None:
-        yield numba.get_num_threads()
-        return
-    threads = _validate.integer("threads", threads, low=1, high=numba.config.NUMBA_NUM_THREADS)
-    old = numba.get_num_threads()
-    numba.set_num_threads(threads)
-    try:
-        yield threads
-    finally:
-        numba.set_num_threads(old)
+class _ThreadCount:
+    """`with _ThreadCount(threads) as n:` runs the block with Numba's pool at `threads` (None: as set)
+    and yields the count; a class, not a generator context, since a 1-query search pays its cost."""
+
+    __slots__ = ("threads", "old")
+
+    def __init__(self, threads):
+        self.old = numba.get_num_threads()
+        self.threads = self.old if threads is None else _validate.integer(
+            "threads", threads, low=1, high=numba.config.NUMBA_NUM_THREADS)
+
+    def __enter__(self) -> int:
+        if self.threads != self.old:
+            numba.set_num_threads(self.threads)
+        return self.threads
+
+    def __exit__(self, *exc) -> None:
+        if self.threads != self.old:
+            numba.set_num_threads(self.old)
 
 
 def _one_task_a_time(nthreads: int):
@@ -519,6 +526,9 @@ class Index:
     def _set_mean(self, mean: np.ndarray | None) -> None:
         """Install the centre: translate by it under l2, centre directions on it otherwise."""
         self._mean = mean
+        # float64 mean and its squared norm: what `_finish` adds back to every translated score
+        self._mean64 = None if mean is None else mean.astype(np.float64)
+        self._mean_sq = None if mean is None else self._mean64 @ self._mean64
         self._translate, self._centre, self._gain = self._centring(mean)
         self._centroid_table = self._quant.centroid_table_for(self._gain)
         self._dot_book = self._dot_codebook()
@@ -663,7 +673,7 @@ class Index:
         exact = _validate.flag("exact", exact)
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         allowed, shortlist = self._filter(filter, shortlist)
-        with _thread_count(threads) as nthreads:
+        with _ThreadCount(threads) as nthreads:
             scores, slots = self._search_prepared(q, shortlist, nthreads, exact=rerank is None, allowed=allowed,
                                                   guarantee=exact)
             return self._results(q, q_exact, scores, slots, k, rerank)
@@ -823,8 +833,8 @@ class Index:
     def _finish(self, q: np.ndarray, scores: np.ndarray, slots: np.ndarray):
         """Map slots to ids and turn kernel scores into the metric's D."""
         found = slots >= 0
-        I = np.full(slots.shape, -1, np.int64)
-        I[found] = self._store.ids[slots[found]]
+        ids = self._store.ids
+        I = np.where(found, ids.take(slots, mode="clip"), -1) if ids.size else np.full(slots.shape, -1, np.int64)
         D = scores.astype(np.float64)
         if self.metric == "l2":
             qn = _enc.row_norms(q) ** 2
@@ -832,8 +842,7 @@ class Index:
             D[~found] = np.inf
         else:
             if self._translate is not None:   # <q, x> = <q - m, x - m> + <m, x - m> + <q, m>, q here q - m
-                m = self._mean.astype(np.float64)
-                D += (q.astype(np.float64) @ m + m @ m)[:, None]
+                D += (q.astype(np.float64) @ self._mean64 + self._mean_sq)[:, None]
             D[~found] = -np.inf
         return D.astype(np.float32), I
 

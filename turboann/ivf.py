@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _blas, _validate, index_file, io
 from ._rwlock import reading, writing
-from .index import _NO_FILTER, Index, _score_directly, _thread_count
+from .index import _NO_FILTER, Index, _score_directly, _ThreadCount
 from .invlists import BlockedInvertedLists, InvertedLists, arena_runs
 from .kernels import dot as _dot
 from .kernels import fastscan as _fs
@@ -216,7 +216,7 @@ class IVFIndex(Index):
         q, q_exact, k, shortlist = self._queries(q, k, rerank)
         allowed, shortlist = self._filter(filter, shortlist)
         self._require_trained("search")
-        with _thread_count(threads):
+        with _ThreadCount(threads):
             if allowed is not None and not allowed.slots.size:
                 scores = np.full((q.shape[0], shortlist), -np.inf, np.float32)
                 positions = np.full((q.shape[0], shortlist), -1, np.int64)
