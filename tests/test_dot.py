@@ -117,7 +117,7 @@ def test_index_flat_search_is_the_float_top_k(bits, metric):
     idx.add(x)
     D, I = idx.search(q, 7)
     qq, _, _, _ = idx._queries(q, 7, None)
-    qrot, qoff, cents = idx._fastscan_queries(qq)
+    (qrot, qoff), cents = idx._fastscan_queries(qq), idx._head_codebook()
     scores = _reference_scores(cents, idx._store.codes, idx._store.factors, qrot, qoff, bits)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :7]
     np.testing.assert_array_equal(I, idx.ids[order])
@@ -149,7 +149,7 @@ def test_ivf_flat_lists_match_the_float_table_scan(metric, bits):
     want_s, want_i = search_lists(lists.codes, lists.factors, lists.start, lists.size, qc, ivf._cnorm2,
                                   metric != "ip", ivf._list_bias_mult(), 3, *ivf._segment_values(qq),
                                   ivf._centroid_table, *ivf._quant.plan, 5, np.zeros(0, np.uint8))
-    qrot, qoff, cents = ivf._fastscan_queries(qq)
+    (qrot, qoff), cents = ivf._fastscan_queries(qq), ivf._head_codebook()
     book = ivf._dot_book
     p = dot.dot_queries(qrot, qoff, book)
     for simd in LEVELS:
@@ -259,7 +259,7 @@ def test_ivf_lists_with_allowed_positions_give_the_restricted_ranking():
     qq, _, _, _ = ivf._queries(q, 5, None)
     qc = np.ascontiguousarray(qq @ ivf._centroids.T, dtype=np.float32)
     lists = ivf._store
-    qrot, qoff, cents = ivf._fastscan_queries(qq)
+    (qrot, qoff), cents = ivf._fastscan_queries(qq), ivf._head_codebook()
     book = ivf._dot_book
     p = dot.dot_queries(qrot, qoff, book)
     arena = lists.codes.shape[0]

@@ -20,9 +20,9 @@ PATHS = list(_simd.RUNNABLE)   # avx512 runs in ymm halves on an AVX2 CPU
 
 
 def _code(cents, bits, lay, tail_cents=None):
-    """The code arguments of `fastscan.search_blocks`: codebook, layout and tail (none by default)."""
-    return (cents, bits, lay.per_nibble, lay.head_sub, cents if tail_cents is None else tail_cents,
-            lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
+    """The `fastscan.BlockCodebook` of codes laid out as lay (bits is lay's), with no tail by default."""
+    assert bits == lay.bits
+    return fs.block_codebook(lay, cents, tail_cents)
 
 
 def _random_blocks(rng, n, dim, bits):
@@ -78,8 +78,7 @@ def test_tables_match_reference_and_bound_the_error(bits, tail, dim):
     res = np.empty(lay.rows * 32, np.uint8)
     off = rng.standard_normal()
     (base, delta, err, likely), (base2, delta2, err2, likely2) = fs.build_tables(
-        q, off, cents, bits, lay.per_nibble, lay.head_sub, ftab, lut, res, tail_cents, lay.tail_bits,
-        lay.tail_per_nibble, lay.tail_first)
+        q, off, _code(cents, bits, lay, tail_cents), ftab, lut, res)
     first = lay.tail_first
     rtab, rlut, rbase, rdelta, rerr, rres, rbase2, rdelta2, rerr2 = ref.fastscan_tables(
         q, cents, bits, off, (first, tail_cents, tail_bits) if tail else None)
@@ -182,7 +181,7 @@ def test_search_blocks_is_exact_top_k(path, n_chunks, group, guarantee):
     q = rng.standard_normal((9, dim)).astype(np.float32)
     q[8] = cents[ref.unpack_codes(codes[5:6], 0, bits, dim)[0]]   # its best match is the tie group
     qoff = rng.standard_normal(9)
-    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, _code(cents, bits, lay),
                             k, n_chunks, group, fs.simd_level(path), True, np.zeros(0, np.uint8), guarantee)
     full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
              + qoff[:, None]) * factors[:, 0] + factors[:, 1])
@@ -202,12 +201,12 @@ def test_search_blocks_by_estimate(path):
     cents = codebook.centroids(dim, bits).astype(np.float32)
     q = rng.standard_normal((9, dim)).astype(np.float32)
     qoff = rng.standard_normal(9)
-    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, _code(cents, bits, lay),
                             k, 1, 4, fs.simd_level(path), False, np.zeros(0, np.uint8))
     want_s, want_i = ref.topk(ref.fastscan_estimates(blocks, n, factors, q, qoff, cents, bits), k)
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
-    exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *_code(cents, bits, lay),
+    exact_i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, _code(cents, bits, lay),
                                k, 1, 4, fs.simd_level(path), True, np.zeros(0, np.uint8))[1]
     assert (exact_i != i).any()   # the estimate does rank differently: the flag is not a no-op
 
@@ -359,7 +358,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     cnorm2 = rng.random(nlist).astype(np.float32)
     qoff = rng.standard_normal(nq)
     args = (start, size, qc, cnorm2, probe_l2, mult, 3, q, qoff, cents, bits)
-    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
+    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args[:-2], fs.block_codebook(lay, cents), k,
                                      batch, fs.simd_level(path), True, np.zeros(0, np.uint8))
     want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k)
     np.testing.assert_array_equal(i, want_i)
@@ -367,7 +366,7 @@ def test_search_list_blocks_equals_reference(path, bits, dim, probe_l2, mult, ba
     inside = np.concatenate([np.arange(a, a + m) for a, m in zip(start, size)])
     assert np.isin(i[i >= 0], inside).all()   # never a padding slot or a slot between lists
     # exact=False: the top k of the probed lists by the u8-table estimate
-    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args, lay.per_nibble, lay.n_sub, k,
+    s, i = ivf_fs.search_list_blocks(blocks, fs.split_factors(factors, arena), *args[:-2], fs.block_codebook(lay, cents), k,
                                      batch, fs.simd_level(path), False, np.zeros(0, np.uint8))
     est = np.full((nq, arena), -np.inf)
     every = ref.fastscan_estimates(blocks, arena, factors, q, qoff, cents, bits)

@@ -180,8 +180,8 @@ def test_search_blocks_allowed_equals_reference(simd, exact):
     q = rng.standard_normal((6, dim)).astype(np.float32)
     qoff = rng.standard_normal(6)
     mask = _mask(rng, n, 0.1)
-    code = (cents, bits, lay.per_nibble, lay.head_sub, cents, lay.tail_bits, lay.tail_per_nibble, lay.tail_first)
-    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, *code, k, 2, 4, fs.simd_level(simd),
+    book = fs.block_codebook(lay, cents)
+    s, i = fs.search_blocks(blocks, n, fs.split_factors(factors, n), q, qoff, book, k, 2, 4, fs.simd_level(simd),
                             exact, mask)
     if exact:
         full = ((q.astype(np.float64) @ cents[ref.unpack_codes(codes, 0, bits, dim)].T.astype(np.float64)
@@ -193,7 +193,7 @@ def test_search_blocks_allowed_equals_reference(simd, exact):
     np.testing.assert_array_equal(i, want_i)
     np.testing.assert_allclose(s, want_s, rtol=1e-6)
     if exact:   # direct scoring of the same slots: the same result
-        d_s, d_i = fs.score_slots(blocks, np.flatnonzero(mask), fs.split_factors(factors, n), q, qoff, *code, k)
+        d_s, d_i = fs.score_slots(blocks, np.flatnonzero(mask), fs.split_factors(factors, n), q, qoff, book, k)
         np.testing.assert_array_equal(d_i, i)
         np.testing.assert_array_equal(d_s, s)
 
@@ -212,7 +212,7 @@ def test_search_list_blocks_allowed_equals_reference(exact):
     mask = _mask(rng, arena, 0.15)
     args = (start, size, qc, cnorm2, True, 2.0, 2, q, qoff, cents, bits)
     wsplit = fs.split_factors(factors, arena)
-    s, i = ivf_fs.search_list_blocks(blocks, wsplit, *args, lay.per_nibble, lay.n_sub, k, 2, fs.simd_level(),
+    s, i = ivf_fs.search_list_blocks(blocks, wsplit, *args[:-2], fs.block_codebook(lay, cents), k, 2, fs.simd_level(),
                                      exact, mask)
     if exact:
         want_s, want_i = ref.search_list_blocks(blocks, factors, *args, k, allowed=mask)
@@ -220,12 +220,12 @@ def test_search_list_blocks_allowed_equals_reference(exact):
         np.testing.assert_allclose(s, want_s, rtol=1e-6)
         slots = np.flatnonzero(mask)
         owner = np.searchsorted(start, slots, side="right") - 1
-        d_s, d_i = ivf_fs.score_list_slots(blocks, wsplit, slots, owner, *args, lay.per_nibble, lay.n_sub, k)
+        d_s, d_i = ivf_fs.score_list_slots(blocks, wsplit, slots, owner, *args[:-2], fs.block_codebook(lay, cents), k)
         np.testing.assert_array_equal(d_i, i)
         np.testing.assert_array_equal(d_s, s)
     else:
         assert np.isin(i[i >= 0], np.flatnonzero(mask)).all()
-        full_i = ivf_fs.search_list_blocks(blocks, wsplit, *args, lay.per_nibble, lay.n_sub, arena, 2,
+        full_i = ivf_fs.search_list_blocks(blocks, wsplit, *args[:-2], fs.block_codebook(lay, cents), arena, 2,
                                            fs.simd_level(), False, NO_FILTER)[1]
         for r in range(nq):   # the unfiltered estimate ranking, restricted
             want = [v for v in full_i[r] if v >= 0 and mask[v]][:k]

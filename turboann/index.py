@@ -531,6 +531,7 @@ class Index:
         self._mean_sq = None if mean is None else self._mean64 @ self._mean64
         self._translate, self._centre, self._gain = self._centring(mean)
         self._centroid_table = self._quant.centroid_table_for(self._gain)
+        self._block_book: _fs.BlockCodebook | None = None   # `_block_codebook`, built on first use
         self._dot_book = self._dot_codebook()
 
     def _dot_codebook(self) -> _dot.DotCodebook | None:
@@ -770,11 +771,25 @@ class Index:
         return qv, qoff
 
     def _fastscan_queries(self, q: np.ndarray):
-        """The fast-scan kernels' per-query inputs: rotated queries (nq, dim) float32, partial-score
-        offsets (nq,) float64 and the codebook (2**bits,) float32."""
+        """The fast-scan and integer kernels' per-query inputs: rotated queries (nq, dim) float32 and
+        partial-score offsets (nq,) float64."""
         qv, qoff = self._segment_values(q)
-        return (np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64),
-                np.ascontiguousarray(self._centroid_table[0, :1 << self.bits]))
+        return np.ascontiguousarray(qv[:, 0, :]), qoff[:, 0].astype(np.float64)
+
+    def _head_codebook(self) -> np.ndarray:
+        """The codebook (2**bits,) float32 of the codes' first part (all of them without a tail)."""
+        return np.ascontiguousarray(self._centroid_table[0, :1 << self.bits])
+
+    def _block_codebook(self) -> _fs.BlockCodebook:
+        """The fast-scan kernels' `BlockCodebook`: the head's codebook and, for a compact code, the last
+        part's (its tail's). Kept until the centre changes (`_set_mean`): a 1-query search pays for
+        building it."""
+        if self._block_book is None:
+            lay = self._store.layout
+            self._block_book = _fs.block_codebook(
+                lay, self._head_codebook(),
+                self._centroid_table[self._quant.segments[0][-1].table, :1 << lay.tail_bits])
+        return self._block_book
 
     def _search_fastscan(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
                          allowed: SlotFilter | None = None, guarantee: bool = True):
@@ -785,29 +800,19 @@ class Index:
         if n_groups < nthreads:   # few queries: split the database across threads instead, in
             # several chunks per thread so that a thread the OS runs less does less of the work
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
-        qrot, qoff, cents = self._fastscan_queries(q)
+        qrot, qoff = self._fastscan_queries(q)
         # Threads take tasks one at a time: on a shared machine a static split
         # waits for whichever thread the OS runs least.
         with _one_task_a_time(nthreads):
-            return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff, cents,
-                                     self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k, n_chunks,
-                                     group, _fs.simd_level(), exact, _NO_FILTER if allowed is None else allowed.mask,
-                                     guarantee)
+            return _fs.search_blocks(store.blocks, len(store), store.split_factors(), qrot, qoff,
+                                     self._block_codebook(), k, n_chunks, group, _fs.simd_level(), exact,
+                                     _NO_FILTER if allowed is None else allowed.mask, guarantee)
 
     def _score_fastscan_slots(self, q: np.ndarray, k: int, allowed: SlotFilter):
         """The exact top k among a sparse filter's slots, each scored directly (`fastscan.score_slots`)."""
-        store, lay = self._store, self._store.layout
+        store = self._store
         return _fs.score_slots(store.blocks, allowed.slots, store.split_factors(), *self._fastscan_queries(q),
-                               self.bits, lay.per_nibble, lay.head_sub, *self._tail_code(), k)
-
-    def _tail_code(self):
-        """The fast-scan kernels' tail arguments: (codebook (2**tail_bits,) float32, tail_bits,
-        tail_per_nibble, tail_first); the last part's codebook is the tail's, or without a tail the
-        codes' own (which scans nothing)."""
-        lay = self._store.layout
-        tail_cents = np.ascontiguousarray(self._centroid_table[self._quant.segments[0][-1].table,
-                                                               :1 << lay.tail_bits])
-        return tail_cents, lay.tail_bits, lay.tail_per_nibble, lay.tail_first
+                               self._block_codebook(), k)
 
     def _search_dot(self, q: np.ndarray, k: int, nthreads: int, exact: bool = True,
                     allowed: SlotFilter | None = None):
@@ -820,8 +825,8 @@ class Index:
         n_chunks = 1
         if n_groups < nthreads:   # few queries: split the database across threads (see _search_fastscan)
             n_chunks = max(1, min(_CHUNKS_PER_THREAD * math.ceil(nthreads / n_groups), len(store) // _MIN_CHUNK))
-        qrot, qoff, cents = self._fastscan_queries(q)
-        prepared = _dot.dot_queries(qrot, qoff, book)
+        qrot, qoff = self._fastscan_queries(q)
+        prepared, cents = _dot.dot_queries(qrot, qoff, book), self._head_codebook()
         with _one_task_a_time(nthreads):
             if self.layout == "fastscan":   # the blocks' columns are the row-major codes
                 return _dot.search_dot(np.empty((0, store.blocks.shape[1]), np.uint8), store.factors, prepared,

@@ -233,20 +233,19 @@ class IVFIndex(Index):
         mask = _NO_FILTER if allowed is None else allowed.mask
         probe = (lists.start, lists.size, qc, self._cnorm2, self.metric != "ip", self._list_bias_mult(), nprobe)
         if self.layout == "fastscan":
-            lay = lists.layout
+            queries, book = self._fastscan_queries(q), self._block_codebook()
             if allowed is not None and _score_directly(allowed.slots, k):
                 return _ivf_fs.score_list_slots(lists.blocks, lists.split_factors(), allowed.slots,
-                                                lists.list_of(allowed.slots), *probe, *self._fastscan_queries(q),
-                                                self.bits, lay.per_nibble, lay.n_sub, k)
-            batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads(), k, lay.rows)
+                                                lists.list_of(allowed.slots), *probe, *queries, book, k)
+            batch = _ivf_fs.batch_size(q.shape[0], numba.get_num_threads(), k, lists.layout.rows)
             with numba.parallel_chunksize(1):
-                return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), *probe,
-                                                  *self._fastscan_queries(q), self.bits, lay.per_nibble, lay.n_sub,
-                                                  k, batch, _fs.simd_level(), exact, mask)
+                return _ivf_fs.search_list_blocks(lists.blocks, lists.split_factors(), *probe, *queries, book, k,
+                                                  batch, _fs.simd_level(), exact, mask)
         if self._dot_book is not None:
-            qrot, qoff, cents = self._fastscan_queries(q)
+            qrot, qoff = self._fastscan_queries(q)
             prepared = _dot.dot_queries(qrot, qoff, self._dot_book)
-            return _dot.search_dot_lists(lists.codes, lists.factors, *probe, prepared, self._dot_book, cents, k,
+            return _dot.search_dot_lists(lists.codes, lists.factors, *probe, prepared, self._dot_book,
+                                         self._head_codebook(), k,
                                          exact, _dot.simd_level(), None if allowed is None else allowed.mask)
         return search_lists(lists.codes, lists.factors, *probe, *self._segment_values(q), self._centroid_table,
                             *self._quant.plan, k, mask)

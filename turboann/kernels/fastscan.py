@@ -118,6 +118,36 @@ def layout_parts(lay: BlockLayout) -> list[tuple[int, int, int, int, int]]:
     return parts
 
 
+class BlockCodebook(NamedTuple):
+    """What the bytes of a blocked code stand for: the codebooks and the widths the table builders
+    read (`build_tables`), one argument of the kernels instead of eight.
+
+    cents             (2**bits,) float32, the codebook of coordinates 0..tail_first-1
+    bits, per_nibble  their bits per coordinate and coordinates per 4-bit sub-code
+    n_sub             their sub-codes (`BlockLayout.head_sub`)
+    tail_cents        (2**tail_bits,) float32, the codebook of a compact code's tail
+    tail_bits, tail_per_nibble, tail_first: the tail's widths and first coordinate; without a
+                      tail, tail_first = dim and the tail fields repeat the head's (nothing scanned)
+    """
+    cents: np.ndarray
+    bits: int
+    per_nibble: int
+    n_sub: int
+    tail_cents: np.ndarray
+    tail_bits: int
+    tail_per_nibble: int
+    tail_first: int
+
+
+def block_codebook(lay: BlockLayout, cents: np.ndarray, tail_cents: np.ndarray | None = None) -> BlockCodebook:
+    """The `BlockCodebook` of codes laid out as `lay`: cents (2**lay.bits,) the head's codebook,
+    tail_cents (2**lay.tail_bits,) the tail's (default: cents, for a code without a tail)."""
+    cents = np.ascontiguousarray(cents, np.float32)
+    tail_cents = cents if tail_cents is None else np.ascontiguousarray(tail_cents, np.float32)
+    return BlockCodebook(cents, int(lay.bits), int(lay.per_nibble), int(lay.head_sub), tail_cents,
+                         int(lay.tail_bits), int(lay.tail_per_nibble), int(lay.tail_first))
+
+
 def query_group(rows: int) -> int:
     """Queries that scan each block together, for blocks of `rows` rows."""
     return max(1, min(_MAX_GROUP, _GROUP_TABLE_BYTES // (n_pairs(rows) * PAIR_BYTES)))
@@ -208,14 +238,12 @@ def _add_part_tables(q, cents, bits, per_nibble, first, sub0, sub_end, ftab, lo,
 
 
 @njit(cache=True, nogil=True)
-def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, res, tail_cents, tail_bits, tail_per_nibble,
-                 tail_first):
+def build_tables(q, off, book, ftab, lut, res):
     """Float, u8 and residual u8 tables of one query; returns ((base, delta, err, likely),
     (base2, delta2, err2, likely2)).
 
-    q, off, cents, ftab as in `float_tables`, n_sub the sub-codes before the
-    tail; tail_*: the tail's codebook and layout (`BlockLayout`), none when
-    tail_first == dim; lut (rows * 32,) uint8 out: u_j[x] at 16 * j + x,
+    q, off, ftab as in `float_tables`; book the codes' `BlockCodebook`
+    (a tail is tabled from its own codebook); lut (rows * 32,) uint8 out: u_j[x] at 16 * j + x,
     with max u_2r + max u_2r+1 <= 255. partial ~ base + delta * sum_j u_j,
     |error| <= err.
 
@@ -239,8 +267,9 @@ def build_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lut, res, tail_ce
     nt = ftab.shape[0]
     lo = np.empty(nt)
     hi = np.empty(nt)
-    float_tables(q, off, cents, bits, per_nibble, n_sub, ftab, lo, hi)
-    _add_part_tables(q, tail_cents, tail_bits, tail_per_nibble, tail_first, n_sub, nt, ftab, lo, hi)   # the tail
+    float_tables(q, off, book.cents, book.bits, book.per_nibble, book.n_sub, ftab, lo, hi)
+    _add_part_tables(q, book.tail_cents, book.tail_bits, book.tail_per_nibble, book.tail_first, book.n_sub, nt, ftab,
+                     lo, hi)   # the tail
     # The two tables of a row are added in a byte before widening, so their
     # largest entries must sum to <= 255: the step is set by the widest pair,
     # with room for both roundings (254 + 2 * 0.5).
@@ -938,8 +967,7 @@ def push_estimates(b, end, totals, jt, w, bias, bound, jf, shift, hs, hi, est, a
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
-                  tail_per_nibble, tail_first, k, n_chunks, group, simd, exact, allowed, guarantee=True):
+def search_blocks(blocks, n, wsplit, qrot, qoff, book, k, n_chunks, group, simd, exact, allowed, guarantee=True):
     """Exact float top k of slots 0..n-1 for each query (exact=False: top k by the u8-table
     estimate, see `push_estimates`), among the slots `allowed` lets through: (n_slots,) uint8, 1
     where a slot may be returned, or zero-length for all. Blocks with no allowed slot are not read.
@@ -948,8 +976,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
     (n_blocks, rows, 32) uint8; wsplit (2, n_blocks * 32) float32 from
     `split_factors`;
     qrot (nq, dim) float32 rotated queries; qoff (nq,) float64 partial-score
-    offsets (see `build_tables`); cents (2**bits,) float32; n_sub and tail_*
-    as in `build_tables`.
+    offsets (see `build_tables`); book the codes' `BlockCodebook`.
     Tasks are (query group, database chunk) pairs: `group` queries scan each
     block while it is in cache; n_chunks > 1 splits the database across
     threads for small batches (call it under `numba.parallel_chunksize(1)`
@@ -996,8 +1023,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub,
         scal = np.empty((gq, 6), np.float32)
         for j in range(gq):
             (base, delta, err, likely), (base2, delta2, err2, likely2) = build_tables(
-                qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[j], lut, res, tail_cents, tail_bits,
-                tail_per_nibble, tail_first)
+                qrot[q0 + j], qoff[q0 + j], book, ftab[j], lut, res)
             pair_tables(lut, rows, tabs, j * tp)
             scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err if guarantee else likely, rows)
             if exact:
@@ -1082,8 +1108,7 @@ def candidate_room(k):
 _DIRECT_HEAP_BYTES = 64 << 20
 
 
-def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
-                tail_per_nibble, tail_first, k):
+def score_slots(blocks, slots, wsplit, qrot, qoff, book, k):
     """Exact float top k among the given slots for each query, each scored directly (no scan): for
     filters that allow so few slots that scanning their blocks would cost more.
 
@@ -1094,13 +1119,13 @@ def score_slots(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_su
     estimated, so this also serves exact=False. Returns scores (nq, k)
     float32 best first and slots (nq, k) int64, -1 padded.
     """
-    if tail_first < qrot.shape[1]:
-        return _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents,
-                                   tail_bits, tail_per_nibble, tail_first, k)
+    if book.tail_first < qrot.shape[1]:
+        return _score_slots_tables(blocks, slots, wsplit, qrot, qoff, book, k)
     nq = qrot.shape[0]
     n_chunks = max(1, min(4 * numba.get_num_threads(), slots.shape[0] // 16,
                           _DIRECT_HEAP_BYTES // (16 * k * max(nq, 1))))
-    return _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, k, n_chunks)
+    return _score_slots_direct(blocks, slots, wsplit, qrot, qoff, book.cents, book.bits, book.per_nibble, k,
+                               n_chunks)
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -1144,8 +1169,7 @@ def _score_slots_direct(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibb
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibble, n_sub, tail_cents, tail_bits,
-                        tail_per_nibble, tail_first, k):
+def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, book, k):
     """`score_slots` from the float tables (a compact code's tail), query by query."""
     nq = qrot.shape[0]
     rows = blocks.shape[1]
@@ -1157,8 +1181,7 @@ def _score_slots_tables(blocks, slots, wsplit, qrot, qoff, cents, bits, per_nibb
         ftab = np.empty((1, 2 * rows, 16))
         lut = np.empty(rows * 32, np.uint8)
         res = np.empty(rows * 32, np.uint8)
-        build_tables(qrot[q], qoff[q], cents, bits, per_nibble, n_sub, ftab[0], lut, res, tail_cents, tail_bits,
-                     tail_per_nibble, tail_first)
+        build_tables(qrot[q], qoff[q], book, ftab[0], lut, res)
         hs = np.full(k, -np.inf)
         hi = np.full(k, -1, np.int64)
         for t in range(slots.shape[0]):   # slot order, so equal scores keep the lower slot

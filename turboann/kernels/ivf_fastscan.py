@@ -69,7 +69,7 @@ def _records_cap(k):
 
 @njit(parallel=True, cache=True, nogil=True)
 def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                       qrot, qoff, cents, bits, per_nibble, n_sub, k, batch, simd, exact, allowed):
+                       qrot, qoff, book, k, batch, simd, exact, allowed):
     """Exact float top k over the nprobe nearest inverted lists of each query (exact=False: top k
     by the u8-table estimate, see above), among the slots `allowed` lets through ((arena,) uint8,
     1 where a slot may be returned, or zero-length for all; blocks with none are not read).
@@ -80,8 +80,8 @@ def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_
     qc (nq, nlist) float32 = q . C^T, cnorm2 (nlist,) float32, probe_l2 and
     list_bias_mult as in `ivf_scan.search_lists`: a vector's score is
     w * partial + bias + list_bias_mult * qc[q, l]. qrot (nq, dim) float32,
-    qoff (nq,) float64, cents, bits, per_nibble, n_sub, simd as in
-    `fastscan.search_blocks`. Queries go in list-major batches of `batch`
+    qoff (nq,) float64, book (a `fastscan.BlockCodebook` without a tail), simd
+    as in `fastscan.search_blocks`. Queries go in list-major batches of `batch`
     (`batch_size`), one batch a task. Returns scores (nq, k) float32 best
     first and arena slots (nq, k) int64, -1 padded.
     """
@@ -91,14 +91,13 @@ def search_list_blocks(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_
     for t in prange((nq + batch - 1) // batch):
         q0 = t * batch
         _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                      qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, min(nq, q0 + batch), out_s,
-                      out_i, allowed)
+                      qrot, qoff, book, k, simd, exact, q0, min(nq, q0 + batch), out_s, out_i, allowed)
     return out_s, out_i
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def score_list_slots(blocks, wsplit, slots, slot_list, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult,
-                     nprobe, qrot, qoff, cents, bits, per_nibble, n_sub, k):
+                     nprobe, qrot, qoff, book, k):
     """`search_list_blocks` among the given slots only, each scored directly (no scan): for filters
     that allow so few slots that scanning their blocks would cost more.
 
@@ -113,6 +112,7 @@ def score_list_slots(blocks, wsplit, slots, slot_list, list_start, list_size, qc
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
     w, bias = wsplit[0], wsplit[1]
+    cents, bits, per_nibble, n_sub = book.cents, book.bits, book.per_nibble, book.n_sub
     cx = coordinate_centroids(cents, bits, per_nibble)
     out_s = np.empty((nq, k), np.float32)
     out_i = np.empty((nq, k), np.int64)
@@ -166,8 +166,9 @@ def _queries_by_list(probes, nlist):
 
 @njit(cache=True, nogil=True)
 def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, list_bias_mult, nprobe,
-                  qrot, qoff, cents, bits, per_nibble, n_sub, k, simd, exact, q0, q1, out_s, out_i, allowed):
+                  qrot, qoff, book, k, simd, exact, q0, q1, out_s, out_i, allowed):
     """Queries q0..q1-1 of `search_list_blocks`, written into out_s, out_i."""
+    cents, bits, per_nibble, n_sub = book.cents, book.bits, book.per_nibble, book.n_sub
     nb = q1 - q0
     rows = blocks.shape[1]
     flat = blocks.reshape(-1)
@@ -182,9 +183,8 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
     keys = np.empty(nprobe, np.float32)
     for j in range(nb):
         nearest_lists(qc[q0 + j], cnorm2, probe_l2, keys, probes[j])
-        (base, delta, err, _), (base2, delta2, err2, _) = build_tables(
-            qrot[q0 + j], qoff[q0 + j], cents, bits, per_nibble, n_sub, ftab[0], lut, res, cents, bits, per_nibble,
-            qrot.shape[1])
+        (base, delta, err, _), (base2, delta2, err2, _) = build_tables(qrot[q0 + j], qoff[q0 + j], book, ftab[0],
+                                                                       lut, res)
         pair_tables(lut, rows, tabs, j * tp)
         scal[j, 0], scal[j, 1], scal[j, 2] = _bound_terms(base, delta, err, rows)
         if exact:
