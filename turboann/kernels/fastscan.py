@@ -879,34 +879,39 @@ def lanes_reaching(values, kth):
 
 
 @njit(cache=True, nogil=True)
-def gather_candidates(b, end, upper, lower, kth, floor_s, floor_i, cand_u, cand_s, count, allowed):
+def gather_candidates(b, end, upper, lower, shift, kth, floor_s, floor_i, cand_u, cand_s, count, allowed):
     """Candidates of the block at b: raise the floor (min-heap floor_s, floor_i of the k best lower
     bounds seen, which the final k-th best score reaches) by the block's lower bounds, then append
-    every lane whose upper bound reaches both the floor and kth (the exact heap's root) to cand_u
-    (upper bounds, float32) and cand_s (slots, int64) from `count`; returns the new count.
+    every lane whose upper bound reaches both the floor and kth (the exact heap's root; -inf when
+    every score is deferred) to cand_u (upper bounds, float64) and cand_s (slots, int64) from
+    `count`; returns the new count.
 
-    upper, lower (32,) float32 in split order; slots from `end` on and
-    those `allowed` excludes are skipped. Lanes go in slot order, so the
-    candidates of a scan stay in slot order. The caller leaves room for 32.
-    Only the lanes a vector compare lets through are visited.
+    upper, lower (32,) float32 in split order, relative to `shift` (float64:
+    0 for a flat index, an IVF list's share of the score), which is added
+    to both before they meet the floor and kth, and to what is stored;
+    slots from `end` on and those `allowed` excludes are skipped. Lanes go
+    in slot order, so the candidates of a scan stay in slot order. The
+    caller leaves room for 32. Only the lanes a vector compare lets through
+    are visited (floor - shift rounds in float64, far inside the bounds'
+    float32 slack).
     """
     i0 = b * BLOCK
     last = min(BLOCK, end - i0)
-    bits = lanes_reaching(lower, floor_s[0])
+    bits = lanes_reaching(lower, floor_s[0] - shift)
     while bits:
         lane = trailing_zeros(bits)
         bits &= bits - 1
-        p = split_position(lane)
-        if lane < last and lower[p] > floor_s[0] and lane_allowed(allowed, i0 + lane):
-            heap_push(floor_s, floor_i, np.float64(lower[p]), i0 + lane)
+        low = np.float64(lower[split_position(lane)]) + shift
+        if lane < last and low > floor_s[0] and lane_allowed(allowed, i0 + lane):
+            heap_push(floor_s, floor_i, low, i0 + lane)
     thr = max(kth, floor_s[0])
-    bits = lanes_reaching(upper, thr)
+    bits = lanes_reaching(upper, thr - shift)
     while bits:
         lane = trailing_zeros(bits)
         bits &= bits - 1
-        p = split_position(lane)
-        if lane < last and upper[p] >= thr and lane_allowed(allowed, i0 + lane):
-            cand_u[count] = upper[p]
+        up = np.float64(upper[split_position(lane)]) + shift
+        if lane < last and up >= thr and lane_allowed(allowed, i0 + lane):
+            cand_u[count] = up
             cand_s[count] = i0 + lane
             count += 1
     return count
@@ -1038,7 +1043,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, book, k, n_chunks, group, simd,
         # the candidates, re-scored at the end or when their room runs out (`rescore_candidates`).
         floor_s = np.full((gq, k), -np.inf)
         floor_i = np.full((gq, k), -1, np.int64)
-        cand_u = np.empty((gq, cap if exact else 0), np.float32)
+        cand_u = np.empty((gq, cap if exact else 0))
         cand_s = np.empty((gq, cap if exact else 0), np.int64)
         count = np.zeros(gq, np.int64)
         w, bias = wsplit[0], wsplit[1]
@@ -1078,7 +1083,7 @@ def search_blocks(blocks, n, wsplit, qrot, qoff, book, k, n_chunks, group, simd,
                                 rescore_candidates(cand_u[jj], cand_s[jj], count[jj], floor_s[jj, 0], flat, rows,
                                                    ftab, jj, w, bias, part_s[q, ch], part_i[q, ch])
                                 count[jj] = 0
-                        count[jj] = gather_candidates(b, n, upper, lower, part_s[q, ch, 0], floor_s[jj],
+                        count[jj] = gather_candidates(b, n, upper, lower, 0.0, part_s[q, ch, 0], floor_s[jj],
                                                       floor_i[jj], cand_u[jj], cand_s[jj], count[jj], allowed)
                     else:
                         store_sums(sums[2 * j], sums[2 * j + 1], totals, 0)

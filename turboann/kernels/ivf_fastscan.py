@@ -14,7 +14,8 @@ Deferred re-scoring. Lists come in arena order, not in each query's order of
 nearness, so the running k-th best exact score would rise slowly and many
 vectors would be re-scored early. Instead each query keeps the k best lower
 bounds of its quantized scores (their root, tau, is at most the final k-th
-best exact score) and records every vector whose upper bound reaches tau.
+best exact score) and records every vector whose upper bound reaches tau
+(`fastscan.gather_candidates`, as the flat scan, with the list's shift).
 The bounds of a block the u8 tables let by are refined by the residual
 tables (`fastscan.build_tables`), about 126 times tighter, so tau sits just
 below the k-th best and few vectors are recorded.
@@ -40,7 +41,7 @@ from numba import njit, prange
 
 from .fastscan import (BLOCK, PAIR_BYTES, _bound_terms, _exact_partial, _refined_terms, _sums_avx2, _sums_avx512,
                        _sums_portable, block_allowed, build_tables, coordinate_centroids, direct_partial, estimates,
-                       float_tables, lane_allowed, n_pairs, pair_tables, reaches, refined_bounds, residual_sums,
+                       float_tables, gather_candidates, lane_allowed, n_pairs, pair_tables, reaches, refined_bounds, residual_sums,
                        slot_place, split_position, store_sums, store_upper, upper_bounds)
 from .ivf_scan import nearest_lists, probed_lists
 from .topk import heap_push, sorted_topk
@@ -253,8 +254,10 @@ def _search_batch(blocks, wsplit, list_start, list_size, qc, cnorm2, probe_l2, l
                         store_upper(le, lo, lower)
                         if n_rec[qj] + BLOCK > rec_slot.shape[1]:
                             rec_slot, rec_up, rec_shift = _make_room(qj, low_s, rec_slot, rec_up, rec_shift, n_rec)
-                        _record_block(b, end, qj, shifts[j], upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift,
-                                      n_rec, allowed)
+                        had = n_rec[qj]
+                        n_rec[qj] = gather_candidates(b, end, upper, lower, shifts[j], -np.inf, low_s[qj], low_i[qj],
+                                                      rec_up[qj], rec_slot[qj], had, allowed)
+                        rec_shift[qj, had:n_rec[qj]] = shifts[j]
             g += cnt
 
     hs = np.empty(k)
@@ -298,30 +301,6 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
         score = np.float64(w[at]) * partial + bias[at] + shifts[r]
         if score > hs[0] or (score == hs[0] and slot < hi[0]):
             heap_push(hs, hi, score, slot)
-
-
-@njit(cache=True, nogil=True)
-def _record_block(b, end, qj, shift, upper, lower, low_s, low_i, rec_slot, rec_up, rec_shift, n_rec, allowed):
-    """Record the block's vectors (slots below `end` that `allowed` lets through) whose upper bound
-    reaches query qj's tau, and push their lower bounds into its heap (low_s, low_i).
-
-    upper, lower (32,) float32: the block's bounds (`fastscan.refined_bounds`), in split order;
-    shift (float64) is added to both.
-    """
-    i0 = b * BLOCK
-    for lane in range(min(BLOCK, end - i0)):
-        p = split_position(lane)
-        up = np.float64(upper[p]) + shift
-        if up < low_s[qj, 0] or not lane_allowed(allowed, i0 + lane):
-            continue
-        low = np.float64(lower[p]) + shift   # kth - shift rounds in float64, far inside the bound's slack
-        if low > low_s[qj, 0]:
-            heap_push(low_s[qj], low_i[qj], low, i0 + lane)
-        r = n_rec[qj]
-        rec_slot[qj, r] = i0 + lane
-        rec_up[qj, r] = up
-        rec_shift[qj, r] = shift
-        n_rec[qj] = r + 1
 
 
 @njit(cache=True, nogil=True)
