@@ -678,10 +678,15 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                     break
             if not some:
                 continue
+        # Only allowed vectors are copied and decoded (`_block_hits` reads no other): a sparse
+        # filter leaves about one a block.
         if from_blocks:
             for v in range(b0, b1):
-                _copy_column(blocks, v, src, v - b0)
+                if not filtered or allowed[v] != 0:
+                    _copy_column(blocks, v, src, v - b0)
         for v in range(b0, b1):
+            if filtered and allowed[v] == 0:
+                continue
             values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
             row = v - b0 if from_blocks else v
             if simd == 3:
