@@ -67,10 +67,17 @@ class SlotLookup:
 
 
 def slot_filter(lookup: SlotLookup, ids: np.ndarray, n_slots: int) -> SlotFilter:
-    """The `SlotFilter` of ids (checked int64, any order, duplicates and unknown ids ignored)."""
+    """The `SlotFilter` of ids (checked int64, any order, duplicates and unknown ids ignored).
+
+    The slots come from sorting the m found ones, not from a pass over the mask: O(m log m)
+    against O(n_slots), which a sparse filter of a large index would pay on every search.
+    """
+    slots = np.sort(lookup.slots(ids))
+    if slots.size > 1:
+        slots = slots[np.concatenate(([True], slots[1:] != slots[:-1]))]   # duplicates once
     mask = np.zeros(n_slots, np.uint8)
-    mask[lookup.slots(ids)] = 1
-    return SlotFilter(mask, np.flatnonzero(mask))
+    mask[slots] = 1
+    return SlotFilter(mask, slots)
 
 
 class CodeStore:
