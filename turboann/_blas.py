@@ -1,11 +1,9 @@
 """BLAS products that come just before Numba's parallel kernels run on one BLAS thread.
 
 After a call, OpenBLAS's worker threads spin for a while, on the very cores
-Numba's threads need for the scan that follows. `IVFIndex.search` on wordnet
-(nlist 1024, nprobe 24, 2 Numba threads, NumPy's default 2 BLAS threads)
-measured 8,046 QPS before and 13,274 with this, as with
-OPENBLAS_NUM_THREADS=1 (13,728). A product of queries with centroids is a
-small part of a search, so one thread costs little there. The k-means
+Numba's threads need for the scan that follows, which then runs much slower
+(docs/design.md, "Measurements behind the code"). A product of queries with
+centroids is a small part of a search, so one thread costs little there. The k-means
 assignment of `IVFIndex.add` keeps all BLAS threads: it is most of that work.
 
 The limit is process-wide, so searches in several threads share one: the

@@ -14,10 +14,8 @@ dim * bits / 8 bytes of codes: 4 B more under "cosine" and "ip", 8 B under
   coded with fewer bits (`tail_split`). The rotation makes every coordinate
   alike, so which coordinates lose the bits does not matter.
 
-Measured (bench/core_recall.py, seed 0): recall 10@10 on wordnet (cosine)
-0.8716 / 0.9314 / 0.9663 at 96 / 144 / 192 B against the default's 0.8761 /
-0.9319 / 0.9676 at 100 / 148 / 196 B; on minilm-vocab (l2) 0.6397 / 0.8146 /
-0.9119 at 96 / 144 / 192 B against 0.6594 / 0.8237 / 0.9228 at 104 / 152 / 200 B.
+What it costs in recall for the bytes it saves: docs/design.md, "Measurements
+behind the code" (bench/core_recall.py).
 """
 from __future__ import annotations
 

@@ -361,8 +361,8 @@ class _FaissMethod(Method):
     Options: max_train (rows sampled for training, default 100_000);
     faiss_metric ("ip" | "l2"): the Faiss metric used under "cosine", default
     "l2". Exact L2 and inner product rank unit vectors alike, but the
-    quantized estimates differ: on wordnet-minilm-384 L2 gave equal (RaBitQ)
-    or 0.005-0.015 higher recall 10@10 (PQ, PQ FastScan, SQtqmse).
+    quantized estimates differ, and L2 gave equal or higher recall on our
+    data (docs/design.md, "Measurements behind the code").
     """
 
     cosine_metric = "l2"

@@ -115,13 +115,9 @@ def _estimate_centre(x: np.ndarray, directions: bool, max_rows: int = _CENTRE_SA
 
     x (n, dim) float32, C-contiguous. Over all rows, or, beyond max_rows,
     over max_rows of them in evenly spaced runs of _CENTRE_RUN consecutive
-    rows: more do not move recall beyond the spread between samples
-    (wordnet, 116,659 rows, recall 10@10 at 2 / 3 / 4 bits: 0.8761 / 0.9319
-    / 0.9676 with these 16,384 rows, 0.8742 / 0.9309 / 0.9670 with 65,536,
-    0.8755 / 0.9309 / 0.9663 with all rows; eight other samples of 8,192 to
-    32,768 rows gave 0.8746-0.8770 / 0.9302-0.9329 / 0.9654-0.9678). It
-    reads a seventh of wordnet instead of more than half: 2-3 ms of a 1-thread
-    add instead of about 10. NaN where a row summed is not finite.
+    rows: more do not move recall beyond the spread between samples, and
+    reading runs of rows costs a fraction of reading them all (docs/design.md,
+    "Measurements behind the code"). NaN where a row summed is not finite.
     """
     n = x.shape[0]
     if n <= max_rows:   # ranges of _CENTRE_RUN rows only to give threads tasks
@@ -553,8 +549,8 @@ class Index:
         # change, so there the common direction m is taken out of each unit
         # direction u instead and kept in the reconstruction. u - m has mean
         # square norm 1 - ||m||^2 when m is the mean of the u: the codebook
-        # narrows by that much (measured: recall 10@10 on wordnet at 2 bits
-        # 0.8685 translating and renormalising, 0.8723 this way, 3 seeds).
+        # narrows by that much (which recalls more than translating and
+        # renormalising: docs/design.md, "Measurements behind the code").
         translate = rotated if self.metric == "l2" else None
         centre = rotated if self.metric != "l2" else None
         spread = 1.0 if centre is None else 1.0 - float(mean.astype(np.float64) @ mean)
@@ -604,9 +600,8 @@ class Index:
         <m, x> (n,) float64 under the "translate" estimator's ip and cosine).
 
         Computed in float64 and rounded once into the float32 columns, a
-        chunk of rows at a time: fresh arrays of n float64 cost page faults
-        (the plain NumPy expression took 2-4 ms on wordnet), chunks reuse
-        memory already mapped and cached.
+        chunk of rows at a time: fresh arrays of n float64 cost page faults,
+        chunks reuse memory already mapped and cached.
         """
         n = dots.shape[0]
         out = np.empty((n, self._store.n_factors), np.float32)

@@ -233,9 +233,9 @@ def unpack_codes(codes, offset, bits, d, out):
             out[r, i] = c & mask
 
 
-# Below this many rows a parallel launch costs more than it saves: 35 us against
-# 12 us for one query row on an idle machine, milliseconds when other
-# processes hold the cores the woken threads need.
+# Below this many rows a parallel launch costs more than it saves: about three
+# times the serial cost for one query row on an idle machine, milliseconds when
+# other processes hold the cores the woken threads need.
 _PARALLEL_NORM_ROWS = 4096
 
 

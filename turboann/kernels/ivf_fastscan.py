@@ -287,7 +287,7 @@ def _rescore_records(flat, rows, w, bias, ftab, qp, off, cx, per_nibble, slots, 
     """Exact top k (heap hs, hi, reset here) of one query's recorded vectors (slots, upper bounds
     + shift, shifts), re-scored in order of falling bound until a bound falls below the k-th best
     score. One coordinate a nibble (3, 4 bits): from qp, off, cx by `fastscan.direct_partial`
-    (float tables would cost ~5 us a query to rebuild, and miss L1 at d = 384: 49 KB). More
+    (float tables would have to be rebuilt a query, and at d = 384 their 49 KB miss L1). More
     (1, 2 bits): from the float tables ftab[0], which fit in L1 and save as many products."""
     hs[:] = -np.inf
     hi[:] = -1
