@@ -44,22 +44,24 @@ print(json.dumps({"import_s": t1 - t0, "add_s": t2 - t1, "search_s": t3 - t2, "s
 """
 
 
-def run(dim: int, bits: int, n: int, cache: str) -> dict:
+def _child(args: list[str], cache: str) -> subprocess.CompletedProcess:
+    """Python run with `args` in a child whose Numba cache is the folder `cache`; raises on failure."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(_common.REPO))
-    done = subprocess.run([sys.executable, "-c", CHILD, str(dim), str(bits), str(n)], env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(done.stderr[-2000:])
+    return done
+
+
+def run(dim: int, bits: int, n: int, cache: str) -> dict:
+    done = _child(["-c", CHILD, str(dim), str(bits), str(n)], cache)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def warmup(cache: str) -> float:
     """Seconds `turboann warmup` takes to fill the empty Numba cache folder `cache`."""
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(_common.REPO))
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "turboann.cli", "warmup"], env=env, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(done.stderr[-2000:])
+    done = _child(["-m", "turboann.cli", "warmup"], cache)
     print(done.stderr.strip(), flush=True)
     return time.perf_counter() - start
 

@@ -29,6 +29,11 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def usable_cores() -> int | None:
+    """The CPUs this process may run on (its affinity), or None where the OS cannot tell."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def machine_info() -> dict:
     """CPU, cores, SIMD flags, memory, OS, library versions and the current load average."""
     try:
@@ -44,7 +49,7 @@ def machine_info() -> dict:
     return {
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cores_usable": usable_cores(),
         "simd": [f for f in _SIMD_FLAGS if f" {f}" in flags or flags.endswith(f" {f}")],
         "memory_gib": None if mem_gib is None else round(mem_gib, 1),
         "platform": platform.platform(),

@@ -105,7 +105,7 @@ def warmup(bits: int | Iterable[int] = range(1, 9), kinds: str | Iterable[str] =
     jobs: processes compiling at once (default: the CPUs this process may use).
     report: called with one line per finished task.
     """
-    from . import _validate
+    from . import _machine, _validate
     bits = [bits] if isinstance(bits, int) else bits
     kinds = [kinds] if isinstance(kinds, str) else kinds
     widths = sorted({_validate.integer("bits", b, low=1, high=8) for b in bits})
@@ -116,7 +116,7 @@ def warmup(bits: int | Iterable[int] = range(1, 9), kinds: str | Iterable[str] =
     if not widths or not kinds:
         raise ValueError("warmup needs at least one width in bits and one kind in kinds")
     if jobs is None:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        jobs = _machine.usable_cores() or os.cpu_count() or 1
     jobs = _validate.integer("jobs", jobs, low=1)
     say = report or (lambda line: None)
     tasks = [(kind, b) for kind in kinds for b in widths]

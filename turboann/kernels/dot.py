@@ -680,13 +680,11 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                 continue
         # Only allowed vectors are copied and decoded (`_block_hits` reads no other): a sparse
         # filter leaves about one a block.
-        if from_blocks:
-            for v in range(b0, b1):
-                if not filtered or allowed[v] != 0:
-                    _copy_column(blocks, v, src, v - b0)
         for v in range(b0, b1):
             if filtered and allowed[v] == 0:
                 continue
+            if from_blocks:
+                _copy_column(blocks, v, src, v - b0)
             values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
             row = v - b0 if from_blocks else v
             if simd == 3:
