@@ -239,12 +239,13 @@ def decode_chunk(flat, start, count, bits, t0, t1, t2, t3, spread, shifts, mask)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def decode_simd(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts, mask, values):
-    """The decoded bytes of `decode_scalar`, into values, for the row at flat[row_start:] (VBMI;
-    arguments as in `decode_chunk`)."""
+def decode_simd(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts, mask, values, start, count):
+    """The decoded bytes of `decode_scalar`, into values[start: start + count] (count: a multiple of
+    `CHUNK`), for the row at flat[row_start:] (VBMI; arguments as in `decode_chunk`). An offset
+    rather than a slice: a view a vector took a reference count."""
     step = 8 * bits
     ch = 0
-    for at in range(0, values.shape[0], CHUNK):
+    for at in range(start, start + count, CHUNK):
         x, y = decode_chunk(flat, row_start + ch * step, row_bytes - ch * step, bits, t0, t1, t2, t3, spread,
                             shifts, mask)
         w.store_wide(values, at, y)
@@ -265,12 +266,12 @@ def _dot(simd, acc, unsigned, signed):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def group_sums(values, base, flat, quads, simd):
-    """The int32 sums S of one decoded vector against the 16 queries whose lanes start flat (i32x16),
-    with the dot-product instruction of level `simd` (`_dot`).
+def group_sums(values, base, flat, at, quads, simd):
+    """The int32 sums S of one decoded vector against the 16 queries whose lanes start at flat[at]
+    (i32x16), with the dot-product instruction of level `simd` (`_dot`).
 
-    values[base: base + 4 * quads]: the vector's decoded bytes; flat: the
-    group's lanes raveled (quads * 64,) int8.
+    values[base: base + 4 * quads]: the vector's decoded bytes; flat[at: at +
+    quads * 64] (int8): the group's lanes raveled.
     """
     # Eight independent sums: vpdpbusd takes several cycles and two can start each cycle.
     s0 = w.zero_i32()
@@ -283,17 +284,17 @@ def group_sums(values, base, flat, quads, simd):
     s7 = w.zero_i32()
     c = 0
     while c + 8 <= quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
-        s1 = _dot(simd, s1, w.broadcast_dword(values, base + 4 * c + 4), w.load_i8(flat, 64 * c + 64))
-        s2 = _dot(simd, s2, w.broadcast_dword(values, base + 4 * c + 8), w.load_i8(flat, 64 * c + 128))
-        s3 = _dot(simd, s3, w.broadcast_dword(values, base + 4 * c + 12), w.load_i8(flat, 64 * c + 192))
-        s4 = _dot(simd, s4, w.broadcast_dword(values, base + 4 * c + 16), w.load_i8(flat, 64 * c + 256))
-        s5 = _dot(simd, s5, w.broadcast_dword(values, base + 4 * c + 20), w.load_i8(flat, 64 * c + 320))
-        s6 = _dot(simd, s6, w.broadcast_dword(values, base + 4 * c + 24), w.load_i8(flat, 64 * c + 384))
-        s7 = _dot(simd, s7, w.broadcast_dword(values, base + 4 * c + 28), w.load_i8(flat, 64 * c + 448))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, at + 64 * c))
+        s1 = _dot(simd, s1, w.broadcast_dword(values, base + 4 * c + 4), w.load_i8(flat, at + 64 * c + 64))
+        s2 = _dot(simd, s2, w.broadcast_dword(values, base + 4 * c + 8), w.load_i8(flat, at + 64 * c + 128))
+        s3 = _dot(simd, s3, w.broadcast_dword(values, base + 4 * c + 12), w.load_i8(flat, at + 64 * c + 192))
+        s4 = _dot(simd, s4, w.broadcast_dword(values, base + 4 * c + 16), w.load_i8(flat, at + 64 * c + 256))
+        s5 = _dot(simd, s5, w.broadcast_dword(values, base + 4 * c + 20), w.load_i8(flat, at + 64 * c + 320))
+        s6 = _dot(simd, s6, w.broadcast_dword(values, base + 4 * c + 24), w.load_i8(flat, at + 64 * c + 384))
+        s7 = _dot(simd, s7, w.broadcast_dword(values, base + 4 * c + 28), w.load_i8(flat, at + 64 * c + 448))
         c += 8
     while c < quads:
-        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, 64 * c))
+        s0 = _dot(simd, s0, w.broadcast_dword(values, base + 4 * c), w.load_i8(flat, at + 64 * c))
         c += 1
     return w.add_i32(w.add_i32(w.add_i32(s0, s1), w.add_i32(s2, s3)), w.add_i32(w.add_i32(s4, s5), w.add_i32(s6, s7)))
 
@@ -341,10 +342,11 @@ def row_sum(values, rows, at, chunks, simd):
     return w.reduce_add(s0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def exact_partial(raw, q, off, cents, dim):
     """off + sum_i q[i] * cents[raw[i]] in float64, four running sums over i mod 4 added as
-    (s0 + s1) + (s2 + s3): the float scores every path and the NumPy twin agree on bit for bit."""
+    (s0 + s1) + (s2 + s3): the float scores every path and the NumPy twin agree on bit for bit.
+    Inlined: called once a candidate, a call took a reference count on each of its three arrays."""
     s0 = 0.0
     s1 = 0.0
     s2 = 0.0
@@ -389,19 +391,9 @@ def _offer(heap_s, heap_i, thr, j, v, score):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _code_row(codes, blocks, v, tmp):
-    """(array, row) holding vector v's row-major code: (codes, v), or with `blocks` (n_blocks, rows, 32)
-    non-empty (fast-scan's layout at 1, 2 and 4 bits, whose block column is the row-major code)
-    that column copied into tmp (1, rows) and row 0."""
-    if blocks.shape[0] == 0:
-        return codes, v
-    _copy_column(blocks, v, tmp, 0)
-    return tmp, 0
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _copy_column(blocks, v, out, row):
-    """Vector v's column of fast-scan blocks (n_blocks, rows, 32) into out[row] (its row-major code)."""
+    """Vector v's column of fast-scan blocks (n_blocks, rows, 32) into out[row]: its row-major code (at
+    1, 2 and 4 bits the block column is the row-major code)."""
     b = v // 32
     lane = v - 32 * b
     for r in range(blocks.shape[1]):
@@ -409,16 +401,15 @@ def _copy_column(blocks, v, out, row):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _exact_score(codes, row, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
+def _exact_score(codes, flat, row, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
     """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its code, row `row`
-    of codes (`_code_row`), decoded again into the scratch raw (padded_dim,) uint8, in registers
-    with VBMI (spread, shifts, mask as `decode_chunk` takes them), else by `decode_codes`. Arrays
-    only: a function handed the NamedTuples paid a reference count on each of their arrays per
-    call."""
+    of codes (or of a column copied by `_copy_column`; flat: codes raveled), decoded again into the scratch raw (padded_dim,)
+    uint8, in registers with VBMI (spread, shifts, mask as `decode_chunk` takes them), else by
+    `decode_codes`. Arrays only, and made by the caller: a function handed the NamedTuples, or a
+    reshape here, paid a reference count on each of their arrays per candidate."""
     dim = q.shape[0]
     if simd == 3:
         row_bytes = codes.shape[1]
-        flat = codes.reshape(-1)
         step = 8 * bits
         for ch in range(raw.shape[0] // CHUNK):
             w.store_wide(raw, ch * CHUNK, chunk_codes(flat, row * row_bytes + ch * step, row_bytes - ch * step, bits,
@@ -466,11 +457,16 @@ def _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_
     cand_v, cand_u = p.cand_v[j], p.cand_u[j]
     t = thr[j]
     tmp = np.empty((1, blocks.shape[1]), np.uint8)
+    flat, tmp_flat = codes.reshape(-1), tmp.reshape(-1)
+    from_blocks = blocks.shape[0] > 0
     for c in range(p.count[j]):
         if cand_u[c] >= t:
             v = cand_v[c]
-            src, row = _code_row(codes, blocks, v, tmp)
-            sc = _exact_score(src, row, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
+            if from_blocks:
+                _copy_column(blocks, v, tmp, 0)
+                sc = _exact_score(tmp, tmp_flat, 0, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
+            else:
+                sc = _exact_score(codes, flat, v, factors, v, q, off, cents, book.bits, raw, simd, sp, sh, mask)
             if sc > hsj[0]:
                 heap_push(hsj, his, sc, v)
     p.count[j] = 0
@@ -580,6 +576,7 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
     rows = queries.rows.reshape(-1)
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     a, b, e = queries.a[q], queries.b[q], queries.e[q]
+    qr, qo = queries.rotated[q], queries.off[q]
     row_bytes = codes.shape[1]
     two = factors.shape[1] > 1
     filtered = allowed.shape[0] > 0
@@ -598,8 +595,7 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
             est += abs(wv) * e
         if est >= thr:
             if exact:
-                sc = _exact_score(codes, v, factors, v, queries.rotated[q], queries.off[q], cents, bits, raw, simd,
-                                  sp, sh, mask)
+                sc = _exact_score(codes, flat, v, factors, v, qr, qo, cents, bits, raw, simd, sp, sh, mask)
             else:
                 sc = np.float64(est)
             sc += shift
@@ -609,12 +605,12 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exact, simd, allowed, hit_v, hit_mask,
-                hit_est):
+def _block_hits(buf, dp, b0, b1, lanes, at, quads, av, bv, ev, factors, thr, r0, exact, simd, allowed, hit_v,
+                hit_mask, hit_est, h0):
     """Score the decoded block buf (rows b0..b1-1 at [(v - b0) * dp:]) against one query group: its lanes
-    (quads * 64,) int8 and a, b, E as f32x16 (`DotQueries`); record each vector whose estimate (exact:
-    upper bound) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask, hit_est. Returns the
-    number of hits. allowed: (n,) uint8 or empty (no filter)."""
+    lanes[at: at + quads * 64] (int8) and a, b, E as f32x16 (`DotQueries`); record each vector whose
+    estimate (exact: upper bound) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask,
+    hit_est from hit h0 on. Returns the number of hits. allowed: (n,) uint8 or empty (no filter)."""
     two = factors.shape[1] > 1
     filtered = allowed.shape[0] > 0
     t = w.load_f32(thr, r0)
@@ -622,7 +618,7 @@ def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exa
     for v in range(b0, b1):
         if filtered and allowed[v] == 0:
             continue
-        s = group_sums(buf, (v - b0) * dp, lanes, quads, simd)
+        s = group_sums(buf, (v - b0) * dp, lanes, at, quads, simd)
         wv = np.float32(factors[v, 0])
         bias = np.float32(factors[v, 1]) if two else np.float32(0.0)
         est = w.fadd(w.fmul(w.splat_f32(wv), w.fadd(av, w.fmul(bv, w.to_float(s)))), w.splat_f32(bias))
@@ -630,9 +626,9 @@ def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exa
             est = w.fadd(est, w.fmul(w.splat_f32(abs(wv)), ev))
         hits = w.ge_mask(est, t)
         if hits != 0:
-            w.store_wide(hit_est, 16 * n_hits, est)
-            hit_v[n_hits] = v
-            hit_mask[n_hits] = hits
+            w.store_wide(hit_est, 16 * (h0 + n_hits), est)
+            hit_v[h0 + n_hits] = v
+            hit_mask[h0 + n_hits] = hits
             n_hits += 1
     return n_hits
 
@@ -641,11 +637,13 @@ def _block_hits(buf, dp, b0, b1, lanes, quads, av, bv, ev, factors, thr, r0, exa
 def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, exact, simd, allowed, hs, hi_):
     """`_scan_range` for query groups g0..g1-1: the range is decoded a block of `BLOCK` vectors at a
     time (once for all these groups), and each group's 16 queries share each decoded vector in the
-    lanes of one register (`group_sums`); one float32 compare tests all 16 bounds.
+    lanes of one register (`group_sums`); one float32 compare tests all 16 bounds. The hits of
+    every group are recorded, then taken in one call a block (`_drain`): a call a group and block
+    paid a reference count on each of its arrays.
 
     hs, hi_ (rows, width): the heaps of queries g0 * 16 .. on. Blocks with no allowed vector are
     neither decoded nor scored. With `blocks` non-empty the codes come from fast-scan's layout
-    (`_code_row`): each block's columns are copied to rows once, for all the task's groups.
+    (`_copy_column`): each block's columns are copied to rows once, for all the task's groups.
     """
     nq, dim = queries.rotated.shape
     bits = book.bits
@@ -655,15 +653,18 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
     row_bytes = blocks.shape[1] if from_blocks else codes.shape[1]
     src = np.empty((BLOCK, row_bytes), np.uint8) if from_blocks else codes
     flat = src.reshape(-1)
+    lanes = queries.lanes.reshape(-1)   # group g's lanes from g * quads * 64
     q0 = g0 * GROUP
     rows = min(nq, g1 * GROUP) - q0
     buf = np.empty(BLOCK * dp, np.uint8)
     raw = np.empty(dp, np.uint8)
     thr = np.full((g1 - g0) * GROUP, np.inf, np.float32)   # lanes past the last query never pass
     thr[:rows] = -np.inf
-    hit_v = np.empty(BLOCK, np.int64)
-    hit_mask = np.empty(BLOCK, np.int64)
-    hit_est = np.empty(GROUP * BLOCK, np.float32)
+    # Group g's hits of a block from (g - g0) * BLOCK on: n_hits[g - g0] of them.
+    hit_v = np.empty((g1 - g0) * BLOCK, np.int64)
+    hit_mask = np.empty((g1 - g0) * BLOCK, np.int64)
+    hit_est = np.empty((g1 - g0) * GROUP * BLOCK, np.float32)
+    n_hits = np.zeros(g1 - g0, np.int64)
     table = book.decode
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     p = pending(rows, hs.shape[1])
@@ -685,31 +686,35 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                 continue
             if from_blocks:
                 _copy_column(blocks, v, src, v - b0)
-            values = buf[(v - b0) * dp:(v - b0 + 1) * dp]
             row = v - b0 if from_blocks else v
             if simd == 3:
-                decode_simd(flat, row * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, values)
+                decode_simd(flat, row * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, buf, (v - b0) * dp,
+                            dp)
             else:
-                decode_scalar(src, row, dim, bits, table, values, raw)
+                decode_scalar(src, row, dim, bits, table, buf[(v - b0) * dp:(v - b0 + 1) * dp], raw)
+        some = False
         for g in range(g0, g1):
             r0 = (g - g0) * GROUP
-            n_hits = _block_hits(buf, dp, b0, b1, queries.lanes[g].reshape(-1), quads, w.load_f32(queries.a, g * GROUP),
-                                 w.load_f32(queries.b, g * GROUP), w.load_f32(queries.e, g * GROUP), factors, thr, r0,
-                                 exact, simd, allowed, hit_v, hit_mask, hit_est)
-            if n_hits:
-                _drain(codes, blocks, factors, queries, book, cents, q0, r0, min(GROUP, rows - r0), exact, hit_v,
-                       hit_mask, hit_est, n_hits, hs, hi_, thr, p, raw, simd)
+            n_hits[g - g0] = _block_hits(buf, dp, b0, b1, lanes, g * quads * 64, quads,
+                                         w.load_f32(queries.a, g * GROUP), w.load_f32(queries.b, g * GROUP),
+                                         w.load_f32(queries.e, g * GROUP), factors, thr, r0, exact, simd, allowed,
+                                         hit_v, hit_mask, hit_est, (g - g0) * BLOCK)
+            some = some or n_hits[g - g0] > 0
+        if some:
+            _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v, hit_mask, hit_est, n_hits,
+                   hs, hi_, thr, p, raw, simd)
     if exact:
         for j in range(rows):
             _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
-def _drain(codes, blocks, factors, queries, book, cents, q0, r0, gq, exact, hit_v, hit_mask, hit_est, n_hits, hs,
+def _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v, hit_mask, hit_est, n_hits, hs,
            hi_, thr, p, raw, simd):
-    """Take the n_hits vectors one group (rows r0..r0+gq-1 of hs, thr and p; queries q0 + r0 ..) reached a
-    threshold with, in slot order: hit_v slots, hit_mask their passing lanes, hit_est (16 per hit)
-    float32 their estimates (exact: upper bounds). Each lane is tested again: thresholds rise as
+    """Take the hits of a block (`_scan_groups`), group by group and in slot order within a group:
+    group i's n_hits[i] from hit i * BLOCK on, hit_v slots, hit_mask their passing lanes, hit_est
+    (16 per hit) float32 their estimates (exact: upper bounds), for rows 16 i.. of hs, thr and p
+    (queries q0 + 16 i ..; rows of them in all). Each lane is tested again: thresholds rise as
     earlier hits are taken.
 
     The scan loop only records its hits: handled in the loop, their heap work cost it registers and
@@ -717,21 +722,24 @@ def _drain(codes, blocks, factors, queries, book, cents, q0, r0, gq, exact, hit_
     """
     low_s, low_i, cand_v, cand_u, count = p
     e = queries.e
-    for h in range(n_hits):
-        v = hit_v[h]
-        hits = hit_mask[h]
-        wv = np.float32(factors[v, 0])
-        for lane in range(gq):
-            if (hits >> lane) & 1:
-                j = r0 + lane
-                up = hit_est[16 * h + lane]
-                if up < thr[j]:
-                    continue
-                if not exact:
-                    _offer(hs, hi_, thr, j, v, np.float64(up))
-                elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
-                    _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
-                    _keep(cand_v, cand_u, count, j, v, up)
+    for i in range(n_hits.shape[0]):
+        r0 = i * GROUP
+        gq = min(GROUP, rows - r0)
+        for h in range(i * BLOCK, i * BLOCK + n_hits[i]):
+            v = hit_v[h]
+            hits = hit_mask[h]
+            wv = np.float32(factors[v, 0])
+            for lane in range(gq):
+                if (hits >> lane) & 1:
+                    j = r0 + lane
+                    up = hit_est[16 * h + lane]
+                    if up < thr[j]:
+                        continue
+                    if not exact:
+                        _offer(hs, hi_, thr, j, v, np.float64(up))
+                    elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
+                        _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
+                        _keep(cand_v, cand_u, count, j, v, up)
 
 
 @njit(cache=True, nogil=True)
@@ -806,13 +814,19 @@ def search_dot(codes, factors, queries, book, cents, k, shortlist, n_chunks, exa
         if not exact:   # the shortlist by estimate: its exact scores
             raw = np.empty(4 * quads, np.uint8)
             tmp = np.empty((1, blk.shape[1]), np.uint8)
+            flat, tmp_flat = codes.reshape(-1), tmp.reshape(-1)
+            qr, qo = queries.rotated[q], queries.off[q]
             t0, t1, t2, t3, sp, sh, mask = decoder(book)
             for c in range(cand_i.shape[0]):
                 v = cand_i[c]
                 if v >= 0:
-                    src, row = _code_row(codes, blk, v, tmp)
-                    cand_s[c] = _exact_score(src, row, factors, v, queries.rotated[q], queries.off[q], cents,
-                                             book.bits, raw, simd, sp, sh, mask)
+                    if blk.shape[0] > 0:
+                        _copy_column(blk, v, tmp, 0)
+                        cand_s[c] = _exact_score(tmp, tmp_flat, 0, factors, v, qr, qo, cents, book.bits, raw, simd,
+                                                 sp, sh, mask)
+                    else:
+                        cand_s[c] = _exact_score(codes, flat, v, factors, v, qr, qo, cents, book.bits, raw, simd,
+                                                 sp, sh, mask)
         tmp = np.empty(k)
         sorted_topk(cand_s, cand_i, k, tmp, out_i[q])
         out_s[q] = tmp
