@@ -75,6 +75,39 @@ def test_estimate_within_its_bound(bits):
     assert (p.e[:30] >= bound).all()   # the kernel's bound includes the reference's
 
 
+@pytest.mark.parametrize("bits", [1, 2, 4, 5, 8])
+def test_vector_bound_holds_and_matches_its_twin(bits):
+    """The per-vector bound of the exact scan (resid * N_v + ec) holds for every (query, vector), is the
+    reference's up to its float32 widening, and N_v (`code_norm_bound`, every SIMD level) bounds the
+    reconstruction's norm, padding bytes included."""
+    dim = 100   # not a multiple of 64: the last chunk has padding
+    cents, codes, _, q, off = _case(bits, dim, 300, 20, seed=11 + bits)
+    q[:4] *= np.linspace(0.0, 3.0, dim, dtype=np.float32)
+    q[4] = 0.0
+    est, _ = ref.dot_estimates(codes, bits, q.astype(np.float64), off, cents)
+    partial = ref.dot_partials(codes, bits, q.astype(np.float64), off, cents)
+    bound = ref.dot_vector_bounds(codes, bits, q.astype(np.float64), cents)
+    assert (np.abs(est - partial) <= bound * (1 + 1e-9) + 1e-12).all()
+    book = dot.dot_codebook(cents, bits)
+    p = dot.dot_queries(q, off, book)
+    dp = dot.padded_dim(dim)
+    values = np.empty((codes.shape[0], dp), np.uint8)
+    raw = np.empty(dp, np.uint8)
+    for v in range(codes.shape[0]):
+        dot.decode_scalar(codes, v, dim, bits, book.decode, values[v], raw)
+    c = np.asarray(cents, np.float64)[ref.unpack_codes(codes, 0, bits, dim)]
+    err_norm = np.sqrt(dim) * book.err
+    for simd in LEVELS:
+        norms = np.array([dot.code_norm_bound(values.reshape(-1), v * dp, dp, simd, book.scale, err_norm)
+                          for v in range(codes.shape[0])])
+        assert (norms >= np.linalg.norm(c, axis=1)).all(), f"simd {simd}"
+        kernel = p.resid[:20, None].astype(np.float64) * norms[None, :] + p.ec[:20, None]
+        assert (kernel >= bound).all(), f"simd {simd}"
+        # the padding's squares widen N a little, never by more than its coordinates' largest centroid
+        assert (norms <= np.sqrt(np.linalg.norm(c, axis=1) ** 2 + (dp - dim) * book.cmax ** 2) * 1.01
+                + 2 * err_norm).all(), f"simd {simd}"
+
+
 def test_codebook_and_queries_match_reference_quantization():
     cents = codebook.centroids(64, 8).astype(np.float32)
     book = dot.dot_codebook(cents, 8)

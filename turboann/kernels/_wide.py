@@ -147,6 +147,14 @@ def and8(typingctx, a, b):
     return u8x64(a, b), codegen
 
 
+@intrinsic
+def xor8(typingctx, a, b):
+    """Bitwise exclusive or of two u8x64."""
+    def codegen(context, builder, sig, args):
+        return builder.xor(args[0], args[1])
+    return u8x64(a, b), codegen
+
+
 def _generic_permute(builder, table, index, bits):
     """byte i = table[index[i] mod 2**bits] (table: 2**bits bytes, one or two vectors), in plain IR."""
     out = ir.Constant(_V8, ir.Undefined)

@@ -99,6 +99,11 @@ class DotQueries(NamedTuple):
              at [g, c, 4j: 4j + 4] (0 past dim and past the last query)
     a, b     (n_groups * GROUP,) float32: estimate = a + b * S
     e        (n_groups * GROUP,) float32: the bound E of each query
+    resid, ec (n_groups * GROUP,) float32: the parts of a bound per vector, E_v = resid * N_v + ec,
+             N_v >= ||c(code_v)|| (`code_norm_bound`): resid >= ||q - s_q q8||, and ec the
+             codebook's rounding term with the float32 slack (E's second term). By Cauchy-Schwarz
+             this bounds the rounding of the query by the vector's own norm rather than every
+             coordinate's largest centroid (E's first term).
     rows     (nq, padded_dim) int8: the same int8 values, one row a query
     """
     rotated: np.ndarray
@@ -108,6 +113,8 @@ class DotQueries(NamedTuple):
     a: np.ndarray
     b: np.ndarray
     e: np.ndarray
+    resid: np.ndarray
+    ec: np.ndarray
 
 
 @njit(cache=True, nogil=True)
@@ -136,6 +143,8 @@ def _quantize_queries(q, off, c_scale, cmax, err):
     a = np.zeros(ng * GROUP, np.float32)
     b = np.zeros(ng * GROUP, np.float32)
     e = np.zeros(ng * GROUP, np.float32)
+    resid = np.zeros(ng * GROUP, np.float32)
+    ec = np.zeros(ng * GROUP, np.float32)
     for r in range(nq):
         qmax = 0.0
         for i in range(dim):
@@ -144,6 +153,7 @@ def _quantize_queries(q, off, c_scale, cmax, err):
         total = 0.0      # sum q8, exact
         magnitude = 0.0  # sum |q8|, exact
         rounding = 0.0   # sum |q - s_q q8|
+        squares = 0.0    # sum (q - s_q q8)**2
         g, j = divmod(r, GROUP)
         for i in range(dim):
             x = min(max(np.rint(q[r, i] / sq), -127.0), 127.0)
@@ -152,6 +162,7 @@ def _quantize_queries(q, off, c_scale, cmax, err):
             total += x
             magnitude += abs(x)
             rounding += abs(q[r, i] - sq * x)
+            squares += (q[r, i] - sq * x) ** 2
         scale = sq * c_scale
         a[r] = off[r] - scale * 128.0 * total
         b[r] = scale
@@ -159,7 +170,10 @@ def _quantize_queries(q, off, c_scale, cmax, err):
         # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
         largest = abs(off[r]) + scale * 255.0 * magnitude + abs(np.float64(a[r]))
         e[r] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
-    return lanes, rows, a, b, e
+        # (1 + 1e-5): the float32 products and sum of resid * N_v + ec round by a few 2**-24
+        resid[r] = np.sqrt(squares) * (1 + 1e-5)
+        ec[r] = (sq * magnitude * err + _F32_SLACK * largest) * (1 + 1e-5)
+    return lanes, rows, a, b, e, resid, ec
 
 
 # -- decoding --------------------------------------------------------------------------
@@ -253,6 +267,28 @@ def decode_simd(flat, row_start, row_bytes, bits, t0, t1, t2, t3, spread, shifts
 
 
 # -- scoring -----------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True, inline="always")
+def code_norm_bound(values, start, count, simd, scale, err_norm):
+    """N >= ||c(code)||, float32, from a vector's decoded bytes values[start: start + count] (u8,
+    u = c8 + 128; count a multiple of 64): ||c|| <= s_c ||c8|| + ||c - s_c c8|| <= scale *
+    sqrt(sum (u - 128)**2) + err_norm, with err_norm >= sqrt(dim) * max|c - s_c c8|. Bytes past
+    the code's coordinates only add squares: N stays an upper bound.
+
+    sum (u - 128)**2 = sum u (u - 128) - 128 sum u + 128**2 count, two dot products (u - 128 is u
+    with its top bit flipped, read as int8)."""
+    flip = w.splat8(128)
+    one = w.splat8(1)
+    s0 = w.zero_i32()
+    s1 = w.zero_i32()
+    for at in range(start, start + count, CHUNK):
+        u = w.load_i8(values, at)
+        s0 = _dot(simd, s0, w.as_i32(u), w.xor8(u, flip))
+        s1 = _dot(simd, s1, w.as_i32(u), one)
+    squares = w.reduce_add(s0) - 128 * w.reduce_add(s1) + 16384 * count
+    return np.float32((scale * np.sqrt(np.float64(squares)) + err_norm) * (1 + 1e-6))
+
+
 
 @njit(cache=True, nogil=True, inline="always")
 def _dot(simd, acc, unsigned, signed):
@@ -605,11 +641,12 @@ def scan_one(codes, factors, queries, book, cents, q, lo, hi, shift, exact, simd
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _block_hits(buf, dp, b0, b1, lanes, at, quads, av, bv, ev, factors, thr, r0, exact, simd, allowed, hit_v,
-                hit_mask, hit_est, h0):
+def _block_hits(buf, dp, b0, b1, lanes, at, quads, av, bv, rv, cv, norms, factors, thr, r0, exact, simd, allowed,
+                hit_v, hit_mask, hit_est, h0):
     """Score the decoded block buf (rows b0..b1-1 at [(v - b0) * dp:]) against one query group: its lanes
-    lanes[at: at + quads * 64] (int8) and a, b, E as f32x16 (`DotQueries`); record each vector whose
-    estimate (exact: upper bound) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask,
+    lanes[at: at + quads * 64] (int8) and a, b, resid, ec as f32x16 (`DotQueries`), norms (BLOCK,)
+    float32 the vectors' `code_norm_bound`; record each vector whose estimate (exact: upper bound
+    with E_v = resid * N_v + ec) reaches a threshold of thr[r0: r0 + 16] into hit_v, hit_mask,
     hit_est from hit h0 on. Returns the number of hits. allowed: (n,) uint8 or empty (no filter)."""
     two = factors.shape[1] > 1
     filtered = allowed.shape[0] > 0
@@ -623,6 +660,7 @@ def _block_hits(buf, dp, b0, b1, lanes, at, quads, av, bv, ev, factors, thr, r0,
         bias = np.float32(factors[v, 1]) if two else np.float32(0.0)
         est = w.fadd(w.fmul(w.splat_f32(wv), w.fadd(av, w.fmul(bv, w.to_float(s)))), w.splat_f32(bias))
         if exact:
+            ev = w.fadd(w.fmul(rv, w.splat_f32(norms[v - b0])), cv)
             est = w.fadd(est, w.fmul(w.splat_f32(abs(wv)), ev))
         hits = w.ge_mask(est, t)
         if hits != 0:
@@ -665,6 +703,8 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
     hit_mask = np.empty((g1 - g0) * BLOCK, np.int64)
     hit_est = np.empty((g1 - g0) * GROUP * BLOCK, np.float32)
     n_hits = np.zeros(g1 - g0, np.int64)
+    norms = np.zeros(BLOCK, np.float32)   # the block's `code_norm_bound`s (exact mode)
+    err_norm = np.sqrt(np.float64(dim)) * book.err
     table = book.decode
     t0, t1, t2, t3, sp, sh, mask = decoder(book)
     p = pending(rows, hs.shape[1])
@@ -692,36 +732,39 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                             dp)
             else:
                 decode_scalar(src, row, dim, bits, table, buf[(v - b0) * dp:(v - b0 + 1) * dp], raw)
+            if exact:
+                norms[v - b0] = code_norm_bound(buf, (v - b0) * dp, dp, simd, book.scale, err_norm)
         some = False
         for g in range(g0, g1):
             r0 = (g - g0) * GROUP
             n_hits[g - g0] = _block_hits(buf, dp, b0, b1, lanes, g * quads * 64, quads,
                                          w.load_f32(queries.a, g * GROUP), w.load_f32(queries.b, g * GROUP),
-                                         w.load_f32(queries.e, g * GROUP), factors, thr, r0, exact, simd, allowed,
-                                         hit_v, hit_mask, hit_est, (g - g0) * BLOCK)
+                                         w.load_f32(queries.resid, g * GROUP), w.load_f32(queries.ec, g * GROUP),
+                                         norms, factors, thr, r0, exact, simd, allowed, hit_v, hit_mask, hit_est,
+                                         (g - g0) * BLOCK)
             some = some or n_hits[g - g0] > 0
         if some:
             _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v, hit_mask, hit_est, n_hits,
-                   hs, hi_, thr, p, raw, simd)
+                   norms, b0, hs, hi_, thr, p, raw, simd)
     if exact:
         for j in range(rows):
             _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
 
 
 @njit(cache=True, nogil=True)
-def _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v, hit_mask, hit_est, n_hits, hs,
-           hi_, thr, p, raw, simd):
+def _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v, hit_mask, hit_est, n_hits, norms,
+           b0, hs, hi_, thr, p, raw, simd):
     """Take the hits of a block (`_scan_groups`), group by group and in slot order within a group:
     group i's n_hits[i] from hit i * BLOCK on, hit_v slots, hit_mask their passing lanes, hit_est
-    (16 per hit) float32 their estimates (exact: upper bounds), for rows 16 i.. of hs, thr and p
-    (queries q0 + 16 i ..; rows of them in all). Each lane is tested again: thresholds rise as
-    earlier hits are taken.
+    (16 per hit) float32 their estimates (exact: upper bounds with E_v = resid * N_v + ec, N_v =
+    norms[v - b0]), for rows 16 i.. of hs, thr and p (queries q0 + 16 i ..; rows of them in all).
+    Each lane is tested again: thresholds rise as earlier hits are taken.
 
     The scan loop only records its hits: handled in the loop, their heap work cost it registers and
     reference counts on every hit, about 3x the cost of the pushes themselves.
     """
     low_s, low_i, cand_v, cand_u, count = p
-    e = queries.e
+    resid, ec = queries.resid, queries.ec
     for i in range(n_hits.shape[0]):
         r0 = i * GROUP
         gq = min(GROUP, rows - r0)
@@ -737,7 +780,8 @@ def _drain(codes, blocks, factors, queries, book, cents, q0, rows, exact, hit_v,
                         continue
                     if not exact:
                         _offer(hs, hi_, thr, j, v, np.float64(up))
-                    elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv, e[q0 + j]):
+                    elif _candidate(low_s, low_i, cand_v, cand_u, count, thr, j, v, up, wv,
+                                    resid[q0 + j] * norms[v - b0] + ec[q0 + j]):
                         _settle(codes, blocks, factors, queries, book, cents, q0, j, p, thr, hs, hi_, raw, simd)
                         _keep(cand_v, cand_u, count, j, v, up)
 

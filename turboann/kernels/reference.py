@@ -371,6 +371,24 @@ def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, 
     return est, bound
 
 
+def dot_vector_bounds(codes: np.ndarray, bits: int, q: np.ndarray, cents: np.ndarray) -> np.ndarray:
+    """Twin of the per-vector bound of `kernels.dot._scan_groups`: (nq, n) float64,
+    ||q - s_q q8|| * (s_c ||c8(code)|| + sqrt(d) max|c - s_c c8|) + s_q sum|q8| max|c - s_c c8|
+    (Cauchy-Schwarz on the query's rounding, the L1 term of `dot_estimates` on the codebook's)."""
+    d = q.shape[1]
+    c = np.asarray(cents, np.float64)[:1 << bits]
+    cmax = np.abs(c).max()
+    sc = cmax / 127.0 if cmax > 0 else 1.0
+    c8 = np.clip(np.round(c / sc), -127, 127)
+    err = np.abs(c - sc * c8).max()
+    qmax = np.abs(q).max(axis=1)
+    sq = np.where(qmax > 0, qmax / 127.0, 1.0)
+    q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    norms = sc * np.sqrt((c8[unpack_codes(codes, 0, bits, d)] ** 2).sum(axis=1)) + np.sqrt(d) * err   # (n,)
+    return (np.linalg.norm(q - sq[:, None] * q8, axis=1)[:, None] * norms[None, :]
+            + (sq * np.abs(q8).sum(axis=1) * err)[:, None])
+
+
 def hadamard_rotate(x: np.ndarray, rounds, transpose: bool = False) -> np.ndarray:
     """Twin of `kernels.hadamard.hadamard_rotate`, from the forward rounds (signs, perms, overlap_signs)
     as in `rotation.HadamardRounds`.
