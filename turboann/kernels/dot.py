@@ -28,8 +28,12 @@ max|c| + s_q * sum_i |q8_i| * max_x |c_x - s_c (u_x - 128)| (per query).
 exact=True keeps the guarantee of the float scan: a vector is re-scored in
 float64 from its codes when its upper bound w * est + bias + |w| * E
 reaches the k-th best exact score so far, so the top k equals the float
-top k (ties to the lower slot). exact=False keeps the `shortlist` best by
-the estimate and returns the k best of those by their exact scores.
+top k (ties to the lower slot). Batches of query groups (`_scan_groups`)
+bound each vector on its own instead: the query's rounding by Cauchy-
+Schwarz against the vector's reconstruction norm, E_v = ||q - s_q q8|| *
+N_v + (E's second term), N_v from its decoded bytes (`code_norm_bound`).
+exact=False keeps the `shortlist` best by the estimate and returns the k
+best of those by their exact scores.
 """
 from __future__ import annotations
 
@@ -289,7 +293,6 @@ def code_norm_bound(values, start, count, simd, scale, err_norm):
     return np.float32((scale * np.sqrt(np.float64(squares)) + err_norm) * (1 + 1e-6))
 
 
-
 @njit(cache=True, nogil=True, inline="always")
 def _dot(simd, acc, unsigned, signed):
     """The `_wide` dot product of SIMD level simd: >= 2 vpdpbusd zmm, 1 vpdpbusd ymm, 0 plain IR.
@@ -439,10 +442,11 @@ def _copy_column(blocks, v, out, row):
 @njit(cache=True, nogil=True, inline="always")
 def _exact_score(codes, flat, row, factors, v, q, off, cents, bits, raw, simd, spread, shifts, mask):
     """Vector v's exact score for the rotated query q (dim,) float64 with offset off: its code, row `row`
-    of codes (or of a column copied by `_copy_column`; flat: codes raveled), decoded again into the scratch raw (padded_dim,)
-    uint8, in registers with VBMI (spread, shifts, mask as `decode_chunk` takes them), else by
-    `decode_codes`. Arrays only, and made by the caller: a function handed the NamedTuples, or a
-    reshape here, paid a reference count on each of their arrays per candidate."""
+    of codes (or of a column copied by `_copy_column`; flat: codes raveled), decoded again into
+    the scratch raw (padded_dim,) uint8, in registers with VBMI (spread, shifts, mask as
+    `decode_chunk` takes them), else by `decode_codes`. Arrays only, and made by the caller: a
+    function handed the NamedTuples, or a reshape here, paid a reference count on each of their
+    arrays per candidate."""
     dim = q.shape[0]
     if simd == 3:
         row_bytes = codes.shape[1]
@@ -695,7 +699,7 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
     q0 = g0 * GROUP
     rows = min(nq, g1 * GROUP) - q0
     buf = np.empty(BLOCK * dp, np.uint8)
-    raw = np.empty(dp, np.uint8)
+    raw = np.zeros(dp, np.uint8)   # zeros past dim, which the scalar decoder leaves: N_v repeatable
     thr = np.full((g1 - g0) * GROUP, np.inf, np.float32)   # lanes past the last query never pass
     thr[:rows] = -np.inf
     # Group g's hits of a block from (g - g0) * BLOCK on: n_hits[g - g0] of them.
