@@ -165,18 +165,19 @@ def _quantize_queries(q, off, c_scale, cmax, err):
             lanes[g, i // 4, 4 * j + i % 4] = np.int8(x)
             total += x
             magnitude += abs(x)
-            rounding += abs(q[r, i] - sq * x)
-            squares += (q[r, i] - sq * x) ** 2
+            left = q[r, i] - sq * x
+            rounding += abs(left)
+            squares += left * left
         scale = sq * c_scale
         a[r] = off[r] - scale * 128.0 * total
         b[r] = scale
-        bound = rounding * cmax + sq * magnitude * err
+        codebook = sq * magnitude * err
         # float32 evaluation of a + b * S: widen by the slack of its largest magnitude
-        largest = abs(off[r]) + scale * 255.0 * magnitude + abs(np.float64(a[r]))
-        e[r] = (bound + _F32_SLACK * largest) * (1 + 1e-6)
+        slack = _F32_SLACK * (abs(off[r]) + scale * 255.0 * magnitude + abs(np.float64(a[r])))
+        e[r] = (rounding * cmax + codebook + slack) * (1 + 1e-6)
         # (1 + 1e-5): the float32 products and sum of resid * N_v + ec round by a few 2**-24
         resid[r] = np.sqrt(squares) * (1 + 1e-5)
-        ec[r] = (sq * magnitude * err + _F32_SLACK * largest) * (1 + 1e-5)
+        ec[r] = (codebook + slack) * (1 + 1e-5)
     return lanes, rows, a, b, e, resid, ec
 
 
@@ -212,12 +213,13 @@ def decode_codes(codes, v, dim, bits, raw):
 
 
 @njit(cache=True, nogil=True)
-def decode_scalar(codes, v, dim, bits, table, values, raw):
-    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[i] = table[code],
-    for i < dim; 0 and table[0] up to values' length (`decode_codes`, then the table)."""
+def decode_scalar(codes, v, dim, bits, table, values, raw, start=0):
+    """Row v of codes (n, code_bytes) uint8: raw[i] = code of coordinate i, values[start + i] =
+    table[code], for i < dim; 0 and table[0] up to raw's length (`decode_codes`, then the table).
+    An offset rather than a slice of values: a view a vector took a reference count."""
     decode_codes(codes, v, dim, bits, raw)
-    for i in range(values.shape[0]):
-        values[i] = table[raw[i]]
+    for i in range(raw.shape[0]):
+        values[start + i] = table[raw[i]]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -699,7 +701,7 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
     q0 = g0 * GROUP
     rows = min(nq, g1 * GROUP) - q0
     buf = np.empty(BLOCK * dp, np.uint8)
-    raw = np.zeros(dp, np.uint8)   # zeros past dim, which the scalar decoder leaves: N_v repeatable
+    raw = np.empty(dp, np.uint8)
     thr = np.full((g1 - g0) * GROUP, np.inf, np.float32)   # lanes past the last query never pass
     thr[:rows] = -np.inf
     # Group g's hits of a block from (g - g0) * BLOCK on: n_hits[g - g0] of them.
@@ -735,7 +737,7 @@ def _scan_groups(codes, blocks, factors, queries, book, cents, g0, g1, lo, hi, e
                 decode_simd(flat, row * row_bytes, row_bytes, bits, t0, t1, t2, t3, sp, sh, mask, buf, (v - b0) * dp,
                             dp)
             else:
-                decode_scalar(src, row, dim, bits, table, buf[(v - b0) * dp:(v - b0 + 1) * dp], raw)
+                decode_scalar(src, row, dim, bits, table, buf, raw, (v - b0) * dp)
             if exact:
                 norms[v - b0] = code_norm_bound(buf, (v - b0) * dp, dp, simd, book.scale, err_norm)
         some = False

@@ -350,13 +350,10 @@ def dot_partials(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, c
     return off[:, None] + ((sums[0] + sums[1]) + (sums[2] + sums[3]))
 
 
-def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, cents: np.ndarray):
-    """Twin of the integer estimate of `kernels.dot`: (estimates (nq, n) float64, bounds (nq,) float64).
-
-    The codebook to u8 and the queries to int8 as `dot_codebook` / `dot_queries` do; the estimate
-    a + b * S with S the exact integer dot product, and the bound E of the module docstring.
-    """
-    d = q.shape[1]
+def _dot_quantization(q: np.ndarray, cents: np.ndarray, bits: int):
+    """The integer engine's quantization (`dot_codebook` / `dot_queries`): the codebook c (float64),
+    its u8 scale s_c, c8 = round(c / s_c), err = max|c - s_c c8|, and the queries' s_q (nq,) and
+    q8 (nq, d) = round(q / s_q)."""
     c = np.asarray(cents, np.float64)[:1 << bits]
     cmax = np.abs(c).max()
     sc = cmax / 127.0 if cmax > 0 else 1.0
@@ -364,10 +361,21 @@ def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, 
     qmax = np.abs(q).max(axis=1)
     sq = np.where(qmax > 0, qmax / 127.0, 1.0)
     q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    return c, sc, c8, np.abs(c - sc * c8).max(), sq, q8
+
+
+def dot_estimates(codes: np.ndarray, bits: int, q: np.ndarray, off: np.ndarray, cents: np.ndarray):
+    """Twin of the integer estimate of `kernels.dot`: (estimates (nq, n) float64, bounds (nq,) float64).
+
+    The codebook to u8 and the queries to int8 as `dot_codebook` / `dot_queries` do; the estimate
+    a + b * S with S the exact integer dot product, and the bound E of the module docstring.
+    """
+    d = q.shape[1]
+    c, sc, c8, err, sq, q8 = _dot_quantization(q, cents, bits)
     u = (c8 + 128)[unpack_codes(codes, 0, bits, d)]          # (n, d) the decoded bytes
     S = q8 @ u.T                                              # exact in float64 (|S| < 2**53)
     est = off[:, None] - (sq * sc * 128.0 * q8.sum(axis=1))[:, None] + (sq * sc)[:, None] * S
-    bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * cmax + sq * np.abs(q8).sum(axis=1) * np.abs(c - sc * c8).max()
+    bound = np.abs(q - sq[:, None] * q8).sum(axis=1) * np.abs(c).max() + sq * np.abs(q8).sum(axis=1) * err
     return est, bound
 
 
@@ -376,14 +384,7 @@ def dot_vector_bounds(codes: np.ndarray, bits: int, q: np.ndarray, cents: np.nda
     ||q - s_q q8|| * (s_c ||c8(code)|| + sqrt(d) max|c - s_c c8|) + s_q sum|q8| max|c - s_c c8|
     (Cauchy-Schwarz on the query's rounding, the L1 term of `dot_estimates` on the codebook's)."""
     d = q.shape[1]
-    c = np.asarray(cents, np.float64)[:1 << bits]
-    cmax = np.abs(c).max()
-    sc = cmax / 127.0 if cmax > 0 else 1.0
-    c8 = np.clip(np.round(c / sc), -127, 127)
-    err = np.abs(c - sc * c8).max()
-    qmax = np.abs(q).max(axis=1)
-    sq = np.where(qmax > 0, qmax / 127.0, 1.0)
-    q8 = np.clip(np.round(q / sq[:, None]), -127, 127)
+    _, sc, c8, err, sq, q8 = _dot_quantization(q, cents, bits)
     norms = sc * np.sqrt((c8[unpack_codes(codes, 0, bits, d)] ** 2).sum(axis=1)) + np.sqrt(d) * err   # (n,)
     return (np.linalg.norm(q - sq[:, None] * q8, axis=1)[:, None] * norms[None, :]
             + (sq * np.abs(q8).sum(axis=1) * err)[:, None])
